@@ -1,0 +1,288 @@
+"""`[tool.snakebridge]` → validated, immutable settings.
+
+The table is found in the nearest ``pyproject.toml`` above the working directory, or in the
+file named by ``SNAKEBRIDGE_CONFIG``. With no table at all an embedded default applies: every
+module importable in the host's own environment is callable, through one pool of 2 workers.
+Every problem is a :class:`~snakebridge.ConfigError` that names the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from snakebridge.runtime.errors import ConfigError
+
+__all__ = [
+    "EnvSpec",
+    "LibrarySpec",
+    "PoolSpec",
+    "Settings",
+    "load_settings",
+    "parse_bytes",
+    "parse_duration",
+]
+
+SignatureTier = Literal["runtime", "text_signature", "stub", "docstring", "variadic"]
+STDLIB = "stdlib"
+DEFAULT = "default"
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    pass
+
+
+class LibrarySpec(_Strict):
+    """One entry of ``[tool.snakebridge.libraries]`` (a bare string is its ``version``)."""
+
+    version: str | None = None
+    package: str | None = None
+    module: str | None = None
+    env: str = DEFAULT
+    pool: str | None = None
+    include: list[str] = []
+    exclude: list[str] = []
+    generate: Literal["used", "all"] = "used"
+    depth: int = 1
+    streaming: list[str] = []
+    min_signature_tier: SignatureTier = "variadic"
+    idempotent: bool | list[str] = False
+
+    @property
+    def is_stdlib(self) -> bool:
+        return self.version == STDLIB
+
+
+class EnvSpec(_Strict):
+    """``[tool.snakebridge.envs.NAME]``: interpreter, extra requirements, worker env vars."""
+
+    python: str | None = None
+    requirements: list[str] = []
+    env_vars: dict[str, str] = {}
+    variants: dict[str, str] = {}
+
+
+class PoolSpec(_Strict):
+    """``[tool.snakebridge.pools.NAME]``: how many workers and how they live."""
+
+    env: str = DEFAULT
+    size: int = 2
+    profile: Literal["process", "thread"] = "process"
+    threads: int = 4
+    max_requests: int | None = None
+    ttl: str | float | None = None
+    max_memory: str | int | None = None
+    startup_timeout: float = 20.0
+    call_timeout: float | None = None
+    queue_timeout: float = 60.0
+    max_queue: int = 10_000
+    env_vars: dict[str, str] = {}
+
+    @property
+    def ttl_s(self) -> float | None:
+        return parse_duration(self.ttl)
+
+    @property
+    def max_memory_bytes(self) -> int | None:
+        return parse_bytes(self.max_memory)
+
+
+class _Table(_Strict):
+    generated: str = "snakebridge_generated"
+    generated_path: str = "."
+    scan: list[str] | None = None
+    strict: bool = False
+    libraries: dict[str, str | LibrarySpec] = {}
+    envs: dict[str, EnvSpec] = {}
+    pools: dict[str, PoolSpec] = {}
+    variants: dict[str, dict[str, str]] = {}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of one project (or the embedded default when ``path`` is None)."""
+
+    path: Path | None
+    root: Path
+    generated: str = "snakebridge_generated"
+    generated_path: str = "."
+    scan: tuple[str, ...] | None = None
+    strict: bool = False
+    libraries: dict[str, LibrarySpec] | None = None
+    envs: dict[str, EnvSpec] = field(default_factory=lambda: {DEFAULT: EnvSpec()})
+    pools: dict[str, PoolSpec] = field(default_factory=lambda: {DEFAULT: PoolSpec()})
+    variants: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def allow_all(self) -> bool:
+        """True for the embedded default: everything in the host environment is callable."""
+        return self.libraries is None
+
+    def library_for(self, name: str) -> tuple[str, LibrarySpec] | None:
+        """The configured library that owns dotted module ``name`` (``numpy.linalg`` → numpy)."""
+        if self.libraries is None:
+            return None
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            key = ".".join(parts[:i])
+            spec = self.libraries.get(key)
+            if spec is not None:
+                return key, spec
+        return None
+
+    def pool_for(self, library: str | None) -> str:
+        """Pool name serving ``library``: its ``pool``, else one named after its env, else default."""
+        spec = self.libraries.get(library) if (self.libraries and library) else None
+        if spec is None:
+            return DEFAULT
+        if spec.pool is not None:
+            return spec.pool
+        return spec.env if spec.env in self.pools else DEFAULT
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_duration(value: str | float | None) -> float | None:
+    """Seconds from ``30``, ``"250ms"``, ``"10s"``, ``"5m"``, ``"1h"``, ``"2d"``."""
+    if value is None or isinstance(value, int | float):
+        return None if value is None else float(value)
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration (use e.g. 30, '250ms', '10s', '5m', '1h')")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_bytes(value: str | int | None) -> int | None:
+    """Bytes from ``1048576``, ``"512MB"``, ``"2GiB"``, ``"100k"``."""
+    if value is None or isinstance(value, int):
+        return value
+    match = _BYTES.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a size (use e.g. '512MB', '2GiB', 1048576)")
+    unit = (match.group(2) or "").lower()
+    scale = _BYTE_UNITS[unit[:1]] if unit else 1
+    if "i" in unit:
+        scale = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[unit[0]]
+    return int(float(match.group(1)) * scale)
+
+
+def _key_path(message: str) -> tuple[str, str]:
+    """Split a msgspec validation message into (problem, dotted key)."""
+    problem, _, where = message.partition(" - at `")
+    where = where.rstrip("`").removeprefix("$")
+    key = re.sub(r"\[\"?([^\]\"]+)\"?\]", r".\1", where)
+    unknown = re.search(r"unknown field `([^`]+)`", problem)
+    if unknown:
+        key = f"{key}.{unknown.group(1)}"
+    return problem, "tool.snakebridge" + key
+
+
+def _validate(table: object, path: Path) -> _Table:
+    try:
+        return msgspec.convert(table, _Table)
+    except msgspec.ValidationError as exc:
+        problem, key = _key_path(str(exc))
+        raise ConfigError(f"{problem}", key=key, path=path) from None
+
+
+def _check_semantics(parsed: _Table, path: Path) -> None:
+    def fail(key: str, problem: str) -> None:
+        raise ConfigError(problem, key=f"tool.snakebridge.{key}", path=path)
+
+    pools = {DEFAULT, *parsed.pools}
+    envs = {DEFAULT, *parsed.envs}
+    for name, pool in parsed.pools.items():
+        if pool.size < 1:
+            fail(f"pools.{name}.size", f"pool size must be at least 1, got {pool.size}")
+        if pool.env not in envs:
+            fail(f"pools.{name}.env", f"unknown environment {pool.env!r} (known: {sorted(envs)})")
+        for key, parse in (("ttl", parse_duration), ("max_memory", parse_bytes)):
+            try:
+                parse(getattr(pool, key))
+            except ValueError as exc:
+                fail(f"pools.{name}.{key}", str(exc))
+    for name, lib in parsed.libraries.items():
+        if isinstance(lib, str):
+            continue
+        if lib.pool is not None and lib.pool not in pools:
+            fail(f"libraries.{name}.pool", f"unknown pool {lib.pool!r} (known: {sorted(pools)})")
+        if lib.env not in envs:
+            fail(f"libraries.{name}.env", f"unknown environment {lib.env!r} (known: {sorted(envs)})")
+
+
+def _settings_from(table: object, path: Path) -> Settings:
+    if not isinstance(table, dict):
+        raise ConfigError("must be a table", key="tool.snakebridge", path=path)
+    parsed = _validate(table, path)
+    _check_semantics(parsed, path)
+    libraries = {
+        name: LibrarySpec(version=lib) if isinstance(lib, str) else lib
+        for name, lib in sorted(parsed.libraries.items())
+    }
+    return Settings(
+        path=path,
+        root=path.parent,
+        generated=parsed.generated,
+        generated_path=parsed.generated_path,
+        scan=tuple(parsed.scan) if parsed.scan is not None else None,
+        strict=parsed.strict,
+        libraries=libraries,
+        envs={DEFAULT: EnvSpec(), **parsed.envs},
+        pools={DEFAULT: PoolSpec(), **parsed.pools},
+        variants=parsed.variants,
+    )
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("file not found", key="SNAKEBRIDGE_CONFIG", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", key="", path=path) from None
+
+
+def _table_of(document: dict[str, object], standalone: bool) -> object | None:
+    tool = document.get("tool")
+    if isinstance(tool, dict) and "snakebridge" in tool:
+        return tool["snakebridge"]
+    return document if standalone and "tool" not in document else None
+
+
+def find_pyproject(start: Path) -> Path | None:
+    """The nearest ``pyproject.toml`` at or above ``start``."""
+    for directory in (start, *start.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(start: Path | None = None) -> Settings:
+    """Settings from ``SNAKEBRIDGE_CONFIG`` or the nearest pyproject; the default if no table."""
+    explicit = os.environ.get("SNAKEBRIDGE_CONFIG")
+    if explicit:
+        path = Path(explicit).resolve()
+        table = _table_of(_read_toml(path), standalone=True)
+        if table is None:
+            raise ConfigError("has no [tool.snakebridge] table", key="tool.snakebridge", path=path)
+        return _settings_from(table, path)
+    origin = (start or Path.cwd()).resolve()
+    pyproject = find_pyproject(origin)
+    if pyproject is not None:
+        table = _table_of(_read_toml(pyproject), standalone=False)
+        if table is not None:
+            return _settings_from(table, pyproject)
+        return Settings(path=None, root=pyproject.parent)
+    return Settings(path=None, root=origin)

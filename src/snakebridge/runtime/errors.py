@@ -1,0 +1,169 @@
+"""Every error snakebridge raises, in one place.
+
+::
+
+    SnakeBridgeError                     base of everything below
+    ├── ConfigError                      [tool.snakebridge] is invalid (names file and key)
+    ├── LibraryNotAllowed                the library is not in the configured allowlist
+    ├── SymbolNotFound (AttributeError)  the module or attribute does not exist in the worker
+    ├── EncodeError (TypeError)          an argument cannot be sent (names its path)
+    ├── DecodeError (ValueError)         a reply cannot be decoded (names its path)
+    ├── RefInvalid                       a Ref was released, its session closed or its worker died
+    ├── ProtocolError                    a peer sent a malformed, oversized or unexpected frame
+    ├── WorkerCrashed                    the worker died during the call (exit code / signal, stderr)
+    ├── WorkerStartError                 a worker could not start or failed its handshake
+    ├── CallTimeout (TimeoutError)       the call overran ``timeout=``; its worker was replaced
+    ├── PoolSaturated                    the pool's queue is full
+    │   └── QueueTimeout (TimeoutError)  no worker became free within ``queue_timeout``
+    ├── PoolClosed                       the pool was shut down
+    └── RemoteError                      the library raised; subclasses also derive from the
+        ├── RemoteKeyError (KeyError)    matching builtin, so ``except KeyError`` keeps working
+        └── …                            (one class per builtin, made on first use)
+"""
+
+from __future__ import annotations
+
+import builtins
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CallTimeout",
+    "ConfigError",
+    "DecodeError",
+    "EncodeError",
+    "LibraryNotAllowed",
+    "PoolClosed",
+    "PoolSaturated",
+    "ProtocolError",
+    "QueueTimeout",
+    "RefInvalid",
+    "RemoteError",
+    "SnakeBridgeError",
+    "SymbolNotFound",
+    "WorkerCrashed",
+    "WorkerStartError",
+    "remote_error_class",
+]
+
+
+class SnakeBridgeError(Exception):
+    """Base class of every snakebridge error."""
+
+
+class ConfigError(SnakeBridgeError):
+    """The configuration is invalid; ``key`` and ``path`` say where."""
+
+    def __init__(self, problem: str, *, key: str, path: Path | None) -> None:
+        self.problem, self.key, self.path = problem, key, path
+        where = f"{path}: " if path else ""
+        at = f"[{key}] " if key else ""
+        super().__init__(f"{where}{at}{problem}")
+
+
+class LibraryNotAllowed(SnakeBridgeError):
+    """The library is not listed in ``[tool.snakebridge.libraries]``."""
+
+
+class SymbolNotFound(SnakeBridgeError, AttributeError):
+    """The named module or attribute does not exist in the worker's environment."""
+
+
+class EncodeError(SnakeBridgeError, TypeError):
+    """A value could not be sent to the worker; ``path`` locates it inside the arguments."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class DecodeError(SnakeBridgeError, ValueError):
+    """A value from the worker could not be decoded; ``path`` locates it."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class RefInvalid(SnakeBridgeError):
+    """The Ref's object is gone: released, its session closed, or its worker died."""
+
+
+class ProtocolError(SnakeBridgeError):
+    """A peer broke the wire protocol; its connection was closed."""
+
+
+class WorkerCrashed(SnakeBridgeError):
+    """The worker died while serving the call."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pid: int | None = None,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        cause: str = "",
+        call: str = "",
+        stderr_tail: str = "",
+    ) -> None:
+        self.pid, self.exit_code, self.signal = pid, exit_code, signal
+        self.cause, self.call, self.stderr_tail = cause, call, stderr_tail
+        super().__init__(message)
+
+
+class WorkerStartError(SnakeBridgeError):
+    """A worker did not start or failed its ready handshake."""
+
+
+class CallTimeout(SnakeBridgeError, TimeoutError):
+    """The call overran its timeout; the worker running it was killed and replaced."""
+
+
+class PoolSaturated(SnakeBridgeError):
+    """The pool's wait queue is full; retry later or raise ``max_queue``."""
+
+
+class QueueTimeout(PoolSaturated, TimeoutError):
+    """No worker became free within the pool's ``queue_timeout``."""
+
+
+class PoolClosed(SnakeBridgeError):
+    """The pool was shut down (``snakebridge.shutdown()`` or interpreter exit)."""
+
+
+class RemoteError(SnakeBridgeError):
+    """The library raised an exception in the worker.
+
+    ``remote_type`` is the qualified name of the remote class, ``remote_message`` its
+    ``str()``, ``remote_traceback`` the formatted traceback from the worker.
+    """
+
+    remote_type: str = ""
+    remote_message: str = ""
+    remote_traceback: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.remote_type}: {self.remote_message}" if self.remote_type else super().__str__()
+
+
+_REMOTE_CLASSES: dict[str, type[RemoteError]] = {}
+
+
+def remote_error_class(builtin_name: str | None) -> type[RemoteError]:
+    """The RemoteError subclass that also derives from builtin exception ``builtin_name``."""
+    key = builtin_name or ""
+    cls = _REMOTE_CLASSES.get(key)
+    if cls is not None:
+        return cls
+    base: Any = getattr(builtins, key, None) if key else None
+    if not (isinstance(base, type) and issubclass(base, Exception)) or base is Exception:
+        cls = RemoteError
+    else:
+        name = f"Remote{base.__name__}"
+        try:
+            cls = type(name, (RemoteError, base), {"__module__": __name__})
+        except TypeError:
+            cls = RemoteError
+    _REMOTE_CLASSES[key] = cls
+    return cls
