@@ -31,6 +31,7 @@ def _needs_venv(settings: Settings, env: str) -> bool:
 
 def interpreter_for(settings: Settings, env: str) -> str:
     """Path of the interpreter for ``env``: the host's for a plain default env, else its venv's."""
-    if not _needs_venv(settings, env):
+    venv_python = env_dir(settings, env) / "bin" / "python"
+    if not _needs_venv(settings, env) or not venv_python.exists():
         return sys.executable
-    return str(env_dir(settings, env) / "bin" / "python")
+    return str(venv_python)
