@@ -73,8 +73,7 @@ class PoolSpec(_Strict):
 
     env: str = DEFAULT
     size: int = 2
-    profile: Literal["process", "thread"] = "process"
-    threads: int = 4
+    profile: Literal["process"] = "process"
     max_requests: int | None = None
     ttl: str | float | None = None
     max_memory: str | int | None = None

@@ -1,0 +1,155 @@
+"""Host-side value codec: Refs and host callables out, Refs and values back in."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from snakebridge.runtime.errors import DecodeError, EncodeError, RefInvalid
+from snakebridge_worker import protocol as p
+from snakebridge_worker import values as v
+
+if TYPE_CHECKING:
+    from snakebridge.runtime.process import WorkerProcess
+    from snakebridge.runtime.refs import Ref, Session
+
+__all__ = ["HostCodec", "codec_for_thread"]
+
+
+def _host_has_numpy() -> bool:
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+HOST_HAS_NUMPY = _host_has_numpy()
+
+
+class HostCodec(v.ValueCodec):
+    """One per thread. Encoding records the Refs and callables it meets; decoding makes Refs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.packer_ = self.packer()
+        self.refs_seen: list[Ref] = []
+        self.callbacks: dict[int, Callable[..., Any]] = {}
+        self.worker: WorkerProcess | None = None
+        self.session: Session | None = None
+        self.decoders[p.EXT_REF] = self._decode_ref
+
+    # -- encoding -----------------------------------------------------------------------------
+    def fallback(self, obj: Any) -> Any:
+        from snakebridge.runtime.refs import Ref, check_valid
+
+        if type(obj) is Ref:
+            check_valid(obj)
+            self.refs_seen.append(obj)
+            return msgpack.ExtType(p.EXT_REF, msgpack.packb(obj._sb_id))
+        if v.is_path(obj):
+            return v.encode_path(self, obj)
+        kind = v.numpy_kind(obj)
+        if kind == "ndarray":
+            return v.encode_ndarray(self, obj)
+        if kind == "scalar":
+            return v.encode_npscalar(self, obj)
+        if callable(obj):
+            callback_id = len(self.callbacks) + 1
+            self.callbacks[callback_id] = obj
+            return msgpack.ExtType(p.EXT_CALLBACK, msgpack.packb(callback_id))
+        raise TypeError(f"cannot send {v.type_key(type(obj))}")
+
+    def encode(self, message: list[Any], values: tuple[Any, Any] | None = None) -> bytes:
+        """Frame ``message``; EncodeError names the part of ``values`` (args, kwargs) at fault.
+
+        ``values`` defaults to the message's last two items (a CALL's args and kwargs).
+        """
+        self.refs_seen = []
+        self.callbacks = {}
+        try:
+            return p.frame(self.packer_.pack(message))
+        except RefInvalid:
+            self.packer_.reset()
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.packer_.reset()
+            path = _find_unsendable(values or (message[-2], message[-1]), self)
+            raise EncodeError(
+                f"cannot send {path}: {exc}; send values (str, int, list, dict, …), Refs, "
+                "or host callables",
+                path=path,
+            ) from None
+
+    # -- decoding -----------------------------------------------------------------------------
+    def _decode_ref(self, data: bytes) -> Ref:
+        from snakebridge.runtime.refs import make_ref
+
+        ref_id, module, qualname = msgpack.unpackb(data, raw=False)
+        assert self.worker is not None and self.session is not None
+        return make_ref(self.worker, self.session, ref_id, f"{module}.{qualname}")
+
+    def decode(self, body: bytes | bytearray, worker: WorkerProcess, session: Session) -> Any:
+        """Decode a reply frame body; Refs in it belong to ``worker`` and ``session``."""
+        self.worker, self.session = worker, session
+        try:
+            return msgpack.unpackb(body, ext_hook=self.ext_hook, raw=False, strict_map_key=False)
+        except ImportError as exc:
+            raise DecodeError(f"cannot decode the reply: {exc} (install it in the host)") from None
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise DecodeError(f"cannot decode the reply: {exc}") from None
+        finally:
+            self.worker = self.session = None
+
+
+def _children(value: Any) -> Iterator[tuple[str, Any]]:
+    if type(value) in (list, tuple):
+        for index, item in enumerate(value):
+            yield f"[{index}]", item
+    elif type(value) in (set, frozenset):
+        for item in value:
+            yield "{…}", item
+    elif type(value) is dict:
+        for key, item in value.items():
+            yield f"[{key!r}]", item
+            yield f" (key {key!r})", key
+
+
+def _find_unsendable(values: tuple[Any, Any], codec: HostCodec) -> str:
+    """Path of the first leaf of (args, kwargs) that the codec refuses."""
+    args, kwargs = values
+
+    def walk(path: str, value: Any) -> str | None:
+        children = list(_children(value))
+        if children:
+            for suffix, child in children:
+                found = walk(path + suffix, child)
+                if found is not None:
+                    return found
+            return None
+        try:
+            codec.pack_nested(value)
+        except (TypeError, ValueError, OverflowError):
+            return path
+        return None
+
+    roots = [("args", args or []), ("kwargs", kwargs or {})]
+    for name, root in roots:
+        found = walk(name, root)
+        if found is not None:
+            return found
+    return "a value"
+
+
+_local = threading.local()
+
+
+def codec_for_thread() -> HostCodec:
+    """This thread's codec (packers keep state, so threads never share one)."""
+    codec: HostCodec | None = getattr(_local, "codec", None)
+    if codec is None:
+        codec = _local.codec = HostCodec()
+    return codec

@@ -1,0 +1,125 @@
+"""Host end of one worker's socket: length-prefixed frames, size limits, deadlines."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+from snakebridge.runtime.errors import ProtocolError
+from snakebridge_worker.protocol import DEFAULT_MAX_FRAME, HEADER, frame
+
+__all__ = ["Connection", "PeerClosed"]
+
+_RECV_SIZE = 1 << 16
+_LARGE = 1 << 16
+
+
+class PeerClosed(Exception):
+    """The worker closed its end (it exited or crashed)."""
+
+
+class Connection:
+    """Frames over a connected stream socket; reads are done by one thread at a time."""
+
+    def __init__(self, sock: socket.socket, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._poller = select.poll()
+        self._poller.register(self.fd, select.POLLIN)
+
+    def send(self, data: bytes) -> None:
+        """Send bytes that are already framed (one or several frames)."""
+        self.sock.sendall(data)
+
+    def send_body(self, body: bytes) -> None:
+        self.sock.sendall(frame(body))
+
+    def _size(self) -> int:
+        (size,) = HEADER.unpack_from(self._buffer)
+        if size > self.max_frame:
+            raise ProtocolError(
+                f"worker sent a frame of {size} bytes, over the {self.max_frame}-byte limit; "
+                "the connection was closed"
+            )
+        return size
+
+    def parse(self) -> bytes | bytearray | None:
+        """The next complete frame body already buffered, or None."""
+        buffer = self._buffer
+        if len(buffer) < 4:
+            return None
+        size = self._size()
+        end = 4 + size
+        if len(buffer) < end:
+            return None
+        body = bytes(buffer[4:end])
+        del buffer[:end]
+        return body
+
+    def _wait(self, deadline: float | None) -> None:
+        if deadline is None:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not self._poller.poll(remaining * 1000.0):
+            raise TimeoutError
+
+    def read(self, deadline: float | None = None) -> bytes | bytearray:
+        """Block until a whole frame arrives; TimeoutError past ``deadline``, PeerClosed at EOF."""
+        while True:
+            body = self.parse()
+            if body is not None:
+                return body
+            if len(self._buffer) >= 4 and self._size() > _LARGE:
+                return self._read_large(deadline)
+            self._wait(deadline)
+            chunk = self.sock.recv(_RECV_SIZE)
+            if not chunk:
+                raise PeerClosed
+            if not self._buffer:
+                quick = self._whole_frame(chunk)
+                if quick is not None:
+                    return quick
+            self._buffer += chunk
+
+    def _whole_frame(self, chunk: bytes) -> bytes | None:
+        """``chunk`` minus its header when it is exactly one frame (the common small reply)."""
+        if len(chunk) >= 4:
+            (size,) = HEADER.unpack_from(chunk)
+            if size + 4 == len(chunk) and size <= self.max_frame:
+                return chunk[4:]
+        return None
+
+    def _read_large(self, deadline: float | None) -> bytearray:
+        size = self._size()
+        body = bytearray(size)
+        have = len(self._buffer) - 4
+        body[:have] = self._buffer[4:]
+        self._buffer.clear()
+        view = memoryview(body)
+        while have < size:
+            self._wait(deadline)
+            got = self.sock.recv_into(view[have:], min(size - have, 1 << 22))
+            if not got:
+                raise PeerClosed
+            have += got
+        return body
+
+    def feed_nonblocking(self) -> None:
+        """Read whatever is available now (for the asyncio path); PeerClosed at EOF."""
+        try:
+            chunk = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        if not chunk:
+            raise PeerClosed
+        self._buffer += chunk
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

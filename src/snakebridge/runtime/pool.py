@@ -1,0 +1,524 @@
+"""A pool of worker processes of one environment: leasing, queueing, dispatch, replacement.
+
+In the process profile a worker serves one call at a time, so the thread that leases a worker
+also reads its reply: no dispatcher thread and no hand-off on the hot path. Crashes surface as
+EOF on the socket the caller is already reading; timeouts kill the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from snakebridge.config import PoolSpec
+from snakebridge.runtime.codec import HOST_HAS_NUMPY, HostCodec
+from snakebridge.runtime.connection import PeerClosed
+from snakebridge.runtime.errors import (
+    CallTimeout,
+    DecodeError,
+    PoolClosed,
+    PoolSaturated,
+    ProtocolError,
+    QueueTimeout,
+    RefInvalid,
+    SymbolNotFound,
+    WorkerCrashed,
+    WorkerStartError,
+    remote_error_class,
+)
+from snakebridge.runtime.process import WorkerProcess
+from snakebridge.runtime.refs import Session
+from snakebridge.runtime.telemetry import emit
+from snakebridge_worker import protocol as p
+
+__all__ = ["Call", "Pool", "error_from_payload"]
+
+_MAX_BACKOFF_S = 5.0
+_FAIL_WAITERS_AFTER = 3
+
+
+@dataclass
+class Call:
+    """One encoded request and what is needed to answer it."""
+
+    frame: bytes
+    call_id: int
+    description: str
+    session: Session
+    timeout: float | None
+    want: WorkerProcess | None = None
+    callbacks: dict[int, Callable[..., Any]] = field(default_factory=dict)
+    idempotent: bool = False
+
+
+class _Waiter:
+    __slots__ = ("error", "event", "future", "loop", "want", "worker")
+
+    def __init__(self, want: WorkerProcess | None) -> None:
+        self.want = want
+        self.worker: WorkerProcess | None = None
+        self.error: BaseException | None = None
+        self.event: threading.Event | None = None
+        self.future: asyncio.Future[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+
+def error_from_payload(payload: dict[str, Any]) -> Exception:
+    """The host exception for an ERROR frame's payload."""
+    kind, message = payload.get("kind"), str(payload.get("message", ""))
+    if kind == p.ERR_SYMBOL:
+        return SymbolNotFound(message)
+    if kind == p.ERR_REF:
+        return RefInvalid(message)
+    if kind == p.ERR_DECODE:
+        return DecodeError(message)
+    if kind == p.ERR_PROTOCOL:
+        return ProtocolError(f"the worker rejected a frame: {message}")
+    cls = remote_error_class(payload.get("builtin"))
+    exc = cls.__new__(cls, message)
+    exc.remote_type = str(payload.get("type", ""))
+    exc.remote_message = message
+    exc.remote_traceback = str(payload.get("traceback", ""))
+    if exc.remote_traceback:
+        exc.add_note("Remote traceback (in the worker):\n" + exc.remote_traceback.rstrip())
+    return exc
+
+
+class Pool:
+    """N workers running one interpreter; thread-safe; async twins for every entry point."""
+
+    def __init__(self, name: str, spec: PoolSpec, interpreter: str, env: dict[str, str]) -> None:
+        self.name, self.spec, self.interpreter, self.env = name, spec, interpreter, env
+        self.size = spec.size
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._idle: list[WorkerProcess] = []
+        self._workers: list[WorkerProcess] = []
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._replacing = 0
+        self._start_failures = 0
+        self._started = False
+        self._closed = False
+        self._ttl_s = spec.ttl_s
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _new_worker(self) -> WorkerProcess:
+        worker = WorkerProcess(pool_name=self.name, interpreter=self.interpreter, env=self.env,
+                               max_frame=p.DEFAULT_MAX_FRAME, host_numpy=HOST_HAS_NUMPY)
+        worker.owner = self
+        return worker
+
+    def start(self) -> None:
+        """Start all workers in parallel and wait for their handshakes (idempotent)."""
+        if self._started:
+            return
+        with self._start_lock:
+            if self._started:
+                return
+            if self._closed:
+                raise PoolClosed(f"pool {self.name!r} was shut down")
+            deadline = time.monotonic() + self.spec.startup_timeout
+            launched = [self._new_worker() for _ in range(self.size)]
+            errors: list[WorkerStartError] = []
+            for worker in launched:
+                try:
+                    worker.handshake(deadline)
+                except WorkerStartError as exc:
+                    errors.append(exc)
+                    continue
+                emit("runtime.worker", "start", pool=self.name, pid=worker.pid)
+                with self._lock:
+                    self._workers.append(worker)
+                self._release(worker)
+            if not self._workers:
+                raise errors[0]
+            self._started = True
+        for _ in errors:
+            self._replace_later()
+
+    def close(self, grace_s: float = 2.0) -> None:
+        """Stop every worker; later calls raise PoolClosed."""
+        with self._lock:
+            self._closed = True
+            workers, self._workers, self._idle = list(self._workers), [], []
+            waiters, self._waiters = list(self._waiters), collections.deque()
+        for waiter in waiters:
+            self._wake(waiter, error=PoolClosed(f"pool {self.name!r} was shut down"))
+        for worker in workers:
+            worker.send_quietly(worker.flush_releases())
+            worker.stop(grace_s)
+            emit("runtime.worker", "stop", pool=self.name, pid=worker.pid, reason="shutdown")
+
+    @property
+    def workers(self) -> list[WorkerProcess]:
+        with self._lock:
+            return list(self._workers)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "name": self.name,
+                "size": self.size,
+                "queued": len(self._waiters),
+                "workers": [{"pid": w.pid, "state": w.state, "calls": w.calls}
+                            for w in self._workers],
+            }
+
+    # -- leasing ------------------------------------------------------------------------------
+    def _take(self, want: WorkerProcess | None) -> WorkerProcess | None:
+        """An idle worker (the wanted one if given); caller holds the lock."""
+        if self._closed:
+            raise PoolClosed(f"pool {self.name!r} was shut down")
+        if want is not None:
+            if not want.alive:
+                raise RefInvalid(f"the worker {want.pid} holding this Ref is gone")
+            if want in self._idle:
+                self._idle.remove(want)
+                want.state = "busy"
+                return want
+            return None
+        if self._idle:
+            worker = self._idle.pop()
+            worker.state = "busy"
+            return worker
+        return None
+
+    def _enqueue(self, waiter: _Waiter) -> None:
+        if len(self._waiters) >= self.spec.max_queue:
+            raise PoolSaturated(
+                f"pool {self.name!r} has {len(self._waiters)} calls waiting (max_queue="
+                f"{self.spec.max_queue}); retry later or raise max_queue"
+            )
+        self._waiters.append(waiter)
+
+    def _queue_timeout(self) -> QueueTimeout:
+        return QueueTimeout(
+            f"no worker of pool {self.name!r} became free within {self.spec.queue_timeout}s "
+            "(queue_timeout); raise size or queue_timeout"
+        )
+
+    def acquire(self, want: WorkerProcess | None) -> WorkerProcess:
+        self.start()
+        with self._lock:
+            worker = self._take(want)
+            if worker is not None:
+                return worker
+            waiter = _Waiter(want)
+            waiter.event = threading.Event()
+            self._enqueue(waiter)
+        if not waiter.event.wait(self.spec.queue_timeout):
+            with self._lock:
+                if waiter.worker is None and waiter.error is None:
+                    self._waiters.remove(waiter)
+                    raise self._queue_timeout()
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.worker is not None
+        return waiter.worker
+
+    async def aacquire(self, want: WorkerProcess | None) -> WorkerProcess:
+        if not self._started:
+            await asyncio.get_running_loop().run_in_executor(None, self.start)
+        with self._lock:
+            worker = self._take(want)
+            if worker is not None:
+                return worker
+            waiter = _Waiter(want)
+            waiter.loop = asyncio.get_running_loop()
+            waiter.future = waiter.loop.create_future()
+            self._enqueue(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.future), self.spec.queue_timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            with self._lock:
+                if waiter.worker is None and waiter.error is None:
+                    self._waiters.remove(waiter)
+                    if isinstance(exc, TimeoutError):
+                        raise self._queue_timeout() from None
+                    raise
+            if waiter.worker is not None and isinstance(exc, asyncio.CancelledError):
+                self._release(waiter.worker)
+                raise
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.worker is not None
+        return waiter.worker
+
+    def _wake(self, waiter: _Waiter, worker: WorkerProcess | None = None,
+              error: BaseException | None = None) -> None:
+        waiter.worker, waiter.error = worker, error
+        if waiter.event is not None:
+            waiter.event.set()
+        elif waiter.loop is not None and waiter.future is not None:
+            future = waiter.future
+            try:
+                waiter.loop.call_soon_threadsafe(
+                    lambda: None if future.done() else future.set_result(None)
+                )
+            except RuntimeError:  # its event loop is closed: nobody will take the worker
+                if worker is not None:
+                    self._release(worker)
+
+    def _release(self, worker: WorkerProcess) -> None:
+        """Give a worker back: to the first waiter that can take it, else to the idle list."""
+        if self._should_recycle(worker):
+            self._retire(worker, reason="recycle")
+            worker.stop(1.0)
+            return
+        with self._lock:
+            if not worker.alive or self._closed:
+                return
+            for waiter in self._waiters:
+                if waiter.want is None or waiter.want is worker:
+                    self._waiters.remove(waiter)
+                    worker.state = "busy"
+                    break
+            else:
+                worker.state = "idle"
+                self._idle.append(worker)
+                return
+        self._wake(waiter, worker=worker)
+
+    def _should_recycle(self, worker: WorkerProcess) -> bool:
+        if worker.live_refs > 0 or not worker.alive:
+            return False
+        spec = self.spec
+        if spec.max_requests is not None and worker.calls >= spec.max_requests:
+            return True
+        return self._ttl_s is not None and time.monotonic() - worker.started_at >= self._ttl_s
+
+    # -- replacement --------------------------------------------------------------------------
+    def _retire(self, worker: WorkerProcess, reason: str) -> None:
+        """Take a worker out of the pool and start its replacement."""
+        orphans: list[_Waiter] = []
+        with self._lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+            if worker in self._idle:
+                self._idle.remove(worker)
+            for waiter in list(self._waiters):
+                if waiter.want is worker:
+                    self._waiters.remove(waiter)
+                    orphans.append(waiter)
+            closed = self._closed
+        emit("runtime.worker", reason, pool=self.name, pid=worker.pid)
+        for waiter in orphans:
+            self._wake(waiter, error=RefInvalid(
+                f"the worker {worker.pid} holding this Ref is gone ({reason})"))
+        if not closed:
+            self._replace_later()
+
+    def _replace_later(self) -> None:
+        with self._lock:
+            self._replacing += 1
+        threading.Thread(target=self._replace, name=f"snakebridge-replace-{self.name}",
+                         daemon=True).start()
+
+    def _replace(self) -> None:
+        try:
+            while not self._closed:
+                try:
+                    worker = self._new_worker()
+                    worker.handshake(time.monotonic() + self.spec.startup_timeout)
+                except WorkerStartError as exc:
+                    self._start_failed(exc)
+                    continue
+                self._start_failures = 0
+                with self._lock:
+                    if self._closed:
+                        worker.stop(0.5)
+                        return
+                    self._workers.append(worker)
+                emit("runtime.worker", "start", pool=self.name, pid=worker.pid)
+                self._release(worker)
+                return
+        finally:
+            with self._lock:
+                self._replacing -= 1
+
+    def _start_failed(self, exc: WorkerStartError) -> None:
+        self._start_failures += 1
+        emit("runtime.worker", "start_failed", pool=self.name, error=str(exc))
+        if self._start_failures >= _FAIL_WAITERS_AFTER:
+            with self._lock:
+                stranded = [w for w in self._waiters if not self._workers]
+                for waiter in stranded:
+                    self._waiters.remove(waiter)
+            for waiter in stranded:
+                self._wake(waiter, error=WorkerStartError(
+                    f"pool {self.name!r} cannot start workers "
+                    f"({self._start_failures} failures in a row): {exc}"))
+        time.sleep(min(0.05 * 2 ** self._start_failures, _MAX_BACKOFF_S))
+
+    def check_idle_workers(self) -> None:
+        """Replace idle workers that died between calls."""
+        for worker in self.workers:
+            if worker.state == "idle" and worker.proc.poll() is not None:
+                with self._lock:
+                    if worker not in self._idle:
+                        continue
+                    self._idle.remove(worker)
+                worker.crashed("no call (it was idle)")
+                self._retire(worker, reason="crash")
+
+    # -- calls --------------------------------------------------------------------------------
+    def _fail(self, worker: WorkerProcess, call: Call, exc: BaseException) -> BaseException:
+        """Turn a transport failure into the caller's error and replace the worker."""
+        if isinstance(exc, TimeoutError):
+            worker.kill()
+            self._retire(worker, reason="timeout")
+            return CallTimeout(
+                f"{call.description} did not finish within {call.timeout}s; worker "
+                f"{worker.pid} was killed and replaced"
+            )
+        if isinstance(exc, ProtocolError):
+            worker.kill()
+            self._retire(worker, reason="protocol_error")
+            return exc
+        death = worker.crashed(call.description)
+        self._retire(worker, reason="crash")
+        return death
+
+    def _send(self, worker: WorkerProcess, call: Call) -> None:
+        data = worker.flush_releases() + call.frame
+        with worker.send_lock:
+            worker.conn.send(data)
+        worker.calls += 1
+
+    def _answer(self, worker: WorkerProcess, call: Call, body: bytes | bytearray,
+                codec: HostCodec) -> tuple[bool, Any]:
+        """(done, value) for one frame; runs host callbacks the worker asks for."""
+        message = codec.decode(body, worker, call.session)
+        kind, call_id = message[0], message[1]
+        if kind == p.CALLBACK:
+            worker.send_quietly(_callback_reply(call, message, codec))
+            return False, None
+        if call_id != call.call_id or kind not in (p.RESULT, p.ERROR):
+            raise ProtocolError(
+                f"worker {worker.pid} answered call {call_id} with frame kind {kind} while "
+                f"call {call.call_id} was running"
+            )
+        if kind == p.ERROR:
+            return True, error_from_payload(message[2])
+        return True, message[2]
+
+    def run(self, call: Call, codec: HostCodec) -> Any:
+        """Send ``call`` to a worker and return its result (or raise its error)."""
+        try:
+            return self._run_once(call, codec)
+        except WorkerCrashed:
+            if not call.idempotent or call.want is not None:
+                raise
+            emit("runtime.call", "retry", pool=self.name, call=call.description)
+            return self._run_once(call, codec)
+
+    def _run_once(self, call: Call, codec: HostCodec) -> Any:
+        worker = self.acquire(call.want)
+        deadline = time.monotonic() + call.timeout if call.timeout is not None else None
+        try:
+            self._send(worker, call)
+            while True:
+                done, value = self._answer(worker, call, worker.conn.read(deadline), codec)
+                if done:
+                    break
+        except (TimeoutError, PeerClosed, OSError, ProtocolError) as exc:
+            raise self._fail(worker, call, exc) from None
+        except BaseException:
+            self._release(worker)
+            raise
+        self._release(worker)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    async def arun(self, call: Call, codec: HostCodec) -> Any:
+        """Async twin of :meth:`run`: waits on the socket with the event loop, no thread."""
+        try:
+            return await self._arun_once(call, codec)
+        except WorkerCrashed:
+            if not call.idempotent or call.want is not None:
+                raise
+            return await self._arun_once(call, codec)
+
+    async def _arun_once(self, call: Call, codec: HostCodec) -> Any:
+        worker = await self.aacquire(call.want)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + call.timeout if call.timeout is not None else None
+        try:
+            self._send(worker, call)
+            while True:
+                body = worker.conn.parse()
+                if body is None:
+                    await _readable(loop, worker.conn.fd, deadline)
+                    worker.conn.feed_nonblocking()
+                    continue
+                done, value = self._answer(worker, call, body, codec)
+                if done:
+                    break
+        except asyncio.CancelledError:
+            worker.kill()
+            self._retire(worker, reason="cancelled")
+            raise
+        except (TimeoutError, PeerClosed, OSError, ProtocolError) as exc:
+            raise self._fail(worker, call, exc) from None
+        except BaseException:
+            self._release(worker)
+            raise
+        self._release(worker)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    def ping(self, worker: WorkerProcess, timeout: float = 5.0) -> dict[str, Any]:
+        """Round-trip a PING on an idle worker (leased for the duration); its stats."""
+        import msgpack
+
+        leased = self.acquire(worker)
+        try:
+            self._send(leased, Call(p.frame(msgpack.packb([p.PING, 0])), 0, "ping",
+                                    Session(0), timeout))
+            body = leased.conn.read(time.monotonic() + timeout)
+            stats: dict[str, Any] = msgpack.unpackb(body, raw=False)[2]
+        except (TimeoutError, PeerClosed, OSError, ProtocolError) as exc:
+            raise self._fail(leased, Call(b"", 0, "ping", Session(0), timeout), exc) from None
+        self._release(leased)
+        return stats
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int, deadline: float | None) -> None:
+    future: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        if deadline is None:
+            await future
+        else:
+            await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
+    finally:
+        loop.remove_reader(fd)
+
+
+def _callback_reply(call: Call, message: list[Any], codec: HostCodec) -> bytes:
+    """Run the host callable the worker asked for; framed CALLBACK_RESULT or CALLBACK_ERROR."""
+    _, callback_id, args, kwargs = message
+    function = call.callbacks.get(callback_id)
+    try:
+        if function is None:
+            raise LookupError(f"no host callback #{callback_id} in this call")
+        result = function(*args, **(kwargs or {}))
+        return codec.encode([p.CALLBACK_RESULT, callback_id, result], values=([result], None))
+    except Exception as exc:
+        builtin = next((c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"),
+                       "Exception")
+        payload = {"type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+                   "builtin": builtin, "message": str(exc)}
+        return codec.encode([p.CALLBACK_ERROR, callback_id, payload], values=([], None))

@@ -1,0 +1,305 @@
+"""Refs (handles to objects living in a worker) and the sessions that own them."""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from snakebridge.runtime.errors import RefInvalid
+from snakebridge_worker import protocol as p
+
+if TYPE_CHECKING:
+    from snakebridge.runtime.process import WorkerProcess
+
+__all__ = ["Ref", "Session", "current_session", "make_ref", "remote_mro", "remote_type"]
+
+_session_ids = itertools.count(1)
+
+
+class Session:
+    """A scope for Refs: closing it releases every Ref it owns, in every worker."""
+
+    def __init__(self, session_id: int | None = None) -> None:
+        self.id = next(_session_ids) if session_id is None else session_id
+        self.closed = False
+        self.workers: dict[int, WorkerProcess] = {}
+        self._token: contextvars.Token[Session] | None = None
+
+    def call(self, lib: str, symbol: str, args: Any = (), kwargs: dict[str, Any] | None = None,
+             **options: Any) -> Any:
+        """``snakebridge.call`` within this session."""
+        from snakebridge.runtime.client import call
+
+        return call(lib, symbol, args, kwargs, session=self, **options)
+
+    def get(self, lib: str, symbol: str, **options: Any) -> Any:
+        """``snakebridge.get`` within this session."""
+        from snakebridge.runtime.client import get
+
+        return get(lib, symbol, session=self, **options)
+
+    async def acall(self, lib: str, symbol: str, args: Any = (),
+                    kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        """``snakebridge.acall`` within this session."""
+        from snakebridge.runtime.client import acall
+
+        return await acall(lib, symbol, args, kwargs, session=self, **options)
+
+    def close(self) -> None:
+        """Release every Ref of this session; using one afterwards raises RefInvalid."""
+        if self.closed:
+            return
+        self.closed = True
+        import msgpack
+
+        frame = p.frame(msgpack.packb([p.RELEASE_SESSION, 0, self.id]))
+        for worker in self.workers.values():
+            worker.send_quietly(frame)
+        self.workers.clear()
+
+    def __enter__(self) -> Session:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<snakebridge.Session {self.id}{' closed' if self.closed else ''}>"
+
+
+_DEFAULT = Session(0)
+_current: contextvars.ContextVar[Session] = contextvars.ContextVar("snakebridge_session")
+
+
+def current_session() -> Session:
+    """The session of the enclosing ``with snakebridge.session()`` block, else the default."""
+    return _current.get(_DEFAULT)
+
+
+def reset_default_session() -> None:
+    global _DEFAULT
+    _DEFAULT = Session(0)
+
+
+def _describe(ref: Ref) -> str:
+    worker = ref._sb_worker
+    return f"Ref #{ref._sb_id} to a {ref._sb_type} (worker {worker.pid})"
+
+
+def check_valid(ref: Ref) -> None:
+    """RefInvalid naming the object when its session closed or its worker is gone."""
+    if ref._sb_session.closed:
+        raise RefInvalid(f"{_describe(ref)} was released when its session closed")
+    worker = ref._sb_worker
+    if not worker.alive:
+        reason = f"crashed ({worker.death.cause})" if worker.death else "was stopped"
+        raise RefInvalid(f"{_describe(ref)} is gone: the worker holding it {reason}")
+
+
+_BATCH_FIRST, _BATCH_MAX = 16, 512
+
+
+def _exc_spec(exc: BaseException | None) -> list[str] | None:
+    if exc is None:
+        return None
+    for cls in type(exc).__mro__:
+        if cls.__module__ == "builtins":
+            return [cls.__name__, str(exc)]
+    return ["Exception", str(exc)]
+
+
+class Ref:
+    """A handle to an object that lives in a worker; operations on it run there."""
+
+    __slots__ = ("__weakref__", "_sb_id", "_sb_session", "_sb_type", "_sb_worker")
+    _sb_id: int
+    _sb_session: Session
+    _sb_type: str
+    _sb_worker: WorkerProcess
+
+    def _sb_op(self, op: str, name: str = "", args: list[Any] | None = None,
+               kwargs: dict[str, Any] | None = None) -> Any:
+        from snakebridge.runtime.client import ref_operation
+
+        return ref_operation(self, op, name, args or [], kwargs)
+
+    # attributes and calls
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_sb_"):
+            raise AttributeError(name)
+        return self._sb_op(p.OP_GETATTR, args=[name])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_sb_"):
+            object.__setattr__(self, name, value)
+        else:
+            self._sb_op(p.OP_SETATTR, args=[name, value])
+
+    def __delattr__(self, name: str) -> None:
+        self._sb_op(p.OP_DELATTR, args=[name])
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._sb_op(p.OP_CALL, args=list(args), kwargs=kwargs)
+
+    def __dir__(self) -> list[str]:
+        names: list[str] = self._sb_op(p.OP_BUILTIN, "dir")
+        return names
+
+    # containers
+    def __getitem__(self, key: Any) -> Any:
+        return self._sb_op(p.OP_OPERATOR, "getitem", [self, key])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._sb_op(p.OP_OPERATOR, "setitem", [self, key, value])
+
+    def __delitem__(self, key: Any) -> None:
+        self._sb_op(p.OP_OPERATOR, "delitem", [self, key])
+
+    def __len__(self) -> int:
+        length: int = self._sb_op(p.OP_BUILTIN, "len")
+        return length
+
+    def __contains__(self, item: Any) -> bool:
+        return bool(self._sb_op(p.OP_OPERATOR, "contains", [self, item]))
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = self._sb_op(p.OP_BUILTIN, "iter")
+        batch = _BATCH_FIRST
+        while True:
+            items, done = iterator._sb_op(p.OP_NEXT_BATCH, args=[batch])
+            yield from items
+            if done:
+                return
+            batch = min(batch * 2, _BATCH_MAX)
+
+    # conversions
+    def __repr__(self) -> str:
+        try:
+            check_valid(self)
+        except RefInvalid:
+            return f"<snakebridge.Ref #{self._sb_id} to a {self._sb_type} (released)>"
+        text: str = self._sb_op(p.OP_BUILTIN, "repr")
+        return text
+
+    def __str__(self) -> str:
+        text: str = self._sb_op(p.OP_BUILTIN, "str")
+        return text
+
+    def __format__(self, spec: str) -> str:
+        text: str = self._sb_op(p.OP_BUILTIN, "format", args=[spec])
+        return text
+
+    def __bool__(self) -> bool:
+        return bool(self._sb_op(p.OP_BUILTIN, "bool"))
+
+    def __hash__(self) -> int:
+        value: int = self._sb_op(p.OP_BUILTIN, "hash")
+        return value
+
+    def __float__(self) -> float:
+        value: float = self._sb_op(p.OP_BUILTIN, "float")
+        return value
+
+    def __int__(self) -> int:
+        value: int = self._sb_op(p.OP_BUILTIN, "int")
+        return value
+
+    def __index__(self) -> int:
+        value: int = self._sb_op(p.OP_BUILTIN, "index")
+        return value
+
+    def __complex__(self) -> complex:
+        value: complex = self._sb_op(p.OP_BUILTIN, "complex")
+        return value
+
+    def __abs__(self) -> Any:
+        return self._sb_op(p.OP_BUILTIN, "abs")
+
+    def __neg__(self) -> Any:
+        return self._sb_op(p.OP_OPERATOR, "neg", [self])
+
+    def __pos__(self) -> Any:
+        return self._sb_op(p.OP_OPERATOR, "pos", [self])
+
+    def __invert__(self) -> Any:
+        return self._sb_op(p.OP_OPERATOR, "invert", [self])
+
+    # context manager
+    def __enter__(self) -> Any:
+        return self._sb_op(p.OP_METHOD, args=["__enter__"])
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Any:
+        return self._sb_op(p.OP_EXIT, args=[_exc_spec(exc)])
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{_describe(self)} cannot be pickled: it lives in a worker process")
+
+    def __del__(self) -> None:
+        try:
+            worker = self._sb_worker
+            with worker.refs_lock:
+                worker.live_refs -= 1
+            if worker.alive and not self._sb_session.closed:
+                worker.pending_release.append((self._sb_session.id, self._sb_id))
+        except Exception:  # interpreter shutdown: nothing left to release
+            pass
+
+
+def _binary(name: str, reflected: bool) -> Any:
+    if reflected:
+        def method(self: Ref, other: Any) -> Any:
+            return self._sb_op(p.OP_OPERATOR, name, [other, self])
+    else:
+        def method(self: Ref, other: Any) -> Any:
+            return self._sb_op(p.OP_OPERATOR, name, [self, other])
+    return method
+
+
+_BINARY = {
+    "add": "add", "sub": "sub", "mul": "mul", "matmul": "matmul", "truediv": "truediv",
+    "floordiv": "floordiv", "mod": "mod", "pow": "pow", "lshift": "lshift", "rshift": "rshift",
+    "and": "and_", "or": "or_", "xor": "xor",
+}
+for _dunder, _operator in _BINARY.items():
+    setattr(Ref, f"__{_dunder}__", _binary(_operator, reflected=False))
+    setattr(Ref, f"__r{_dunder}__", _binary(_operator, reflected=True))
+    setattr(Ref, f"__i{_dunder}__", _binary(f"i{_operator.rstrip('_')}", reflected=False))
+for _compare in ("eq", "ne", "lt", "le", "gt", "ge"):
+    setattr(Ref, f"__{_compare}__", _binary(_compare, reflected=False))
+
+
+def make_ref(worker: WorkerProcess, session: Session, ref_id: int, type_name: str) -> Ref:
+    """A Ref to object ``ref_id`` held by ``worker`` for ``session``."""
+    ref = object.__new__(Ref)
+    object.__setattr__(ref, "_sb_worker", worker)
+    object.__setattr__(ref, "_sb_session", session)
+    object.__setattr__(ref, "_sb_id", ref_id)
+    object.__setattr__(ref, "_sb_type", type_name)
+    session.workers[worker.pid] = worker
+    with worker.refs_lock:
+        worker.live_refs += 1
+    return ref
+
+
+def remote_type(ref: Ref) -> str:
+    """``module.qualname`` of the remote object's class."""
+    return ref._sb_type
+
+
+_MRO_CACHE: dict[str, tuple[str, ...]] = {}
+
+
+def remote_mro(ref: Ref) -> tuple[str, ...]:
+    """Qualified names of the remote object's class and its bases (cached per class)."""
+    cached = _MRO_CACHE.get(ref._sb_type)
+    if cached is None:
+        cached = _MRO_CACHE[ref._sb_type] = tuple(ref._sb_op(p.OP_TYPE_MRO))
+    return cached

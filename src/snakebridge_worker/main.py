@@ -1,0 +1,436 @@
+"""Worker main loop: read frames, run the named call, answer with values or Refs.
+
+Started by the host as ``python -I -u -c BOOT <worker-dir> <socket-fd> <host-pid>``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import importlib
+import operator
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+import msgpack
+
+from snakebridge_worker import protocol as p
+from snakebridge_worker import values as v
+
+_BUILTIN_OPS = {
+    name: getattr(builtins, name)
+    for name in ("len", "repr", "str", "bool", "hash", "float", "int", "complex", "iter", "dir",
+                 "abs", "format", "bytes", "reversed", "round")
+}
+_BUILTIN_OPS["index"] = operator.index
+
+
+class SymbolError(Exception):
+    """A module or attribute named by a call does not exist."""
+
+
+class RefError(Exception):
+    """A Ref id is not (or no longer) in the registry."""
+
+
+class Registry:
+    """Objects held for the host, by ref id, grouped by session."""
+
+    def __init__(self) -> None:
+        self.objects: Dict[int, Any] = {}
+        self.sessions: Dict[int, Set[int]] = {}
+        self._next_id = 1
+
+    def add(self, session: int, obj: Any) -> int:
+        ref_id = self._next_id
+        self._next_id += 1
+        self.objects[ref_id] = obj
+        self.sessions.setdefault(session, set()).add(ref_id)
+        return ref_id
+
+    def get(self, ref_id: int) -> Any:
+        try:
+            return self.objects[ref_id]
+        except KeyError:
+            raise RefError(f"ref #{ref_id} is not held by worker {os.getpid()}") from None
+
+    def release(self, session: int, ref_ids: List[int]) -> None:
+        held = self.sessions.get(session, set())
+        for ref_id in ref_ids:
+            self.objects.pop(ref_id, None)
+            held.discard(ref_id)
+
+    def release_session(self, session: int) -> None:
+        for ref_id in self.sessions.pop(session, ()):
+            self.objects.pop(ref_id, None)
+
+
+class WorkerCodec(v.ValueCodec):
+    """Opaque results become Refs registered in the current session."""
+
+    def __init__(self, registry: Registry, host_numpy: bool, connection: "Connection") -> None:
+        super().__init__()
+        self.registry = registry
+        self.host_numpy = host_numpy
+        self.connection = connection
+        self.session = 0
+        self.path_values = False
+        self.decoders[p.EXT_REF] = lambda d: registry.get(msgpack.unpackb(d))
+        self.decoders[p.EXT_CALLBACK] = lambda d: HostCallback(connection, self, msgpack.unpackb(d))
+
+    def fallback(self, obj: Any) -> Any:
+        if self.path_values and v.is_path(obj):
+            return v.encode_path(self, obj)
+        if self.host_numpy:
+            kind = v.numpy_kind(obj)
+            if kind == "ndarray":
+                return v.encode_ndarray(self, obj)
+            if kind == "scalar":
+                return v.encode_npscalar(self, obj)
+        cls = type(obj)
+        ref_id = self.registry.add(self.session, obj)
+        return msgpack.ExtType(
+            p.EXT_REF, msgpack.packb([ref_id, cls.__module__, cls.__qualname__])
+        )
+
+
+class Connection:
+    """Length-prefixed frames over the socket to the host."""
+
+    def __init__(self, sock: socket.socket, max_frame: int) -> None:
+        self.sock = sock
+        self.max_frame = max_frame
+        self.buffer = bytearray()
+
+    def read(self) -> Optional[bytes]:
+        """The next frame body, or None at EOF."""
+        while True:
+            if len(self.buffer) >= 4:
+                (size,) = p.HEADER.unpack_from(self.buffer)
+                if size > self.max_frame:
+                    raise ValueError(f"frame of {size} bytes exceeds the {self.max_frame} limit")
+                if len(self.buffer) >= 4 + size:
+                    body = bytes(self.buffer[4 : 4 + size])
+                    del self.buffer[: 4 + size]
+                    return body
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def send(self, body: bytes) -> None:
+        self.sock.sendall(p.frame(body))
+
+
+class HostCallback:
+    """A host callable passed as an argument: calling it asks the host to run it."""
+
+    def __init__(self, connection: Connection, codec: WorkerCodec, callback_id: int) -> None:
+        self.connection, self.codec, self.callback_id = connection, codec, callback_id
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        worker = _CURRENT
+        assert worker is not None
+        return worker.callback(self.callback_id, list(args), kwargs)
+
+    def __repr__(self) -> str:
+        return f"<snakebridge host callback #{self.callback_id}>"
+
+
+def _close_matches(name: str, candidates: Any) -> str:
+    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=3)
+    return f"; did you mean {', '.join(matches)}?" if matches else ""
+
+
+def _import(module_name: str) -> Any:
+    module = sys.modules.get(module_name)
+    if module is not None:
+        return module
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module_name
+        if module_name == missing or module_name.startswith(missing + "."):
+            parent, _, leaf = missing.rpartition(".")
+            if parent:
+                known = dir(_import(parent))
+            else:
+                known = list(getattr(sys, "stdlib_module_names", ())) + list(sys.modules)
+            hint = _close_matches(leaf or missing, known)
+            raise SymbolError(
+                f"no module named {missing!r} in the worker's environment ({sys.executable}){hint}"
+            ) from None
+        raise
+
+
+def resolve(module_name: str, qualname: str) -> Any:
+    obj = _import(module_name)
+    if not qualname:
+        return obj
+    path = module_name
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            if isinstance(obj, type(sys)):
+                try:
+                    obj = _import(f"{obj.__name__}.{part}")
+                    path = f"{path}.{part}"
+                    continue
+                except SymbolError:
+                    pass
+            hint = _close_matches(part, dir(obj))
+            raise SymbolError(f"{path} has no attribute {part!r}{hint}") from None
+        path = f"{path}.{part}"
+    return obj
+
+
+def _builtin_base(exc: BaseException) -> Optional[str]:
+    for cls in type(exc).__mro__:
+        if cls.__module__ == "builtins" and issubclass(cls, BaseException):
+            return cls.__name__
+    return None
+
+
+def error_payload(kind: str, exc: BaseException, with_traceback: bool = True) -> Dict[str, Any]:
+    cls = type(exc)
+    return {
+        "kind": kind,
+        "type": v.type_key(cls),
+        "builtin": _builtin_base(exc),
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__))
+        if with_traceback
+        else "",
+    }
+
+
+def _exit_exception(spec: Any) -> Any:
+    if spec is None:
+        return None, None, None
+    name, message = spec
+    cls = getattr(builtins, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        cls = Exception
+    exc = cls(message)
+    return cls, exc, None
+
+
+def _memory_rss() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class Worker:
+    """One worker process: a registry, a codec and the dispatch loop."""
+
+    def __init__(self, connection: Connection, host_numpy: bool) -> None:
+        self.connection = connection
+        self.registry = Registry()
+        self.codec = WorkerCodec(self.registry, host_numpy, connection)
+        self.packer = self.codec.packer()
+        self.calls = 0
+
+    def send(self, message: List[Any]) -> None:
+        self.connection.send(self.packer.pack(message))
+
+    def reply(self, kind: int, call_id: int, payload: Any) -> None:
+        try:
+            body = self.packer.pack([kind, call_id, payload])
+        except Exception as exc:  # an unencodable result: report it instead of dying
+            self.packer.reset()
+            body = self.packer.pack([p.ERROR, call_id, error_payload(p.ERR_REMOTE, exc)])
+        self.connection.send(body)
+
+    def run(self) -> None:
+        while True:
+            body = self.connection.read()
+            if body is None:
+                return
+            try:
+                message = self.codec.unpack(body)
+                kind = message[0]
+            except Exception as exc:
+                self.send([p.ERROR, 0, error_payload(p.ERR_PROTOCOL, exc, False)])
+                return
+            if kind == p.CALL:
+                self.handle_call(message)
+            elif kind == p.RELEASE:
+                self.registry.release(message[2], message[3])
+            elif kind == p.RELEASE_SESSION:
+                self.registry.release_session(message[2])
+            elif kind == p.PING:
+                stats = {"rss": _memory_rss(), "refs": len(self.registry.objects), "calls": self.calls}
+                self.send([p.PONG, message[1], stats])
+            elif kind == p.SHUTDOWN:
+                return
+            elif kind != p.CANCEL:  # a cancel for a call already answered is harmless
+                self.send([p.ERROR, message[1], {"kind": p.ERR_PROTOCOL, "type": "", "builtin": None,
+                                                 "message": f"unexpected frame kind {kind!r}",
+                                                 "traceback": ""}])
+
+    def handle_call(self, message: List[Any]) -> None:
+        _, call_id, session, flags, module, qualname, ref_id, op, args, kwargs = message
+        self.calls += 1
+        self.codec.session = session
+        self.codec.path_values = bool(flags & p.FLAG_PATH_VALUES)
+        try:
+            subject = self.registry.get(ref_id) if ref_id is not None else None
+            if module is not None:
+                subject = resolve(module, qualname)
+            result = self.apply(subject, op, qualname, args, kwargs or {})
+        except SymbolError as exc:
+            self.reply(p.ERROR, call_id, error_payload(p.ERR_SYMBOL, exc, False))
+        except RefError as exc:
+            self.reply(p.ERROR, call_id, error_payload(p.ERR_REF, exc, False))
+        except BaseException as exc:  # SystemExit from a library is an answer, not our exit
+            self.reply(p.ERROR, call_id, error_payload(p.ERR_REMOTE, exc))
+        else:
+            self.reply(p.RESULT, call_id, result)
+
+    def apply(self, subject: Any, op: str, qualname: str, args: List[Any], kwargs: Dict[str, Any]) -> Any:
+        if op == p.OP_CALL:
+            return subject(*args, **kwargs)
+        if op == p.OP_GET:
+            return subject
+        if op == p.OP_METHOD:
+            return getattr(subject, args[0])(*args[1:], **kwargs)
+        if op == p.OP_GETATTR:
+            return getattr(subject, args[0])
+        if op == p.OP_SETATTR:
+            setattr(subject, args[0], args[1])
+            return None
+        if op == p.OP_DELATTR:
+            delattr(subject, args[0])
+            return None
+        if op == p.OP_OPERATOR:
+            if qualname.startswith("_") or not hasattr(operator, qualname):
+                raise SymbolError(f"operator has no function {qualname!r}")
+            return getattr(operator, qualname)(*args)
+        if op == p.OP_BUILTIN:
+            function = _BUILTIN_OPS.get(qualname)
+            if function is None:
+                raise SymbolError(f"{qualname!r} is not a builtin a Ref can forward")
+            if qualname == "iter":
+                return iter(subject)
+            return function(subject, *args)
+        if op == p.OP_NEXT_BATCH:
+            items: List[Any] = []
+            for _ in range(int(args[0])):
+                try:
+                    items.append(next(subject))
+                except StopIteration:
+                    return [items, True]
+            return [items, False]
+        if op == p.OP_TYPE_MRO:
+            return [v.type_key(cls) for cls in type(subject).__mro__]
+        if op == p.OP_EXIT:
+            return subject.__exit__(*_exit_exception(args[0]))
+        raise SymbolError(f"unknown operation {op!r}")
+
+    def callback(self, callback_id: int, args: List[Any], kwargs: Dict[str, Any]) -> Any:
+        """Ask the host to run callback ``callback_id`` and wait for its answer."""
+        session = self.codec.session
+        self.send([p.CALLBACK, callback_id, args, kwargs])
+        while True:
+            body = self.connection.read()
+            if body is None:
+                os._exit(0)
+            message = self.codec.unpack(body)
+            kind = message[0]
+            if kind == p.CALLBACK_RESULT:
+                self.codec.session = session
+                return message[2]
+            if kind == p.CALLBACK_ERROR:
+                self.codec.session = session
+                raise _callback_error(message[2])
+            if kind == p.RELEASE:
+                self.registry.release(message[2], message[3])
+            elif kind == p.RELEASE_SESSION:
+                self.registry.release_session(message[2])
+            elif kind == p.CALL:  # a call re-entering from inside the host callback
+                self.handle_call(message)
+                self.codec.session = session
+
+
+def _callback_error(payload: Dict[str, Any]) -> BaseException:
+    cls = getattr(builtins, payload.get("builtin") or "", None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = RuntimeError
+    try:
+        return cls(f"host callback raised {payload['type']}: {payload['message']}")  # type: ignore[no-any-return]
+    except Exception:
+        return RuntimeError(f"host callback raised {payload['type']}: {payload['message']}")
+
+
+_CURRENT: Optional[Worker] = None
+
+
+def _watch_parent(host_pid: int) -> None:
+    """Exit when the host dies (Linux: parent-death signal; elsewhere: poll the parent pid)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != host_pid:
+            os._exit(0)
+        return
+
+    def poll() -> None:
+        while os.getppid() == host_pid:
+            time.sleep(0.25)
+        os._exit(0)
+
+    threading.Thread(target=poll, name="snakebridge-parent-watch", daemon=True).start()
+
+
+def _read_init(connection: Connection) -> Tuple[bool, int]:
+    body = connection.read()
+    if body is None:
+        os._exit(0)
+    kind, _, options = msgpack.unpackb(body, raw=False)
+    if kind != p.INIT:
+        raise SystemExit(f"snakebridge worker: expected INIT, got frame kind {kind}")
+    return bool(options.get("host_numpy")), int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
+
+
+def main() -> None:
+    global _CURRENT
+    fd, host_pid = int(sys.argv[2]), int(sys.argv[3])
+    _watch_parent(host_pid)
+    import faulthandler
+
+    faulthandler.enable()
+    sock = socket.socket(fileno=fd)
+    connection = Connection(sock, p.DEFAULT_MAX_FRAME)
+    hello = {
+        "protocol": p.PROTOCOL_VERSION,
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "implementation": sys.implementation.name,
+        "pid": os.getpid(),
+        "executable": sys.executable,
+    }
+    connection.send(msgpack.packb([p.HELLO, 0, hello]))
+    host_numpy, connection.max_frame = _read_init(connection)
+    worker = Worker(connection, host_numpy)
+    _CURRENT = worker
+    try:
+        worker.run()
+    except (ConnectionError, ValueError) as exc:
+        sys.stderr.write(f"snakebridge worker {os.getpid()}: connection closed: {exc}\n")
+    os._exit(0)

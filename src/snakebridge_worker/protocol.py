@@ -1,0 +1,89 @@
+"""Frame kinds, extension codes and framing shared by host and worker (see docs/protocol.md).
+
+A frame is a 4-byte big-endian unsigned length followed by that many bytes of one msgpack
+array whose first two items are ``kind`` and ``call_id``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME = 256 * 1024 * 1024
+HEADER = struct.Struct(">I")
+
+# Frame kinds. Host → worker: INIT, CALL, RELEASE, RELEASE_SESSION, CANCEL, PING, SHUTDOWN,
+# CALLBACK_RESULT, CALLBACK_ERROR, CREDIT. Worker → host: HELLO, RESULT, ERROR, CHUNK,
+# STREAM_END, CALLBACK, PONG.
+HELLO = 0
+INIT = 1
+CALL = 2
+RESULT = 3
+ERROR = 4
+RELEASE = 5
+RELEASE_SESSION = 6
+CANCEL = 7
+CHUNK = 8
+STREAM_END = 9
+CREDIT = 10
+CALLBACK = 11
+CALLBACK_RESULT = 12
+CALLBACK_ERROR = 13
+PING = 14
+PONG = 15
+SHUTDOWN = 16
+
+KIND_NAMES = {
+    value: name
+    for name, value in dict(globals()).items()
+    if name.isupper() and isinstance(value, int) and name not in {"PROTOCOL_VERSION", "DEFAULT_MAX_FRAME"}
+}
+
+# CALL operations.
+OP_CALL = "call"  # subject(*args, **kwargs)
+OP_GET = "get"  # subject
+OP_GETATTR = "getattr"  # getattr(subject, args[0])
+OP_SETATTR = "setattr"  # setattr(subject, args[0], args[1])
+OP_DELATTR = "delattr"  # delattr(subject, args[0])
+OP_METHOD = "method"  # getattr(subject, args[0])(*args[1:], **kwargs)
+OP_OPERATOR = "operator"  # operator.<qualname>(*args)
+OP_BUILTIN = "builtin"  # <qualname>(subject, *args) for a fixed set of builtins
+OP_NEXT_BATCH = "next_batch"  # [up to args[0] items of iterator subject, exhausted?]
+OP_TYPE_MRO = "type_mro"  # qualified names of type(subject).__mro__
+OP_EXIT = "exit"  # subject.__exit__(*args[0] as (builtin name, message) or None)
+
+# CALL flags (bit field).
+FLAG_PATH_VALUES = 1  # return pathlib paths by value
+FLAG_STREAM = 2  # answer with CHUNK frames and STREAM_END
+
+# Extension type codes.
+EXT_TUPLE = 1
+EXT_SET = 2
+EXT_FROZENSET = 3
+EXT_BIGINT = 4
+EXT_COMPLEX = 5
+EXT_DATETIME = 6
+EXT_DATE = 7
+EXT_TIME = 8
+EXT_TIMEDELTA = 9
+EXT_DECIMAL = 10
+EXT_FRACTION = 11
+EXT_UUID = 12
+EXT_PATH = 13
+EXT_REF = 14
+EXT_NDARRAY = 15
+EXT_NPSCALAR = 16
+EXT_CALLBACK = 17
+EXT_SHM = 18
+
+# ERROR kinds.
+ERR_REMOTE = "remote"
+ERR_SYMBOL = "symbol"
+ERR_REF = "ref"
+ERR_DECODE = "decode"
+ERR_PROTOCOL = "protocol"
+
+
+def frame(body: bytes) -> bytes:
+    """Prefix ``body`` with its length."""
+    return HEADER.pack(len(body)) + body
