@@ -48,11 +48,17 @@ def main() -> None:
 @click.argument("library")
 @click.argument("symbol")
 @click.argument("args", nargs=-1)
-@click.option("--kw", "kwargs", multiple=True, metavar="NAME=VALUE",
-              help="A keyword argument (VALUE parsed like ARGS). Repeatable.")
+@click.option(
+    "--kw",
+    "kwargs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A keyword argument (VALUE parsed like ARGS). Repeatable.",
+)
 @click.option("--timeout", type=float, default=None, help="Seconds before the call is abandoned.")
-def call_command(library: str, symbol: str, args: tuple[str, ...], kwargs: tuple[str, ...],
-                 timeout: float | None) -> None:
+def call_command(
+    library: str, symbol: str, args: tuple[str, ...], kwargs: tuple[str, ...], timeout: float | None
+) -> None:
     """Call LIBRARY.SYMBOL(ARGS...) in a worker and print the result.
 
     Each ARG is parsed as JSON, falling back to a plain string: `snakebridge call math sqrt 16`.
@@ -66,8 +72,9 @@ def call_command(library: str, symbol: str, args: tuple[str, ...], kwargs: tuple
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--kw")
         keywords[name] = _parse_argument(value)
     try:
-        result = snakebridge.call(library, symbol, [_parse_argument(a) for a in args],
-                                  keywords or None, timeout=timeout)
+        result = snakebridge.call(
+            library, symbol, [_parse_argument(a) for a in args], keywords or None, timeout=timeout
+        )
         click.echo(_render(result))
     except SnakeBridgeError as exc:
         click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
@@ -94,5 +101,6 @@ def status_command(as_json: bool) -> None:
         for pool in host["pools"]:
             click.echo(f"  pool {pool['name']}: size {pool['size']}, queued {pool['queued']}")
             for worker in pool["workers"]:
-                click.echo(f"    worker {worker['pid']}: {worker['state']}, "
-                           f"{worker['calls']} calls served")
+                click.echo(
+                    f"    worker {worker['pid']}: {worker['state']}, {worker['calls']} calls served"
+                )

@@ -38,7 +38,7 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=T
     pass
 
 
-class LibrarySpec(_Strict):
+class LibrarySpec(_Strict, frozen=True):
     """One entry of ``[tool.snakebridge.libraries]`` (a bare string is its ``version``)."""
 
     version: str | None = None
@@ -59,7 +59,7 @@ class LibrarySpec(_Strict):
         return self.version == STDLIB
 
 
-class EnvSpec(_Strict):
+class EnvSpec(_Strict, frozen=True):
     """``[tool.snakebridge.envs.NAME]``: interpreter, extra requirements, worker env vars."""
 
     python: str | None = None
@@ -68,7 +68,7 @@ class EnvSpec(_Strict):
     variants: dict[str, str] = {}
 
 
-class PoolSpec(_Strict):
+class PoolSpec(_Strict, frozen=True):
     """``[tool.snakebridge.pools.NAME]``: how many workers and how they live."""
 
     env: str = DEFAULT
@@ -92,7 +92,7 @@ class PoolSpec(_Strict):
         return parse_bytes(self.max_memory)
 
 
-class _Table(_Strict):
+class _Table(_Strict, frozen=True):
     generated: str = "snakebridge_generated"
     generated_path: str = "."
     scan: list[str] | None = None
@@ -136,7 +136,7 @@ class Settings:
         return None
 
     def pool_for(self, library: str | None) -> str:
-        """Pool name serving ``library``: its ``pool``, else one named after its env, else default."""
+        """Pool for ``library``: its ``pool``, else the one named after its env, else default."""
         spec = self.libraries.get(library) if (self.libraries and library) else None
         if spec is None:
             return DEFAULT
@@ -216,7 +216,9 @@ def _check_semantics(parsed: _Table, path: Path) -> None:
         if lib.pool is not None and lib.pool not in pools:
             fail(f"libraries.{name}.pool", f"unknown pool {lib.pool!r} (known: {sorted(pools)})")
         if lib.env not in envs:
-            fail(f"libraries.{name}.env", f"unknown environment {lib.env!r} (known: {sorted(envs)})")
+            fail(
+                f"libraries.{name}.env", f"unknown environment {lib.env!r} (known: {sorted(envs)})"
+            )
 
 
 def _settings_from(table: object, path: Path) -> Settings:
@@ -255,7 +257,8 @@ def _read_toml(path: Path) -> dict[str, object]:
 def _table_of(document: dict[str, object], standalone: bool) -> object | None:
     tool = document.get("tool")
     if isinstance(tool, dict) and "snakebridge" in tool:
-        return tool["snakebridge"]
+        table: object = tool["snakebridge"]
+        return table
     return document if standalone and "tool" not in document else None
 
 

@@ -25,8 +25,23 @@ from snakebridge_worker import values as v
 
 _BUILTIN_OPS = {
     name: getattr(builtins, name)
-    for name in ("len", "repr", "str", "bool", "hash", "float", "int", "complex", "iter", "dir",
-                 "abs", "format", "bytes", "reversed", "round")
+    for name in (
+        "len",
+        "repr",
+        "str",
+        "bool",
+        "hash",
+        "float",
+        "int",
+        "complex",
+        "iter",
+        "dir",
+        "abs",
+        "format",
+        "bytes",
+        "reversed",
+        "round",
+    )
 }
 _BUILTIN_OPS["index"] = operator.index
 
@@ -95,9 +110,7 @@ class WorkerCodec(v.ValueCodec):
                 return v.encode_npscalar(self, obj)
         cls = type(obj)
         ref_id = self.registry.add(self.session, obj)
-        return msgpack.ExtType(
-            p.EXT_REF, msgpack.packb([ref_id, cls.__module__, cls.__qualname__])
-        )
+        return msgpack.ExtType(p.EXT_REF, msgpack.packb([ref_id, cls.__module__, cls.__qualname__]))
 
 
 class Connection:
@@ -271,14 +284,17 @@ class Worker:
             elif kind == p.RELEASE_SESSION:
                 self.registry.release_session(message[2])
             elif kind == p.PING:
-                stats = {"rss": _memory_rss(), "refs": len(self.registry.objects), "calls": self.calls}
+                stats = {
+                    "rss": _memory_rss(),
+                    "refs": len(self.registry.objects),
+                    "calls": self.calls,
+                }
                 self.send([p.PONG, message[1], stats])
             elif kind == p.SHUTDOWN:
                 return
             elif kind != p.CANCEL:  # a cancel for a call already answered is harmless
-                self.send([p.ERROR, message[1], {"kind": p.ERR_PROTOCOL, "type": "", "builtin": None,
-                                                 "message": f"unexpected frame kind {kind!r}",
-                                                 "traceback": ""}])
+                problem = ValueError(f"unexpected frame kind {kind!r}")
+                self.send([p.ERROR, message[1], error_payload(p.ERR_PROTOCOL, problem, False)])
 
     def handle_call(self, message: List[Any]) -> None:
         _, call_id, session, flags, module, qualname, ref_id, op, args, kwargs = message
@@ -299,7 +315,9 @@ class Worker:
         else:
             self.reply(p.RESULT, call_id, result)
 
-    def apply(self, subject: Any, op: str, qualname: str, args: List[Any], kwargs: Dict[str, Any]) -> Any:
+    def apply(
+        self, subject: Any, op: str, qualname: str, args: List[Any], kwargs: Dict[str, Any]
+    ) -> Any:
         if op == p.OP_CALL:
             return subject(*args, **kwargs)
         if op == p.OP_GET:
@@ -369,7 +387,7 @@ def _callback_error(payload: Dict[str, Any]) -> BaseException:
     if not (isinstance(cls, type) and issubclass(cls, Exception)):
         cls = RuntimeError
     try:
-        return cls(f"host callback raised {payload['type']}: {payload['message']}")  # type: ignore[no-any-return]
+        return cls(f"host callback raised {payload['type']}: {payload['message']}")
     except Exception:
         return RuntimeError(f"host callback raised {payload['type']}: {payload['message']}")
 

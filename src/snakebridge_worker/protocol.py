@@ -33,11 +33,6 @@ PING = 14
 PONG = 15
 SHUTDOWN = 16
 
-KIND_NAMES = {
-    value: name
-    for name, value in dict(globals()).items()
-    if name.isupper() and isinstance(value, int) and name not in {"PROTOCOL_VERSION", "DEFAULT_MAX_FRAME"}
-}
 
 # CALL operations.
 OP_CALL = "call"  # subject(*args, **kwargs)

@@ -24,7 +24,13 @@ from snakebridge.runtime.errors import EncodeError, LibraryNotAllowed, RefInvali
 from snakebridge.runtime.interpreters import interpreter_for
 from snakebridge.runtime.pool import Call, Pool
 from snakebridge.runtime.process import reset_after_fork
-from snakebridge.runtime.refs import Ref, Session, check_valid, current_session, reset_default_session
+from snakebridge.runtime.refs import (
+    Ref,
+    Session,
+    check_valid,
+    current_session,
+    reset_default_session,
+)
 from snakebridge_worker import protocol as p
 
 __all__ = [
@@ -54,25 +60,28 @@ class Options:
     path_values: bool = False
 
 
-_options: contextvars.ContextVar[Options] = contextvars.ContextVar(
-    "snakebridge_options", default=Options()
-)
+_NO_OPTIONS = Options()
+_options: contextvars.ContextVar[Options] = contextvars.ContextVar("snakebridge_options")
 
 
 @contextlib.contextmanager
-def options(*, timeout: float | None = None, idempotent: bool | None = None,
-            path_values: bool | None = None) -> Iterator[Options]:
+def options(
+    *, timeout: float | None = None, idempotent: bool | None = None, path_values: bool | None = None
+) -> Iterator[Options]:
     """Defaults for every call in the block (facade calls included); explicit arguments win."""
-    current = _options.get()
+    current = _options.get(_NO_OPTIONS)
     changes: dict[str, Any] = {
         key: value
-        for key, value in (("timeout", timeout), ("idempotent", idempotent),
-                           ("path_values", path_values))
+        for key, value in (
+            ("timeout", timeout),
+            ("idempotent", idempotent),
+            ("path_values", path_values),
+        )
         if value is not None
     }
     token = _options.set(replace(current, **changes))
     try:
-        yield _options.get()
+        yield _options.get(_NO_OPTIONS)
     finally:
         _options.reset(token)
 
@@ -125,19 +134,20 @@ class _Runtime:
             if found is None:
                 raise LibraryNotAllowed(
                     f"library {lib.split('.')[0]!r} is not listed in [tool.snakebridge.libraries] "
-                    f"of {settings.path}; add it there (e.g. {lib.split('.')[0]} = \"stdlib\" "
+                    f'of {settings.path}; add it there (e.g. {lib.split(".")[0]} = "stdlib" '
                     "or a version) to call it"
                 )
             key, spec = found
-            module = (spec.module or key) + lib[len(key):]
+            module = (spec.module or key) + lib[len(key) :]
             route = (self.pool(settings.pool_for(key)), module, spec.idempotent)
         self._routes[lib] = route
         return route
 
     def _start_housekeeping(self) -> None:
         if self._housekeeper is None:
-            self._housekeeper = threading.Thread(target=self._housekeep, daemon=True,
-                                                 name="snakebridge-housekeeping")
+            self._housekeeper = threading.Thread(
+                target=self._housekeep, daemon=True, name="snakebridge-housekeeping"
+            )
             self._housekeeper.start()
 
     def _housekeep(self) -> None:
@@ -206,13 +216,24 @@ atexit.register(_at_exit)
 
 
 # -- building calls ---------------------------------------------------------------------------
-def _prepare(pool: Pool, module: str | None, qualname: str, subject: Ref | None, op: str,
-             args: Sequence[Any], kwargs: dict[str, Any] | None, timeout: float | None,
-             idempotent: bool, session: Session | None) -> Call:
+def _prepare(
+    pool: Pool,
+    module: str | None,
+    qualname: str,
+    subject: Ref | None,
+    op: str,
+    args: Sequence[Any],
+    kwargs: dict[str, Any] | None,
+    timeout: float | None,
+    idempotent: bool,
+    session: Session | None,
+) -> Call:
     if not isinstance(args, list | tuple):
-        raise TypeError(f"args must be a list or tuple of positional arguments, not "
-                        f"{type(args).__name__} (write [{args!r}])")
-    current = _options.get()
+        raise TypeError(
+            f"args must be a list or tuple of positional arguments, not "
+            f"{type(args).__name__} (write [{args!r}])"
+        )
+    current = _options.get(_NO_OPTIONS)
     owner = session or (subject._sb_session if subject is not None else current_session())
     if owner.closed:
         raise RefInvalid(f"{owner!r} is closed; open a new snakebridge.session()")
@@ -220,8 +241,9 @@ def _prepare(pool: Pool, module: str | None, qualname: str, subject: Ref | None,
     codec = codec_for_thread()
     call_id = next(_call_ids)
     ref_id = subject._sb_id if subject is not None else None
-    frame = codec.encode([p.CALL, call_id, owner.id, flags, module, qualname, ref_id, op,
-                          list(args), kwargs])
+    frame = codec.encode(
+        [p.CALL, call_id, owner.id, flags, module, qualname, ref_id, op, list(args), kwargs]
+    )
     want = subject._sb_worker if subject is not None else None
     for ref in codec.refs_seen:
         if want is None:
@@ -237,55 +259,89 @@ def _prepare(pool: Pool, module: str | None, qualname: str, subject: Ref | None,
         description = f"{subject._sb_type}.{qualname or op}"
     else:
         description = f"{module}.{qualname}" if qualname else str(module)
-    return Call(frame=frame, call_id=call_id, description=description, session=owner,
-                timeout=timeout, want=want, callbacks=codec.callbacks,
-                idempotent=idempotent or bool(current.idempotent))
+    return Call(
+        frame=frame,
+        call_id=call_id,
+        description=description,
+        session=owner,
+        timeout=timeout,
+        want=want,
+        callbacks=codec.callbacks,
+        idempotent=idempotent or bool(current.idempotent),
+    )
 
 
-def _library_call(lib: str, symbol: str, op: str, args: Sequence[Any],
-                  kwargs: dict[str, Any] | None, timeout: float | None, idempotent: bool,
-                  session: Session | None) -> tuple[Pool, Call]:
+def _library_call(
+    lib: str,
+    symbol: str,
+    op: str,
+    args: Sequence[Any],
+    kwargs: dict[str, Any] | None,
+    timeout: float | None,
+    idempotent: bool,
+    session: Session | None,
+) -> tuple[Pool, Call]:
     pool, module, configured = runtime().route(lib)
     if configured is True or (isinstance(configured, list) and symbol in configured):
         idempotent = True
-    return pool, _prepare(pool, module, symbol, None, op, args, kwargs, timeout, idempotent,
-                          session)
+    return pool, _prepare(
+        pool, module, symbol, None, op, args, kwargs, timeout, idempotent, session
+    )
 
 
-def call(lib: str, symbol: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,
-         *, timeout: float | None = None, idempotent: bool = False,
-         session: Session | None = None) -> Any:
+def call(
+    lib: str,
+    symbol: str,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    idempotent: bool = False,
+    session: Session | None = None,
+) -> Any:
     """Call ``lib.symbol(*args, **kwargs)`` in a worker; a value, or a Ref for other objects."""
-    pool, prepared = _library_call(lib, symbol, p.OP_CALL, args, kwargs, timeout, idempotent,
-                                   session)
+    pool, prepared = _library_call(
+        lib, symbol, p.OP_CALL, args, kwargs, timeout, idempotent, session
+    )
     return pool.run(prepared, codec_for_thread())
 
 
-def get(lib: str, symbol: str, *, timeout: float | None = None,
-        session: Session | None = None) -> Any:
+def get(
+    lib: str, symbol: str, *, timeout: float | None = None, session: Session | None = None
+) -> Any:
     """The value of attribute ``lib.symbol`` (a Ref when it is not a value)."""
     pool, prepared = _library_call(lib, symbol, p.OP_GET, (), None, timeout, True, session)
     return pool.run(prepared, codec_for_thread())
 
 
-async def acall(lib: str, symbol: str, args: Sequence[Any] = (),
-                kwargs: dict[str, Any] | None = None, *, timeout: float | None = None,
-                idempotent: bool = False, session: Session | None = None) -> Any:
+async def acall(
+    lib: str,
+    symbol: str,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    idempotent: bool = False,
+    session: Session | None = None,
+) -> Any:
     """Async twin of :func:`call`."""
-    pool, prepared = _library_call(lib, symbol, p.OP_CALL, args, kwargs, timeout, idempotent,
-                                   session)
+    pool, prepared = _library_call(
+        lib, symbol, p.OP_CALL, args, kwargs, timeout, idempotent, session
+    )
     return await pool.arun(prepared, codec_for_thread())
 
 
-async def aget(lib: str, symbol: str, *, timeout: float | None = None,
-               session: Session | None = None) -> Any:
+async def aget(
+    lib: str, symbol: str, *, timeout: float | None = None, session: Session | None = None
+) -> Any:
     """Async twin of :func:`get`."""
     pool, prepared = _library_call(lib, symbol, p.OP_GET, (), None, timeout, True, session)
     return await pool.arun(prepared, codec_for_thread())
 
 
-def ref_operation(ref: Ref, op: str, name: str, args: list[Any],
-                  kwargs: dict[str, Any] | None) -> Any:
+def ref_operation(
+    ref: Ref, op: str, name: str, args: list[Any], kwargs: dict[str, Any] | None
+) -> Any:
     """Run one operation on the object behind ``ref``, in the worker that holds it."""
     check_valid(ref)
     pool: Pool = ref._sb_worker.owner

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import time
@@ -39,7 +40,7 @@ class Connection:
         self.sock.sendall(frame(body))
 
     def _size(self) -> int:
-        (size,) = HEADER.unpack_from(self._buffer)
+        size: int = HEADER.unpack_from(self._buffer)[0]
         if size > self.max_frame:
             raise ProtocolError(
                 f"worker sent a frame of {size} bytes, over the {self.max_frame}-byte limit; "
@@ -119,7 +120,5 @@ class Connection:
         self._buffer += chunk
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass

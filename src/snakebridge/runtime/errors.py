@@ -10,7 +10,7 @@
     ├── DecodeError (ValueError)         a reply cannot be decoded (names its path)
     ├── RefInvalid                       a Ref was released, its session closed or its worker died
     ├── ProtocolError                    a peer sent a malformed, oversized or unexpected frame
-    ├── WorkerCrashed                    the worker died during the call (exit code / signal, stderr)
+    ├── WorkerCrashed                    the worker died mid-call (exit code or signal, stderr tail)
     ├── WorkerStartError                 a worker could not start or failed its handshake
     ├── CallTimeout (TimeoutError)       the call overran ``timeout=``; its worker was replaced
     ├── PoolSaturated                    the pool's queue is full
@@ -144,7 +144,9 @@ class RemoteError(SnakeBridgeError):
     remote_traceback: str = ""
 
     def __str__(self) -> str:
-        return f"{self.remote_type}: {self.remote_message}" if self.remote_type else super().__str__()
+        return (
+            f"{self.remote_type}: {self.remote_message}" if self.remote_type else super().__str__()
+        )
 
 
 _REMOTE_CLASSES: dict[str, type[RemoteError]] = {}

@@ -25,7 +25,9 @@ def _needs_venv(settings: Settings, env: str) -> bool:
         return True
     spec = settings.envs.get(DEFAULT)
     libraries = settings.libraries or {}
-    pinned = any(lib.env == DEFAULT and not lib.is_stdlib and lib.version for lib in libraries.values())
+    pinned = any(
+        lib.env == DEFAULT and not lib.is_stdlib and lib.version for lib in libraries.values()
+    )
     return bool(spec and (spec.requirements or spec.python)) or pinned
 
 

@@ -108,8 +108,13 @@ class Pool:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _new_worker(self) -> WorkerProcess:
-        worker = WorkerProcess(pool_name=self.name, interpreter=self.interpreter, env=self.env,
-                               max_frame=p.DEFAULT_MAX_FRAME, host_numpy=HOST_HAS_NUMPY)
+        worker = WorkerProcess(
+            pool_name=self.name,
+            interpreter=self.interpreter,
+            env=self.env,
+            max_frame=p.DEFAULT_MAX_FRAME,
+            host_numpy=HOST_HAS_NUMPY,
+        )
         worker.owner = self
         return worker
 
@@ -165,8 +170,9 @@ class Pool:
                 "name": self.name,
                 "size": self.size,
                 "queued": len(self._waiters),
-                "workers": [{"pid": w.pid, "state": w.state, "calls": w.calls}
-                            for w in self._workers],
+                "workers": [
+                    {"pid": w.pid, "state": w.state, "calls": w.calls} for w in self._workers
+                ],
             }
 
     # -- leasing ------------------------------------------------------------------------------
@@ -249,8 +255,12 @@ class Pool:
         assert waiter.worker is not None
         return waiter.worker
 
-    def _wake(self, waiter: _Waiter, worker: WorkerProcess | None = None,
-              error: BaseException | None = None) -> None:
+    def _wake(
+        self,
+        waiter: _Waiter,
+        worker: WorkerProcess | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         waiter.worker, waiter.error = worker, error
         if waiter.event is not None:
             waiter.event.set()
@@ -308,16 +318,19 @@ class Pool:
             closed = self._closed
         emit("runtime.worker", reason, pool=self.name, pid=worker.pid)
         for waiter in orphans:
-            self._wake(waiter, error=RefInvalid(
-                f"the worker {worker.pid} holding this Ref is gone ({reason})"))
+            self._wake(
+                waiter,
+                error=RefInvalid(f"the worker {worker.pid} holding this Ref is gone ({reason})"),
+            )
         if not closed:
             self._replace_later()
 
     def _replace_later(self) -> None:
         with self._lock:
             self._replacing += 1
-        threading.Thread(target=self._replace, name=f"snakebridge-replace-{self.name}",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._replace, name=f"snakebridge-replace-{self.name}", daemon=True
+        ).start()
 
     def _replace(self) -> None:
         try:
@@ -350,10 +363,14 @@ class Pool:
                 for waiter in stranded:
                     self._waiters.remove(waiter)
             for waiter in stranded:
-                self._wake(waiter, error=WorkerStartError(
-                    f"pool {self.name!r} cannot start workers "
-                    f"({self._start_failures} failures in a row): {exc}"))
-        time.sleep(min(0.05 * 2 ** self._start_failures, _MAX_BACKOFF_S))
+                self._wake(
+                    waiter,
+                    error=WorkerStartError(
+                        f"pool {self.name!r} cannot start workers "
+                        f"({self._start_failures} failures in a row): {exc}"
+                    ),
+                )
+        time.sleep(min(0.05 * 2**self._start_failures, _MAX_BACKOFF_S))
 
     def check_idle_workers(self) -> None:
         """Replace idle workers that died between calls."""
@@ -390,8 +407,9 @@ class Pool:
             worker.conn.send(data)
         worker.calls += 1
 
-    def _answer(self, worker: WorkerProcess, call: Call, body: bytes | bytearray,
-                codec: HostCodec) -> tuple[bool, Any]:
+    def _answer(
+        self, worker: WorkerProcess, call: Call, body: bytes | bytearray, codec: HostCodec
+    ) -> tuple[bool, Any]:
         """(done, value) for one frame; runs host callbacks the worker asks for."""
         message = codec.decode(body, worker, call.session)
         kind, call_id = message[0], message[1]
@@ -480,8 +498,9 @@ class Pool:
 
         leased = self.acquire(worker)
         try:
-            self._send(leased, Call(p.frame(msgpack.packb([p.PING, 0])), 0, "ping",
-                                    Session(0), timeout))
+            self._send(
+                leased, Call(p.frame(msgpack.packb([p.PING, 0])), 0, "ping", Session(0), timeout)
+            )
             body = leased.conn.read(time.monotonic() + timeout)
             stats: dict[str, Any] = msgpack.unpackb(body, raw=False)[2]
         except (TimeoutError, PeerClosed, OSError, ProtocolError) as exc:
@@ -517,8 +536,12 @@ def _callback_reply(call: Call, message: list[Any], codec: HostCodec) -> bytes:
         result = function(*args, **(kwargs or {}))
         return codec.encode([p.CALLBACK_RESULT, callback_id, result], values=([result], None))
     except Exception as exc:
-        builtin = next((c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"),
-                       "Exception")
-        payload = {"type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-                   "builtin": builtin, "message": str(exc)}
+        builtin = next(
+            (c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"), "Exception"
+        )
+        payload = {
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "builtin": builtin,
+            "message": str(exc),
+        }
         return codec.encode([p.CALLBACK_ERROR, callback_id, payload], values=([], None))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import hashlib
 import os
 import queue
@@ -27,11 +28,10 @@ from snakebridge_worker import protocol as p
 __all__ = ["WorkerProcess", "describe_exit"]
 
 _BOOT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from snakebridge_worker.main import main; main()"
+    "import sys; sys.path.insert(0, sys.argv[1]); from snakebridge_worker.main import main; main()"
 )
 _STDERR_TAIL_LINES = 40
-_SIGNAL_CAUSES = {
+_SIGNAL_CAUSES: dict[int, str] = {
     signal.SIGSEGV: "segfault",
     signal.SIGBUS: "bus error",
     signal.SIGABRT: "abort",
@@ -54,7 +54,7 @@ def describe_exit(returncode: int | None) -> tuple[int | None, int | None, str]:
 
 
 def _worker_path_dir() -> str:
-    """A private directory holding only the ``snakebridge_worker`` package, for the worker's path."""
+    """A private directory holding only ``snakebridge_worker``, for the worker's sys.path."""
     source = Path(__file__).resolve().parents[2] / "snakebridge_worker"
     base = Path(tempfile.gettempdir()) / f"snakebridge-{os.getuid()}"
     base.mkdir(mode=0o700, exist_ok=True)
@@ -92,8 +92,9 @@ class _Spawner:
     def submit(self, job: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="snakebridge-spawner",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="snakebridge-spawner", daemon=True
+                )
                 self._thread.start()
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._jobs.put((job, future))
@@ -111,8 +112,15 @@ def reset_after_fork() -> None:
 class WorkerProcess:
     """A started worker: its process, connection, output tail and call counters."""
 
-    def __init__(self, *, pool_name: str, interpreter: str, env: dict[str, str],
-                 max_frame: int, host_numpy: bool) -> None:
+    def __init__(
+        self,
+        *,
+        pool_name: str,
+        interpreter: str,
+        env: dict[str, str],
+        max_frame: int,
+        host_numpy: bool,
+    ) -> None:
         self.pool_name = pool_name
         self.state = "starting"
         self.calls = 0
@@ -127,13 +135,27 @@ class WorkerProcess:
         self.owner: Any = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
         host_sock, worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv = [interpreter, "-I", "-u", "-c", _BOOT, _worker_path_dir(),
-                str(worker_sock.fileno()), str(os.getpid())]
+        argv = [
+            interpreter,
+            "-I",
+            "-u",
+            "-c",
+            _BOOT,
+            _worker_path_dir(),
+            str(worker_sock.fileno()),
+            str(os.getpid()),
+        ]
 
         def popen() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                pass_fds=(worker_sock.fileno(),), env=env, close_fds=True, cwd="/",
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(worker_sock.fileno(),),
+                env=env,
+                close_fds=True,
+                cwd="/",
             )
 
         try:
@@ -145,10 +167,12 @@ class WorkerProcess:
             worker_sock.close()
         self.pid = self.proc.pid
         self.conn = Connection(host_sock, max_frame)
-        self.conn.send_body(msgpack.packb([p.INIT, 0, {"host_numpy": host_numpy,
-                                                       "max_frame": max_frame}]))
-        self._output = threading.Thread(target=self._forward_output, daemon=True,
-                                        name=f"snakebridge-output-{self.pid}")
+        self.conn.send_body(
+            msgpack.packb([p.INIT, 0, {"host_numpy": host_numpy, "max_frame": max_frame}])
+        )
+        self._output = threading.Thread(
+            target=self._forward_output, daemon=True, name=f"snakebridge-output-{self.pid}"
+        )
         self._output.start()
 
     def _forward_output(self) -> None:
@@ -157,10 +181,8 @@ class WorkerProcess:
         for raw in self.proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             self._tail.append(line)
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 sys.stderr.write(prefix + line + "\n")
-            except (ValueError, OSError):
-                pass
 
     def handshake(self, deadline: float) -> None:
         """Wait for HELLO; WorkerStartError with the worker's output if it does not come."""
@@ -213,11 +235,8 @@ class WorkerProcess:
         """Send frames that need no answer; a dead worker is ignored."""
         if not data or not self.alive:
             return
-        with self.send_lock:
-            try:
-                self.conn.send(data)
-            except OSError:
-                pass
+        with self.send_lock, contextlib.suppress(OSError):
+            self.conn.send(data)
 
     def crashed(self, call: str) -> WorkerCrashed:
         """Mark dead and describe why (waits briefly for the exit status and last output)."""
@@ -234,8 +253,15 @@ class WorkerProcess:
         message = f"worker {self.pid} of pool {self.pool_name!r} {cause} during {call}"
         if tail:
             message += "\nlast worker output:\n" + "\n".join(tail.splitlines()[-10:])
-        self.death = WorkerCrashed(message, pid=self.pid, exit_code=exit_code, signal=sig,
-                                   cause=cause, call=call, stderr_tail=tail)
+        self.death = WorkerCrashed(
+            message,
+            pid=self.pid,
+            exit_code=exit_code,
+            signal=sig,
+            cause=cause,
+            call=call,
+            stderr_tail=tail,
+        )
         self.conn.close()
         return self.death
 
@@ -243,15 +269,11 @@ class WorkerProcess:
         """Kill at once and reap."""
         self.alive = False
         self.state = "dead"
-        try:
+        with contextlib.suppress(OSError):
             self.proc.kill()
-        except OSError:
-            pass
         self.conn.close()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
     def stop(self, grace_s: float) -> None:
         """Ask the worker to exit; kill it if it is still there after ``grace_s``."""

@@ -28,8 +28,14 @@ class Session:
         self.workers: dict[int, WorkerProcess] = {}
         self._token: contextvars.Token[Session] | None = None
 
-    def call(self, lib: str, symbol: str, args: Any = (), kwargs: dict[str, Any] | None = None,
-             **options: Any) -> Any:
+    def call(
+        self,
+        lib: str,
+        symbol: str,
+        args: Any = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
         """``snakebridge.call`` within this session."""
         from snakebridge.runtime.client import call
 
@@ -41,8 +47,14 @@ class Session:
 
         return get(lib, symbol, session=self, **options)
 
-    async def acall(self, lib: str, symbol: str, args: Any = (),
-                    kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+    async def acall(
+        self,
+        lib: str,
+        symbol: str,
+        args: Any = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
         """``snakebridge.acall`` within this session."""
         from snakebridge.runtime.client import acall
 
@@ -124,8 +136,13 @@ class Ref:
     _sb_type: str
     _sb_worker: WorkerProcess
 
-    def _sb_op(self, op: str, name: str = "", args: list[Any] | None = None,
-               kwargs: dict[str, Any] | None = None) -> Any:
+    def _sb_op(
+        self,
+        op: str,
+        name: str = "",
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         from snakebridge.runtime.client import ref_operation
 
         return ref_operation(self, op, name, args or [], kwargs)
@@ -235,8 +252,12 @@ class Ref:
     def __enter__(self) -> Any:
         return self._sb_op(p.OP_METHOD, args=["__enter__"])
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> Any:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Any:
         return self._sb_op(p.OP_EXIT, args=[_exc_spec(exc)])
 
     def __reduce__(self) -> Any:
@@ -255,18 +276,31 @@ class Ref:
 
 def _binary(name: str, reflected: bool) -> Any:
     if reflected:
+
         def method(self: Ref, other: Any) -> Any:
             return self._sb_op(p.OP_OPERATOR, name, [other, self])
     else:
+
         def method(self: Ref, other: Any) -> Any:
             return self._sb_op(p.OP_OPERATOR, name, [self, other])
+
     return method
 
 
 _BINARY = {
-    "add": "add", "sub": "sub", "mul": "mul", "matmul": "matmul", "truediv": "truediv",
-    "floordiv": "floordiv", "mod": "mod", "pow": "pow", "lshift": "lshift", "rshift": "rshift",
-    "and": "and_", "or": "or_", "xor": "xor",
+    "add": "add",
+    "sub": "sub",
+    "mul": "mul",
+    "matmul": "matmul",
+    "truediv": "truediv",
+    "floordiv": "floordiv",
+    "mod": "mod",
+    "pow": "pow",
+    "lshift": "lshift",
+    "rshift": "rshift",
+    "and": "and_",
+    "or": "or_",
+    "xor": "xor",
 }
 for _dunder, _operator in _BINARY.items():
     setattr(Ref, f"__{_dunder}__", _binary(_operator, reflected=False))

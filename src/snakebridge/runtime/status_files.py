@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -14,8 +15,10 @@ __all__ = ["publish", "read_live", "remove", "status_dir"]
 def status_dir() -> Path:
     """``$XDG_RUNTIME_DIR/snakebridge`` when usable, else a per-user directory in the temp dir."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) / "snakebridge" if runtime and os.path.isdir(runtime) else (
-        Path(tempfile.gettempdir()) / f"snakebridge-{os.getuid()}"
+    base = (
+        Path(runtime) / "snakebridge"
+        if runtime and os.path.isdir(runtime)
+        else (Path(tempfile.gettempdir()) / f"snakebridge-{os.getuid()}")
     )
     directory = base / "status"
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -33,10 +36,8 @@ def publish(pools: list[dict[str, Any]]) -> None:
 
 def remove() -> None:
     """Remove this process's status file."""
-    try:
+    with contextlib.suppress(OSError):
         (status_dir() / f"{os.getpid()}.json").unlink()
-    except OSError:
-        pass
 
 
 def _alive(pid: int) -> bool:

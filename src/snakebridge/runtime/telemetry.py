@@ -6,6 +6,7 @@ Events are ``(name, phase, metadata)``, e.g. ``("runtime.worker", "crash", {"poo
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +35,5 @@ def detach(handler: Handler) -> None:
 def emit(name: str, phase: str, **metadata: Any) -> None:
     """Deliver one event to every attached handler."""
     for handler in _handlers:
-        try:
+        with contextlib.suppress(Exception):
             handler(name, phase, metadata)
-        except Exception:
-            pass
