@@ -244,6 +244,7 @@ def _prepare(
     frame = codec.encode(
         [p.CALL, call_id, owner.id, flags, module, qualname, ref_id, op, list(args), kwargs]
     )
+    owner.callback_ids.extend(codec.callbacks)
     want = subject._sb_worker if subject is not None else None
     for ref in codec.refs_seen:
         if want is None:
@@ -266,7 +267,6 @@ def _prepare(
         session=owner,
         timeout=timeout,
         want=want,
-        callbacks=codec.callbacks,
         idempotent=idempotent or bool(current.idempotent),
     )
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from snakebridge.runtime.errors import DecodeError, EncodeError, RefInvalid
+from snakebridge.runtime.errors import DecodeError, EncodeError, ProtocolError, RefInvalid
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
 
@@ -16,7 +17,11 @@ if TYPE_CHECKING:
     from snakebridge.runtime.process import WorkerProcess
     from snakebridge.runtime.refs import Ref, Session
 
-__all__ = ["HostCodec", "codec_for_thread"]
+__all__ = ["CALLBACKS", "HostCodec", "codec_for_thread"]
+
+CALLBACKS: dict[int, Callable[..., Any]] = {}
+"""Host callables sent to workers, by id; a session drops its own when it closes."""
+_callback_ids = itertools.count(1)
 
 
 def _host_has_numpy() -> bool:
@@ -37,7 +42,7 @@ class HostCodec(v.ValueCodec):
         super().__init__()
         self.packer_ = self.packer()
         self.refs_seen: list[Ref] = []
-        self.callbacks: dict[int, Callable[..., Any]] = {}
+        self.callbacks: list[int] = []
         self.worker: WorkerProcess | None = None
         self.session: Session | None = None
         self.decoders[p.EXT_REF] = self._decode_ref
@@ -58,8 +63,9 @@ class HostCodec(v.ValueCodec):
         if kind == "scalar":
             return v.encode_npscalar(self, obj)
         if callable(obj):
-            callback_id = len(self.callbacks) + 1
-            self.callbacks[callback_id] = obj
+            callback_id = next(_callback_ids)
+            CALLBACKS[callback_id] = obj
+            self.callbacks.append(callback_id)
             return msgpack.ExtType(p.EXT_CALLBACK, msgpack.packb(callback_id))
         raise TypeError(f"cannot send {v.type_key(type(obj))}")
 
@@ -69,7 +75,7 @@ class HostCodec(v.ValueCodec):
         ``values`` defaults to the message's last two items (a CALL's args and kwargs).
         """
         self.refs_seen = []
-        self.callbacks = {}
+        self.callbacks = []
         try:
             return p.frame(self.packer_.pack(message))
         except RefInvalid:
@@ -92,17 +98,22 @@ class HostCodec(v.ValueCodec):
         assert self.worker is not None and self.session is not None
         return make_ref(self.worker, self.session, ref_id, f"{module}.{qualname}")
 
-    def decode(self, body: bytes | bytearray, worker: WorkerProcess, session: Session) -> Any:
+    def decode(self, body: bytes | bytearray, worker: WorkerProcess, session: Session) -> list[Any]:
         """Decode a reply frame body; Refs in it belong to ``worker`` and ``session``."""
         self.worker, self.session = worker, session
         try:
-            return msgpack.unpackb(body, ext_hook=self.ext_hook, raw=False, strict_map_key=False)
+            message = msgpack.unpackb(body, ext_hook=self.ext_hook, raw=False, strict_map_key=False)
+        except msgpack.UnpackException as exc:
+            raise ProtocolError(f"worker sent a malformed frame ({exc}); it was closed") from None
         except ImportError as exc:
             raise DecodeError(f"cannot decode the reply: {exc} (install it in the host)") from None
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        except (ValueError, TypeError) as exc:
             raise DecodeError(f"cannot decode the reply: {exc}") from None
         finally:
             self.worker = self.session = None
+        if type(message) is not list or len(message) < 3 or type(message[0]) is not int:
+            raise ProtocolError(f"worker sent a frame that is not [kind, id, ...]: {message!r:.80}")
+        return message
 
 
 def _children(value: Any) -> Iterator[tuple[str, Any]]:

@@ -11,12 +11,11 @@ import asyncio
 import collections
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from snakebridge.config import PoolSpec
-from snakebridge.runtime.codec import HOST_HAS_NUMPY, HostCodec
+from snakebridge.runtime.codec import CALLBACKS, HOST_HAS_NUMPY, HostCodec
 from snakebridge.runtime.connection import PeerClosed
 from snakebridge.runtime.errors import (
     CallTimeout,
@@ -52,7 +51,6 @@ class Call:
     session: Session
     timeout: float | None
     want: WorkerProcess | None = None
-    callbacks: dict[int, Callable[..., Any]] = field(default_factory=dict)
     idempotent: bool = False
 
 
@@ -529,7 +527,7 @@ async def _readable(loop: asyncio.AbstractEventLoop, fd: int, deadline: float | 
 def _callback_reply(call: Call, message: list[Any], codec: HostCodec) -> bytes:
     """Run the host callable the worker asked for; framed CALLBACK_RESULT or CALLBACK_ERROR."""
     _, callback_id, args, kwargs = message
-    function = call.callbacks.get(callback_id)
+    function = CALLBACKS.get(callback_id)
     try:
         if function is None:
             raise LookupError(f"no host callback #{callback_id} in this call")

@@ -26,6 +26,7 @@ class Session:
         self.id = next(_session_ids) if session_id is None else session_id
         self.closed = False
         self.workers: dict[int, WorkerProcess] = {}
+        self.callback_ids: list[int] = []
         self._token: contextvars.Token[Session] | None = None
 
     def call(
@@ -67,6 +68,10 @@ class Session:
         self.closed = True
         import msgpack
 
+        from snakebridge.runtime.codec import CALLBACKS
+
+        for callback_id in self.callback_ids:
+            CALLBACKS.pop(callback_id, None)
         frame = p.frame(msgpack.packb([p.RELEASE_SESSION, 0, self.id]))
         for worker in self.workers.values():
             worker.send_quietly(frame)

@@ -1,0 +1,159 @@
+"""Values round-trip exactly through a real worker; everything else comes back as a Ref."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import decimal
+import enum
+import fractions
+import math
+import pathlib
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import snakebridge
+from snakebridge import EncodeError, Ref
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal and of exactly the same types all the way down (nan equals nan)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    if isinstance(a, complex):
+        return same(a.real, b.real) and same(a.imag, b.imag)
+    if isinstance(a, decimal.Decimal):
+        return str(a) == str(b)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+hashables = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(max_size=8), st.binary(max_size=8),
+    st.floats(allow_nan=False), st.uuids(), st.dates(), st.fractions(),
+)
+scalars = st.one_of(
+    hashables,
+    st.floats(),
+    st.complex_numbers(),
+    st.integers(min_value=-(2**200), max_value=2**200),
+    st.datetimes(timezones=st.one_of(st.none(), st.timezones())),
+    st.times(),
+    st.timedeltas(),
+    st.decimals(),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.lists(inner, max_size=4).map(tuple),
+        st.dictionaries(st.one_of(hashables, st.tuples(hashables, hashables)), inner, max_size=4),
+        st.sets(hashables, max_size=4),
+        st.frozensets(hashables, max_size=4),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values)
+def test_values_round_trip_exactly(value: Any) -> None:
+    assert same(snakebridge.call("copy", "copy", [value]), value)
+
+
+def test_big_and_special_numbers() -> None:
+    for value in (2**100, -(2**300), float("inf"), float("-inf"), decimal.Decimal("NaN"),
+                  decimal.Decimal("-0.000"), fractions.Fraction(-7, 3), complex(1, -2.5)):
+        assert same(snakebridge.call("copy", "copy", [value]), value)
+    assert math.isnan(snakebridge.call("float", "__call__", []) if False else
+                      snakebridge.call("builtins", "float", ["nan"]))
+
+
+def test_subclasses_of_values_come_back_as_refs() -> None:
+    counter = snakebridge.call("collections", "Counter", ["abracadabra"])
+    assert type(counter) is Ref
+    assert counter["a"] == 5
+    assert counter.most_common(1) == [("a", 5)]
+    ordered = snakebridge.call("collections", "OrderedDict", [[("x", 1)]])
+    assert type(ordered) is Ref and ordered["x"] == 1
+
+
+def test_containers_keep_structure_and_only_opaque_leaves_become_refs() -> None:
+    path = snakebridge.call("pathlib", "Path", ["/tmp"])
+    mixed = snakebridge.call("builtins", "list", [(1, path, "x", {"k": path})])
+    assert mixed[0] == 1 and mixed[2] == "x"
+    assert type(mixed[1]) is Ref and str(mixed[1]) == "/tmp"
+    assert type(mixed[3]) is dict and type(mixed[3]["k"]) is Ref
+    as_dict = snakebridge.call("builtins", "dict", [[("a", path), ("b", 2)]])
+    assert type(as_dict["a"]) is Ref and as_dict["b"] == 2
+
+
+def test_enum_members_travel_by_value() -> None:
+    class Color(enum.Enum):
+        RED = "red"
+
+    assert snakebridge.call("copy", "copy", [Color.RED]) == "red"
+    assert snakebridge.call("signal", "Signals", [9]) == 9
+
+
+def test_paths_are_refs_unless_asked_and_are_sent_as_values() -> None:
+    assert type(snakebridge.call("pathlib", "Path", ["/tmp"])) is Ref
+    with snakebridge.options(path_values=True):
+        path = snakebridge.call("pathlib", "Path", ["/tmp"])
+    assert type(path) is pathlib.PosixPath and path == pathlib.Path("/tmp")
+    assert snakebridge.call("os.path", "basename", [pathlib.PurePosixPath("/a/b")]) == "b"
+
+
+def test_numpy_arrays_and_scalars_by_value() -> None:
+    array = snakebridge.call("numpy", "arange", [12], {"dtype": "float32"})
+    assert type(array) is np.ndarray and array.dtype == np.float32
+    assert array.flags.writeable and array.tolist() == list(range(12))
+    grid = snakebridge.call("numpy", "reshape", [np.arange(6), [2, 3]])
+    assert grid.shape == (2, 3) and grid[1, 2] == 5
+    total = snakebridge.call("numpy", "sum", [np.ones(1000)])
+    assert type(total) is np.float64 and total == 1000.0
+    big = snakebridge.call("numpy", "zeros", [[512, 512]])
+    assert big.shape == (512, 512) and not big.any()
+
+
+def test_uuid_and_datetime_types() -> None:
+    now = datetime.datetime(2026, 11, 23, 4, 5, 6, 789, tzinfo=datetime.timezone.utc)
+    assert same(snakebridge.call("copy", "copy", [now]), now)
+    token = uuid.uuid4()
+    assert same(snakebridge.call("copy", "copy", [token]), token)
+
+
+def test_unsendable_argument_names_its_path() -> None:
+    with pytest.raises(EncodeError) as caught:
+        snakebridge.call("copy", "copy", [{"a": [1, object()]}])
+    assert caught.value.path == "args[0]['a'][1]"
+    assert "args[0]['a'][1]" in str(caught.value)
+    with pytest.raises(EncodeError, match=r"kwargs\['x'\]"):
+        snakebridge.call("builtins", "dict", [], {"x": collections.Counter()})
+    with pytest.raises(TypeError, match="args must be a list or tuple"):
+        snakebridge.call("math", "sqrt", 16)  # type: ignore[arg-type]
+
+
+def test_host_callables_are_called_back() -> None:
+    assert snakebridge.call("builtins", "sorted", [[3, 1, 2]], {"key": lambda x: -x}) == [3, 2, 1]
+    seen: list[int] = []
+    snakebridge.call("builtins", "list", [snakebridge.call("builtins", "map", [seen.append, [1, 2]])])
+    assert seen == [1, 2]
+
+
+def test_host_callback_errors_reach_the_library() -> None:
+    def fail(_: int) -> int:
+        raise KeyError("nope")
+
+    with pytest.raises(KeyError):
+        snakebridge.call("builtins", "sorted", [[1, 2]], {"key": fail})
