@@ -7,7 +7,7 @@ Architecture: ``snakebridge.runtime`` is the self-contained core (pools, wire, v
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib.metadata as _metadata
 
 from snakebridge.runtime.client import acall, aget, call, get, options, shutdown, status
 from snakebridge.runtime.errors import (
@@ -30,8 +30,8 @@ from snakebridge.runtime.errors import (
 from snakebridge.runtime.refs import Ref, Session
 
 try:
-    __version__ = version("snakebridge")
-except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = _metadata.version("snakebridge")
+except _metadata.PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0"
 
 

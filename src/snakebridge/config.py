@@ -13,7 +13,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -29,6 +29,7 @@ __all__ = [
     "parse_duration",
 ]
 
+T = TypeVar("T")
 SignatureTier = Literal["runtime", "text_signature", "stub", "docstring", "variadic"]
 STDLIB = "stdlib"
 DEFAULT = "default"
@@ -175,23 +176,41 @@ def parse_bytes(value: str | int | None) -> int | None:
     return int(float(match.group(1)) * scale)
 
 
-def _key_path(message: str) -> tuple[str, str]:
-    """Split a msgspec validation message into (problem, dotted key)."""
-    problem, _, where = message.partition(" - at `")
-    where = where.rstrip("`").removeprefix("$")
-    key = re.sub(r"\[\"?([^\]\"]+)\"?\]", r".\1", where)
-    unknown = re.search(r"unknown field `([^`]+)`", problem)
-    if unknown:
-        key = f"{key}.{unknown.group(1)}"
-    return problem, "tool.snakebridge" + key
-
-
-def _validate(table: object, path: Path) -> _Table:
+def _convert(value: object, kind: type[T], prefix: str, path: Path) -> T:
+    """``msgspec.convert`` whose errors name the full dotted key and the file."""
     try:
-        return msgspec.convert(table, _Table)
+        return msgspec.convert(value, kind)
     except msgspec.ValidationError as exc:
-        problem, key = _key_path(str(exc))
-        raise ConfigError(f"{problem}", key=key, path=path) from None
+        problem, _, where = str(exc).partition(" - at `")
+        key = prefix + re.sub(r"\[(\d+)\]", r"[\1]", where.rstrip("`").removeprefix("$"))
+        unknown = re.search(r"unknown field `([^`]+)`", problem)
+        if unknown:
+            key = f"{key}.{unknown.group(1)}"
+            problem = f"unknown key {unknown.group(1)!r}"
+        raise ConfigError(problem, key=key, path=path) from None
+
+
+_SECTIONS: dict[str, Any] = {
+    "libraries": str | LibrarySpec,
+    "envs": EnvSpec,
+    "pools": PoolSpec,
+    "variants": dict[str, str],
+}
+
+
+def _validate(table: dict[str, Any], path: Path) -> _Table:
+    """Validate section by section so errors can name the entry (msgspec hides dict keys)."""
+    checked: dict[str, Any] = {}
+    for name, value in table.items():
+        entry_type = _SECTIONS.get(name)
+        if entry_type is None or not isinstance(value, dict):
+            checked[name] = value
+            continue
+        checked[name] = {
+            key: _convert(entry, entry_type, f"tool.snakebridge.{name}.{key}", path)
+            for key, entry in value.items()
+        }
+    return _convert(checked, _Table, "tool.snakebridge", path)
 
 
 def _check_semantics(parsed: _Table, path: Path) -> None:

@@ -56,7 +56,8 @@ def test_repr_str_format_and_comparisons() -> None:
     assert repr(path) == "PosixPath('/tmp')" and str(path) == "/tmp"
     one = snakebridge.call("collections", "Counter", ["ab"])
     two = snakebridge.call("collections", "Counter", ["ab"])
-    assert one == two and not (one != two)
+    assert one == two
+    assert (one != two) is False
     assert one <= two and not one < two
     assert f"{path!s:>6}" == "  /tmp"
 

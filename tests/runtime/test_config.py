@@ -1,0 +1,129 @@
+"""Config: the embedded default, validation errors naming file and key, durations and sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from snakebridge import ConfigError
+from snakebridge.config import load_settings, parse_bytes, parse_duration
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pyproject.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_table_means_the_embedded_default(tmp_path: Path) -> None:
+    write(tmp_path, "[project]\nname = 'x'\n")
+    settings = load_settings(tmp_path)
+    assert settings.allow_all and settings.path is None
+    assert settings.pools["default"].size == 2
+
+
+def test_nearest_pyproject_above_the_start_directory(tmp_path: Path) -> None:
+    write(tmp_path, '[tool.snakebridge.libraries]\njson = "stdlib"\nnumpy = "==2.1.3"\n')
+    nested = tmp_path / "src" / "pkg"
+    nested.mkdir(parents=True)
+    settings = load_settings(nested)
+    assert settings.root == tmp_path and not settings.allow_all
+    assert settings.libraries is not None and settings.libraries["json"].is_stdlib
+    assert settings.library_for("numpy.linalg") == ("numpy", settings.libraries["numpy"])
+    assert settings.library_for("pandas") is None
+
+
+def test_full_table(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        """
+[tool.snakebridge]
+generated = "gen"
+scan = ["src"]
+[tool.snakebridge.libraries]
+sk = { package = "scikit-learn", version = "==1.3.2", env = "legacy", module = "sklearn" }
+[tool.snakebridge.envs.legacy]
+python = "3.11"
+[tool.snakebridge.pools.legacy]
+env = "legacy"
+size = 3
+ttl = "1h"
+max_memory = "512MiB"
+""",
+    )
+    settings = load_settings(tmp_path)
+    assert settings.generated == "gen" and settings.scan == ("src",)
+    assert settings.pool_for("sk") == "legacy"
+    assert settings.pools["legacy"].ttl_s == 3600.0
+    assert settings.pools["legacy"].max_memory_bytes == 512 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("[tool.snakebridge]\ngenerate = 'x'\n", "tool.snakebridge.generate", "unknown key"),
+        (
+            "[tool.snakebridge.pools.default]\nsize = 'two'\n",
+            "tool.snakebridge.pools.default.size",
+            "Expected `int`",
+        ),
+        (
+            "[tool.snakebridge.pools.default]\nsize = 0\n",
+            "tool.snakebridge.pools.default.size",
+            "at least 1",
+        ),
+        (
+            "[tool.snakebridge.libraries]\nnp = { version = '1', pool = 'gpu' }\n",
+            "tool.snakebridge.libraries.np.pool",
+            "unknown pool 'gpu'",
+        ),
+        (
+            "[tool.snakebridge.libraries]\nnp = { version = '1', env = 'old' }\n",
+            "tool.snakebridge.libraries.np.env",
+            "unknown environment 'old'",
+        ),
+        (
+            "[tool.snakebridge.pools.default]\nttl = 'soon'\n",
+            "tool.snakebridge.pools.default.ttl",
+            "not a duration",
+        ),
+        ("[tool.snakebridge.libraries]\nnp = 3\n", "tool.snakebridge.libraries.np", "Expected"),
+    ],
+)
+def test_errors_name_the_key_and_the_file(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert caught.value.key == key and caught.value.path == path
+    assert key in str(caught.value) and str(path) in str(caught.value)
+    assert problem in str(caught.value)
+
+
+def test_invalid_toml_and_missing_explicit_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "[tool.snakebridge\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(tmp_path)
+    monkeypatch.setenv("SNAKEBRIDGE_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path)
+
+
+def test_standalone_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "snakebridge.toml"
+    path.write_text('[libraries]\njson = "stdlib"\n')
+    monkeypatch.setenv("SNAKEBRIDGE_CONFIG", str(path))
+    assert load_settings().library_for("json") is not None
+
+
+def test_durations_and_sizes() -> None:
+    assert parse_duration("250ms") == 0.25 and parse_duration("5m") == 300.0
+    assert parse_duration(2) == 2.0 and parse_duration(None) is None
+    assert parse_bytes("2GiB") == 2 * 2**30 and parse_bytes("100k") == 100_000
+    assert parse_bytes(10) == 10
+    with pytest.raises(ValueError, match="not a size"):
+        parse_bytes("lots")

@@ -1,0 +1,149 @@
+"""The pool under concurrency, forks, host death and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import snakebridge
+from snakebridge import SymbolNotFound
+
+from .conftest import alive, default_pool
+
+
+def test_eight_threads_and_a_hundred_tasks_at_once() -> None:
+    results: dict[int, float] = {}
+    errors: list[BaseException] = []
+
+    def worker(offset: int) -> None:
+        try:
+            for i in range(50):
+                n = offset * 1000 + i
+                results[n] = snakebridge.call("math", "sqrt", [n * n])
+        except BaseException as exc:
+            errors.append(exc)
+
+    async def tasks() -> list[int]:
+        return list(
+            await asyncio.gather(
+                *(snakebridge.acall("operator", "mul", [i, 2]) for i in range(100))
+            )
+        )
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    doubled = asyncio.run(tasks())
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert doubled == [i * 2 for i in range(100)]
+    assert len(results) == 400 and all(results[n] == float(n) for n in results)
+
+
+def test_async_twins_and_async_timeout() -> None:
+    async def scenario() -> None:
+        assert await snakebridge.aget("math", "tau") == 6.283185307179586
+        with pytest.raises(snakebridge.CallTimeout):
+            await snakebridge.acall("time", "sleep", [30], timeout=0.2)
+        task = asyncio.ensure_future(snakebridge.acall("time", "sleep", [30]))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await snakebridge.acall("math", "factorial", [20]) == 2432902008176640000
+
+    asyncio.run(scenario())
+
+
+def test_worker_is_isolated_from_host_cwd_and_pythonpath(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "host_only_module.py").write_text("VALUE = 1\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    snakebridge.shutdown()
+    with pytest.raises(SymbolNotFound, match="host_only_module"):
+        snakebridge.get("host_only_module", "VALUE")
+    assert snakebridge.call("os", "getcwd") == "/"
+
+
+def test_shutdown_stops_every_worker_and_next_call_starts_fresh() -> None:
+    pids = [w.pid for w in default_pool().workers]
+    snakebridge.shutdown()
+    assert not any(alive(pid) for pid in pids)
+    assert snakebridge.call("math", "sqrt", [4]) == 2.0
+    assert not {w.pid for w in default_pool().workers} & set(pids)
+
+
+def test_forked_child_gets_its_own_pool() -> None:
+    parent = {w.pid for w in default_pool().workers}
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            snakebridge.call("math", "sqrt", [4])
+            mine = {w["pid"] for w in snakebridge.status()[0]["workers"]}
+            os.write(write, b"ok" if not mine & parent else b"shared")
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    assert os.read(read, 16) == b"ok"
+    assert snakebridge.call("math", "sqrt", [9]) == 3.0
+    assert {w.pid for w in default_pool().workers} == parent
+
+
+HOST = textwrap.dedent(
+    """
+    import sys, threading, snakebridge
+    snakebridge.call("math", "sqrt", [1])
+    pids = [w["pid"] for w in snakebridge.status()[0]["workers"]]
+    print(" ".join(map(str, pids)), flush=True)
+    threading.Thread(target=snakebridge.call, args=("time", "sleep", [60])).start()
+    snakebridge.call("time", "sleep", [60])
+    """
+)
+
+
+def test_sigkilled_host_leaves_no_worker(tmp_path: Path) -> None:
+    host = subprocess.Popen([sys.executable, "-c", HOST], stdout=subprocess.PIPE, cwd=tmp_path)
+    assert host.stdout is not None
+    pids = [int(pid) for pid in host.stdout.readline().split()]
+    assert len(pids) == 2 and all(alive(pid) for pid in pids)
+    time.sleep(0.3)  # both workers are now busy in time.sleep
+    host.send_signal(signal.SIGKILL)
+    host.wait()
+    deadline = time.monotonic() + 2
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_status_file_lists_a_live_host(tmp_path: Path) -> None:
+    host = subprocess.Popen([sys.executable, "-c", HOST], stdout=subprocess.PIPE, cwd=tmp_path)
+    try:
+        assert host.stdout is not None
+        pids = host.stdout.readline().split()
+        deadline = time.monotonic() + 5
+        output = ""
+        while time.monotonic() < deadline:
+            output = subprocess.run(
+                ["snakebridge", "status"], capture_output=True, text=True, check=True
+            ).stdout
+            if f"host pid {host.pid}" in output:
+                break
+            time.sleep(0.2)
+        assert f"host pid {host.pid}" in output
+        assert all(pid.decode() in output for pid in pids)
+    finally:
+        host.kill()
+        host.wait()
