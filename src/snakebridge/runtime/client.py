@@ -155,9 +155,7 @@ class _Runtime:
         while not self._stop.wait(_HOUSEKEEPING_S):
             tick += 1
             for pool in list(self.pools.values()):
-                for worker in pool.workers:
-                    worker.send_quietly(worker.flush_releases())
-                pool.check_idle_workers()
+                pool.housekeep()
             if tick % _STATUS_EVERY == 0:
                 with contextlib.suppress(OSError):
                     status_files.publish(status())

@@ -25,11 +25,13 @@ from snakebridge.runtime.errors import (
     ProtocolError,
     QueueTimeout,
     RefInvalid,
+    SnakeBridgeError,
     SymbolNotFound,
     WorkerCrashed,
     WorkerStartError,
     remote_error_class,
 )
+from snakebridge.runtime.lifecycle import recycle_reason, resident_bytes
 from snakebridge.runtime.process import WorkerProcess
 from snakebridge.runtime.refs import Session
 from snakebridge.runtime.telemetry import emit
@@ -38,6 +40,8 @@ from snakebridge_worker import protocol as p
 __all__ = ["Call", "Pool", "error_from_payload"]
 
 _MAX_BACKOFF_S = 5.0
+_HEALTH_INTERVAL_S = 5.0
+_HEALTH_TIMEOUT_S = 5.0
 _FAIL_WAITERS_AFTER = 3
 
 
@@ -100,9 +104,11 @@ class Pool:
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._replacing = 0
         self._start_failures = 0
+        self._last_start_error: WorkerStartError | None = None
+        self._last_health_check = time.monotonic()
         self._started = False
         self._closed = False
-        self._ttl_s = spec.ttl_s
+        self._max_memory = spec.max_memory_bytes
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _new_worker(self) -> WorkerProcess:
@@ -126,7 +132,14 @@ class Pool:
             if self._closed:
                 raise PoolClosed(f"pool {self.name!r} was shut down")
             deadline = time.monotonic() + self.spec.startup_timeout
-            launched = [self._new_worker() for _ in range(self.size)]
+            launched: list[WorkerProcess] = []
+            try:
+                for _ in range(self.size):
+                    launched.append(self._new_worker())
+            except BaseException:
+                for worker in launched:
+                    worker.kill()
+                raise
             errors: list[WorkerStartError] = []
             for worker in launched:
                 try:
@@ -145,16 +158,27 @@ class Pool:
             self._replace_later()
 
     def close(self, grace_s: float = 2.0) -> None:
-        """Stop every worker; later calls raise PoolClosed."""
+        """Drain and stop every worker; later calls raise PoolClosed.
+
+        Calls already running get until ``grace_s`` to finish; then workers are asked to exit,
+        terminated, and killed, in that order. Nothing is left running or unreaped.
+        """
+        deadline = time.monotonic() + grace_s
         with self._lock:
             self._closed = True
-            workers, self._workers, self._idle = list(self._workers), [], []
+            workers = list(self._workers)
             waiters, self._waiters = list(self._waiters), collections.deque()
         for waiter in waiters:
             self._wake(waiter, error=PoolClosed(f"pool {self.name!r} was shut down"))
+        while any(w.state == "busy" and w.alive for w in workers):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        with self._lock:
+            self._workers, self._idle = [], []
         for worker in workers:
             worker.send_quietly(worker.flush_releases())
-            worker.stop(grace_s)
+            worker.stop(max(0.1, deadline - time.monotonic()))
             emit("runtime.worker", "stop", pool=self.name, pid=worker.pid, reason="shutdown")
 
     @property
@@ -207,6 +231,35 @@ class Pool:
         )
 
     def acquire(self, want: WorkerProcess | None) -> WorkerProcess:
+        """Lease a live worker (``want`` when given), waiting in the queue if none is free."""
+        while True:
+            worker = self._acquire_any(want)
+            if self._still_alive(worker, want):
+                return worker
+
+    async def aacquire(self, want: WorkerProcess | None) -> WorkerProcess:
+        """Async twin of :meth:`acquire`."""
+        while True:
+            worker = await self._aacquire_any(want)
+            if self._still_alive(worker, want):
+                return worker
+
+    def _still_alive(self, worker: WorkerProcess, want: WorkerProcess | None) -> bool:
+        """False (and the worker replaced) when it died while idle."""
+        if worker.proc.poll() is None:
+            return True
+        death = worker.crashed("no call (it died while idle)")
+        self._retire(worker, reason="crash")
+        if want is not None:
+            raise RefInvalid(f"the worker {worker.pid} holding this Ref crashed ({death.cause})")
+        return False
+
+    def _acquire_any(self, want: WorkerProcess | None) -> WorkerProcess:
+        if self._start_failures >= _FAIL_WAITERS_AFTER and not self._workers:
+            raise WorkerStartError(
+                f"pool {self.name!r} cannot start workers ({self._start_failures} failures in "
+                f"a row); the last: {self._last_start_error}"
+            )
         self.start()
         with self._lock:
             worker = self._take(want)
@@ -225,7 +278,7 @@ class Pool:
         assert waiter.worker is not None
         return waiter.worker
 
-    async def aacquire(self, want: WorkerProcess | None) -> WorkerProcess:
+    async def _aacquire_any(self, want: WorkerProcess | None) -> WorkerProcess:
         if not self._started:
             await asyncio.get_running_loop().run_in_executor(None, self.start)
         with self._lock:
@@ -273,13 +326,24 @@ class Pool:
                     self._release(worker)
 
     def _release(self, worker: WorkerProcess) -> None:
-        """Give a worker back: to the first waiter that can take it, else to the idle list."""
-        if self._should_recycle(worker):
-            self._retire(worker, reason="recycle")
-            worker.stop(1.0)
-            return
+        """Give a worker back: to the first waiter that can take it, else to the idle list.
+
+        A worker due for recycling takes no new call: it waits, idle, until its replacement is
+        ready and then stops, so queued calls go to the other workers or to the replacement.
+        """
+        if not worker.recycling and worker.alive and worker.live_refs <= 0:
+            reason = recycle_reason(
+                self.spec, worker.calls, worker.started_at, worker.pid, self._max_memory
+            )
+            if reason is not None:
+                worker.recycling = True
+                worker.state = "recycling"
+                emit("runtime.worker", "recycle", pool=self.name, pid=worker.pid, reason=reason)
+                self._replace_later(old=worker)
+                return
         with self._lock:
             if not worker.alive or self._closed:
+                worker.state = "idle" if worker.alive else "dead"
                 return
             for waiter in self._waiters:
                 if waiter.want is None or waiter.want is worker:
@@ -292,17 +356,9 @@ class Pool:
                 return
         self._wake(waiter, worker=worker)
 
-    def _should_recycle(self, worker: WorkerProcess) -> bool:
-        if worker.live_refs > 0 or not worker.alive:
-            return False
-        spec = self.spec
-        if spec.max_requests is not None and worker.calls >= spec.max_requests:
-            return True
-        return self._ttl_s is not None and time.monotonic() - worker.started_at >= self._ttl_s
-
     # -- replacement --------------------------------------------------------------------------
-    def _retire(self, worker: WorkerProcess, reason: str) -> None:
-        """Take a worker out of the pool and start its replacement."""
+    def _retire(self, worker: WorkerProcess, reason: str, replace: bool = True) -> None:
+        """Take a worker out of the pool and (unless told not to) start its replacement."""
         orphans: list[_Waiter] = []
         with self._lock:
             if worker in self._workers:
@@ -314,23 +370,26 @@ class Pool:
                     self._waiters.remove(waiter)
                     orphans.append(waiter)
             closed = self._closed
-        emit("runtime.worker", reason, pool=self.name, pid=worker.pid)
+        emit("runtime.worker", "stop", pool=self.name, pid=worker.pid, reason=reason)
         for waiter in orphans:
             self._wake(
                 waiter,
                 error=RefInvalid(f"the worker {worker.pid} holding this Ref is gone ({reason})"),
             )
-        if not closed:
+        if replace and not closed and not worker.recycling:
             self._replace_later()
 
-    def _replace_later(self) -> None:
+    def _replace_later(self, old: WorkerProcess | None = None) -> None:
         with self._lock:
             self._replacing += 1
         threading.Thread(
-            target=self._replace, name=f"snakebridge-replace-{self.name}", daemon=True
+            target=self._replace,
+            args=(old,),
+            name=f"snakebridge-replace-{self.name}",
+            daemon=True,
         ).start()
 
-    def _replace(self) -> None:
+    def _replace(self, old: WorkerProcess | None = None) -> None:
         try:
             while not self._closed:
                 try:
@@ -346,6 +405,9 @@ class Pool:
                         return
                     self._workers.append(worker)
                 emit("runtime.worker", "start", pool=self.name, pid=worker.pid)
+                if old is not None:
+                    self._retire(old, reason="recycle", replace=False)
+                    old.stop(1.0)
                 self._release(worker)
                 return
         finally:
@@ -354,6 +416,7 @@ class Pool:
 
     def _start_failed(self, exc: WorkerStartError) -> None:
         self._start_failures += 1
+        self._last_start_error = exc
         emit("runtime.worker", "start_failed", pool=self.name, error=str(exc))
         if self._start_failures >= _FAIL_WAITERS_AFTER:
             with self._lock:
@@ -370,6 +433,37 @@ class Pool:
                 )
         time.sleep(min(0.05 * 2**self._start_failures, _MAX_BACKOFF_S))
 
+    def housekeep(self) -> None:
+        """Periodic duties: flush dropped Refs, enforce max_memory, replace dead or hung workers."""
+        for worker in self.workers:
+            worker.send_quietly(worker.flush_releases())
+            if self._max_memory is not None and worker.state == "busy":
+                rss = resident_bytes(worker.pid)
+                if rss is not None and rss > self._max_memory:
+                    worker.kill_reason = (
+                        f"killed: it used {rss // 2**20} MiB, over max_memory "
+                        f"({self._max_memory // 2**20} MiB)"
+                    )
+                    worker.proc.kill()
+        self.check_idle_workers()
+        if time.monotonic() - self._last_health_check >= _HEALTH_INTERVAL_S:
+            self._last_health_check = time.monotonic()
+            self.check_health()
+
+    def check_health(self, timeout: float = _HEALTH_TIMEOUT_S) -> None:
+        """Ping idle workers; one that does not answer in time is killed and replaced."""
+        for worker in self.workers:
+            with self._lock:
+                if worker not in self._idle:
+                    continue
+                self._idle.remove(worker)
+                worker.state = "busy"
+            try:
+                self._ping_leased(worker, timeout)
+            except SnakeBridgeError:
+                continue
+            self._release(worker)
+
     def check_idle_workers(self) -> None:
         """Replace idle workers that died between calls."""
         for worker in self.workers:
@@ -382,11 +476,13 @@ class Pool:
                 self._retire(worker, reason="crash")
 
     # -- calls --------------------------------------------------------------------------------
-    def _fail(self, worker: WorkerProcess, call: Call, exc: BaseException) -> BaseException:
+    def _fail(
+        self, worker: WorkerProcess, call: Call, exc: BaseException, overrun: str = "timeout"
+    ) -> BaseException:
         """Turn a transport failure into the caller's error and replace the worker."""
         if isinstance(exc, TimeoutError):
             worker.kill()
-            self._retire(worker, reason="timeout")
+            self._retire(worker, reason=overrun)
             return CallTimeout(
                 f"{call.description} did not finish within {call.timeout}s; worker "
                 f"{worker.pid} was killed and replaced"
@@ -491,19 +587,23 @@ class Pool:
         return value
 
     def ping(self, worker: WorkerProcess, timeout: float = 5.0) -> dict[str, Any]:
-        """Round-trip a PING on an idle worker (leased for the duration); its stats."""
+        """Round-trip a PING on ``worker`` (leased for the duration); its stats."""
+        leased = self.acquire(worker)
+        stats = self._ping_leased(leased, timeout)
+        self._release(leased)
+        return stats
+
+    def _ping_leased(self, worker: WorkerProcess, timeout: float) -> dict[str, Any]:
         import msgpack
 
-        leased = self.acquire(worker)
+        ping = Call(p.frame(msgpack.packb([p.PING, 0])), 0, "a health ping", Session(0), timeout)
         try:
-            self._send(
-                leased, Call(p.frame(msgpack.packb([p.PING, 0])), 0, "ping", Session(0), timeout)
-            )
-            body = leased.conn.read(time.monotonic() + timeout)
+            self._send(worker, ping)
+            worker.calls -= 1  # a ping is not a call served
+            body = worker.conn.read(time.monotonic() + timeout)
             stats: dict[str, Any] = msgpack.unpackb(body, raw=False)[2]
         except (TimeoutError, PeerClosed, OSError, ProtocolError) as exc:
-            raise self._fail(leased, Call(b"", 0, "ping", Session(0), timeout), exc) from None
-        self._release(leased)
+            raise self._fail(worker, ping, exc, overrun="unresponsive") from None
         return stats
 
 

@@ -133,6 +133,8 @@ class WorkerProcess:
         self.send_lock = threading.Lock()
         self.info: dict[str, Any] = {}
         self.owner: Any = None
+        self.recycling = False  # withheld from calls while its replacement starts
+        self.kill_reason = ""  # why the host killed it, for the crash report
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
         host_sock, worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         argv = [
@@ -249,6 +251,8 @@ class WorkerProcess:
             code = self.proc.wait()
         self._output.join(timeout=0.2)
         exit_code, sig, cause = describe_exit(code)
+        if self.kill_reason:
+            cause = self.kill_reason
         tail = self.stderr_tail()
         message = f"worker {self.pid} of pool {self.pool_name!r} {cause} during {call}"
         if tail:

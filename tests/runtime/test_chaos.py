@@ -1,0 +1,243 @@
+"""Chaos: the pool survives anything a library does, and never hangs or mixes up answers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import snakebridge
+from snakebridge import CallTimeout, WorkerCrashed
+from snakebridge.runtime import telemetry
+from snakebridge.runtime.client import runtime
+
+from .conftest import alive
+
+
+@pytest.fixture
+def events() -> Iterator[list[tuple[str, str, dict[str, Any]]]]:
+    seen: list[tuple[str, str, dict[str, Any]]] = []
+
+    def handler(name: str, phase: str, metadata: dict[str, Any]) -> None:
+        seen.append((name, phase, metadata))
+
+    telemetry.attach(handler)
+    yield seen
+    telemetry.detach(handler)
+
+
+def live_workers() -> set[int]:
+    """Pids of this process's live (non-zombie) worker children."""
+    me = str(os.getpid())
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields[1] == me and fields[0] != "Z" and b"snakebridge_worker" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def wait_full(size: int = 2) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        (pool,) = snakebridge.status()
+        states = [w["state"] for w in pool["workers"]]
+        if len(states) == size and "dead" not in states and len(live_workers()) == size:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"pool not back to full size: {snakebridge.status()}, {live_workers()}")
+
+
+def test_each_kind_of_failure_gets_its_own_error(configured: Callable[[str], Path]) -> None:
+    configured(
+        '[tool.snakebridge.libraries]\nctypes = "stdlib"\nos = "stdlib"\noperator = "stdlib"\n'
+        'time = "stdlib"\nmath = "stdlib"\n'
+        '[tool.snakebridge.pools.default]\nmax_memory = "300MB"\n'
+    )
+    with pytest.raises(WorkerCrashed, match="segfault"):
+        snakebridge.call("ctypes", "string_at", [0])
+    assert snakebridge.call("math", "sqrt", [4]) == 2.0
+    with pytest.raises(WorkerCrashed, match="abort"):
+        snakebridge.call("os", "abort")
+    assert snakebridge.call("math", "sqrt", [9]) == 3.0
+    with pytest.raises(WorkerCrashed, match="over max_memory"):
+        snakebridge.call("operator", "mul", [b"x", 4 * 10**9])
+    assert snakebridge.call("math", "sqrt", [16]) == 4.0
+    with pytest.raises(CallTimeout):
+        snakebridge.call("time", "sleep", [10**6], timeout=0.5)
+    assert snakebridge.call("math", "sqrt", [25]) == 5.0
+    wait_full()
+
+
+def _hammer(calls: int, threads: int, idempotent: bool) -> tuple[int, int, list[BaseException]]:
+    """(correct results, WorkerCrashed count, anything else) with a worker SIGKILLed every 50 ms."""
+    stop = threading.Event()
+    pool = runtime().pools["default"]
+
+    def chaos() -> None:
+        while not stop.wait(0.05):
+            workers = [w for w in pool.workers if w.alive]
+            if workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(random.choice(workers).pid, signal.SIGKILL)
+
+    ok, crashed, wrong = 0, 0, []
+    lock = threading.Lock()
+
+    def client(offset: int) -> None:
+        nonlocal ok, crashed
+        for i in range(offset, calls, threads):
+            try:
+                value = snakebridge.call(
+                    "operator", "mul", [i, 3], timeout=10, idempotent=idempotent
+                )
+            except WorkerCrashed:
+                with lock:
+                    crashed += 1
+                continue
+            except BaseException as exc:
+                with lock:
+                    wrong.append(exc)
+                continue
+            with lock:
+                if value == i * 3:
+                    ok += 1
+                else:
+                    wrong.append(AssertionError(f"call {i} got {value!r}"))
+
+    killer = threading.Thread(target=chaos)
+    killer.start()
+    workers = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=120)
+    stop.set()
+    killer.join()
+    assert not any(t.is_alive() for t in workers), "a call hung"
+    return ok, crashed, wrong
+
+
+def test_random_sigkills_never_hang_or_mix_up_answers() -> None:
+    snakebridge.call("operator", "pos", [1])
+    ok, crashed, wrong = _hammer(2000, 8, idempotent=False)
+    assert not wrong
+    assert ok + crashed == 2000 and crashed > 0
+    wait_full()
+
+
+def test_idempotent_calls_survive_the_same_chaos() -> None:
+    snakebridge.call("operator", "pos", [1])
+    ok, crashed, wrong = _hammer(2000, 8, idempotent=True)
+    assert not wrong and crashed == 0 and ok == 2000
+    wait_full()
+
+
+def test_idempotent_is_retried_once_never_more(events: list[Any]) -> None:
+    with pytest.raises(WorkerCrashed):
+        snakebridge.call("os", "_exit", [1], idempotent=True)
+    retries = [e for e in events if e[:2] == ("runtime.call", "retry")]
+    crashes = [e for e in events if e[1] == "stop" and e[2]["reason"] == "crash"]
+    assert len(retries) == 1 and len(crashes) == 2
+    events.clear()
+    with pytest.raises(WorkerCrashed):
+        snakebridge.call("os", "_exit", [1])
+    assert not [e for e in events if e[:2] == ("runtime.call", "retry")]
+    wait_full()
+
+
+def test_idempotent_from_config(configured: Callable[[str], Path], events: list[Any]) -> None:
+    configured(
+        '[tool.snakebridge.libraries]\nos = { version = "stdlib", idempotent = ["_exit"] }\n'
+    )
+    with pytest.raises(WorkerCrashed):
+        snakebridge.call("os", "_exit", [1])
+    assert [e for e in events if e[:2] == ("runtime.call", "retry")]
+
+
+def test_max_requests_recycles_without_failing_a_call(
+    configured: Callable[[str], Path], events: list[Any]
+) -> None:
+    configured(
+        '[tool.snakebridge.libraries]\noperator = "stdlib"\n'
+        "[tool.snakebridge.pools.default]\nmax_requests = 10\n"
+    )
+    results = [snakebridge.call("operator", "mul", [i, 2]) for i in range(1000)]
+    assert results == [i * 2 for i in range(1000)]
+    recycles = [e for e in events if e[:2] == ("runtime.worker", "recycle")]
+    assert len(recycles) >= 90
+    assert all("max_requests (10)" in e[2]["reason"] for e in recycles)
+    wait_full()
+    assert all(w["calls"] <= 10 for w in snakebridge.status()[0]["workers"])
+
+
+def test_ttl_recycles_old_workers(configured: Callable[[str], Path], events: list[Any]) -> None:
+    configured(
+        '[tool.snakebridge.libraries]\nmath = "stdlib"\n'
+        '[tool.snakebridge.pools.default]\nttl = "300ms"\n'
+    )
+    first = {
+        w["pid"]
+        for w in (snakebridge.call("math", "sqrt", [1]), snakebridge.status())[1][0]["workers"]
+    }
+    time.sleep(0.4)
+    for _ in range(4):
+        assert snakebridge.call("math", "sqrt", [4]) == 2.0
+    time.sleep(0.3)
+    assert [e for e in events if e[:2] == ("runtime.worker", "recycle") and "ttl" in e[2]["reason"]]
+    assert {w["pid"] for w in snakebridge.status()[0]["workers"]} != first
+
+
+def test_hung_idle_worker_is_found_by_the_health_ping(events: list[Any]) -> None:
+    snakebridge.call("operator", "pos", [1])
+    pool = runtime().pools["default"]
+    victim = pool.workers[0]
+    os.kill(victim.pid, signal.SIGSTOP)  # alive but unresponsive
+    pool.check_health(timeout=0.5)
+    assert not victim.alive and not alive(victim.pid)
+    assert [
+        e
+        for e in events
+        if e[1] == "stop"
+        and e[2] == {"pool": "default", "pid": victim.pid, "reason": "unresponsive"}
+    ]
+    wait_full()
+
+
+def test_graceful_shutdown_lets_running_calls_finish() -> None:
+    snakebridge.call("operator", "pos", [1])
+    pids = {w.pid for w in runtime().pools["default"].workers}
+    results: list[Any] = []
+    caller = threading.Thread(
+        target=lambda: results.append(snakebridge.call("time", "sleep", [0.5]) or "done")
+    )
+    caller.start()
+    time.sleep(0.1)
+    snakebridge.shutdown(grace_s=3)
+    caller.join()
+    assert results == ["done"]
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_worker_lifecycle_events(events: list[Any]) -> None:
+    snakebridge.shutdown()
+    snakebridge.call("operator", "pos", [1])
+    starts = [e for e in events if e[:2] == ("runtime.worker", "start")]
+    assert len(starts) == 2 and all(e[2]["pool"] == "default" for e in starts)
+    snakebridge.shutdown()
+    stops = [e for e in events if e[:2] == ("runtime.worker", "stop")]
+    assert {e[2]["reason"] for e in stops} == {"shutdown"}
