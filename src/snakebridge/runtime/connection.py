@@ -29,6 +29,8 @@ class Connection:
         self.fd = sock.fileno()
         self.max_frame = max_frame
         self._buffer = bytearray()
+        self._scratch = bytearray(_RECV_SIZE)
+        self._view = memoryview(self._scratch)
         self._poller = select.poll()
         self._poller.register(self.fd, select.POLLIN)
 
@@ -77,22 +79,14 @@ class Connection:
             if len(self._buffer) >= 4 and self._size() > _LARGE:
                 return self._read_large(deadline)
             self._wait(deadline)
-            chunk = self.sock.recv(_RECV_SIZE)
-            if not chunk:
+            got = self.sock.recv_into(self._scratch)
+            if not got:
                 raise PeerClosed
-            if not self._buffer:
-                quick = self._whole_frame(chunk)
-                if quick is not None:
-                    return quick
-            self._buffer += chunk
-
-    def _whole_frame(self, chunk: bytes) -> bytes | None:
-        """``chunk`` minus its header when it is exactly one frame (the common small reply)."""
-        if len(chunk) >= 4:
-            (size,) = HEADER.unpack_from(chunk)
-            if size + 4 == len(chunk) and size <= self.max_frame:
-                return chunk[4:]
-        return None
+            if not self._buffer and got >= 4:
+                size: int = HEADER.unpack_from(self._scratch)[0]
+                if size + 4 == got:  # exactly one whole frame: the common small reply
+                    return bytes(self._view[4:got])
+            self._buffer += self._view[:got]
 
     def _read_large(self, deadline: float | None) -> bytearray:
         size = self._size()

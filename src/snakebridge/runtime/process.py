@@ -196,10 +196,13 @@ class WorkerProcess:
             raise WorkerStartError(
                 f"worker {self.pid} did not become ready in time{self._tail_text()}"
             ) from None
-        except (PeerClosed, OSError, ValueError, ProtocolError) as exc:
+        except (PeerClosed, OSError, ValueError, ProtocolError):
+            try:
+                code: int | None = self.proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                code = None
             self.kill()
-            code = self.proc.wait()
-            cause = describe_exit(code)[2] if code is not None else str(exc)
+            cause = describe_exit(code)[2] if code is not None else "broke the handshake"
             raise WorkerStartError(
                 f"worker {self.pid} {cause} before it was ready{self._tail_text()}"
             ) from None
