@@ -7,7 +7,7 @@ Architecture: ``snakebridge.runtime`` is the self-contained core (pools, wire, v
 
 from __future__ import annotations
 
-import importlib.metadata as _metadata
+from typing import Any as _Any
 
 from snakebridge.runtime.client import acall, aget, call, get, options, shutdown, status
 from snakebridge.runtime.errors import (
@@ -29,10 +29,16 @@ from snakebridge.runtime.errors import (
 )
 from snakebridge.runtime.refs import Ref, Session
 
-try:
-    __version__ = _metadata.version("snakebridge")
-except _metadata.PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0"
+
+def __getattr__(name: str) -> _Any:
+    if name == "__version__":  # read lazily: importlib.metadata costs ~15 ms at import
+        import importlib.metadata
+
+        try:
+            return importlib.metadata.version("snakebridge")
+        except importlib.metadata.PackageNotFoundError:  # a source tree that was not installed
+            return "0.0.0"
+    raise AttributeError(f"module 'snakebridge' has no attribute {name!r}")
 
 
 def session() -> Session:

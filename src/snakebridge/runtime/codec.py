@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import threading
 from collections.abc import Callable, Iterator
@@ -24,15 +25,8 @@ CALLBACKS: dict[int, Callable[..., Any]] = {}
 _callback_ids = itertools.count(1)
 
 
-def _host_has_numpy() -> bool:
-    try:
-        import numpy  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-HOST_HAS_NUMPY = _host_has_numpy()
+HOST_HAS_NUMPY = importlib.util.find_spec("numpy") is not None
+"""Whether arrays can come back by value (numpy itself is imported only when one arrives)."""
 
 
 class HostCodec(v.ValueCodec):

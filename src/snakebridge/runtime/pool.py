@@ -7,12 +7,11 @@ EOF on the socket the caller is already reading; timeouts kill the worker.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snakebridge.config import PoolSpec
 from snakebridge.runtime.codec import CALLBACKS, HOST_HAS_NUMPY, HostCodec
@@ -36,6 +35,9 @@ from snakebridge.runtime.process import WorkerProcess
 from snakebridge.runtime.refs import Session
 from snakebridge.runtime.telemetry import emit
 from snakebridge_worker import protocol as p
+
+if TYPE_CHECKING:  # asyncio costs ~30 ms to import; async paths find it already loaded
+    import asyncio
 
 __all__ = ["Call", "Pool", "error_from_payload"]
 
@@ -279,6 +281,8 @@ class Pool:
         return waiter.worker
 
     async def _aacquire_any(self, want: WorkerProcess | None) -> WorkerProcess:
+        import asyncio
+
         if not self._started:
             await asyncio.get_running_loop().run_in_executor(None, self.start)
         with self._lock:
@@ -558,6 +562,8 @@ class Pool:
             return await self._arun_once(call, codec)
 
     async def _arun_once(self, call: Call, codec: HostCodec) -> Any:
+        import asyncio
+
         worker = await self.aacquire(call.want)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + call.timeout if call.timeout is not None else None
@@ -608,6 +614,8 @@ class Pool:
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int, deadline: float | None) -> None:
+    import asyncio
+
     future: asyncio.Future[None] = loop.create_future()
 
     def ready() -> None:
