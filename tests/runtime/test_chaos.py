@@ -241,3 +241,46 @@ def test_worker_lifecycle_events(events: list[Any]) -> None:
     snakebridge.shutdown()
     stops = [e for e in events if e[:2] == ("runtime.worker", "stop")]
     assert {e[2]["reason"] for e in stops} == {"shutdown"}
+
+
+def test_crash_storm_backs_off_and_tells_callers(tmp_path: Path, events: list[Any]) -> None:
+    import sys
+
+    from snakebridge import WorkerStartError
+    from snakebridge.config import PoolSpec
+    from snakebridge.runtime.codec import codec_for_thread
+    from snakebridge.runtime.pool import Pool
+
+    # the first start succeeds; every later start dies at once (a broken environment)
+    launcher = tmp_path / "python-once"
+    marker = tmp_path / "started"
+    launcher.write_text(
+        f'#!/bin/sh\nif [ -e {marker} ]; then echo "cannot import msgpack" >&2; exit 1; fi\n'
+        f'touch {marker}\nexec {sys.executable} "$@"\n'
+    )
+    launcher.chmod(0o755)
+    pool = Pool("storm", PoolSpec(size=1, queue_timeout=30), str(launcher), dict(os.environ))
+    try:
+        pool.start()
+        codec = codec_for_thread()
+        prepared = client_call(pool, "os", "_exit", [1])
+        with pytest.raises(WorkerCrashed):
+            pool.run(prepared, codec)
+        started = time.monotonic()
+        with pytest.raises(WorkerStartError, match=r"cannot start workers(.|\n)*msgpack"):
+            pool.run(client_call(pool, "math", "sqrt", [4]), codec)
+        assert time.monotonic() - started < 10
+        attempts = [e for e in events if e[:2] == ("runtime.worker", "start_failed")]
+        time.sleep(0.5)
+        later = [e for e in events if e[:2] == ("runtime.worker", "start_failed")]
+        assert len(attempts) >= 3 and len(later) - len(attempts) <= 2  # backing off, not spinning
+    finally:
+        pool.close(0.5)
+    assert not live_workers()
+
+
+def client_call(pool: Any, lib: str, symbol: str, args: list[Any]) -> Any:
+    from snakebridge.runtime.client import _prepare
+    from snakebridge_worker import protocol as p
+
+    return _prepare(pool, lib, symbol, None, p.OP_CALL, args, None, 5.0, False, None)

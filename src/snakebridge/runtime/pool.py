@@ -402,6 +402,9 @@ class Pool:
                 except WorkerStartError as exc:
                     self._start_failed(exc)
                     continue
+                except Exception as exc:  # never let the replacement loop die silently
+                    self._start_failed(WorkerStartError(f"cannot start a worker: {exc!r}"))
+                    continue
                 self._start_failures = 0
                 with self._lock:
                     if self._closed:

@@ -169,9 +169,9 @@ class WorkerProcess:
             worker_sock.close()
         self.pid = self.proc.pid
         self.conn = Connection(host_sock, max_frame)
-        self.conn.send_body(
-            msgpack.packb([p.INIT, 0, {"host_numpy": host_numpy, "max_frame": max_frame}])
-        )
+        init = [p.INIT, 0, {"host_numpy": host_numpy, "max_frame": max_frame}]
+        with contextlib.suppress(OSError):  # it died already: the handshake reports why
+            self.conn.send_body(msgpack.packb(init))
         self._output = threading.Thread(
             target=self._forward_output, daemon=True, name=f"snakebridge-output-{self.pid}"
         )
