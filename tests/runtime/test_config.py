@@ -127,3 +127,22 @@ def test_durations_and_sizes() -> None:
     assert parse_bytes(10) == 10
     with pytest.raises(ValueError, match="not a size"):
         parse_bytes("lots")
+
+
+def test_recycle_reasons() -> None:
+    import os
+    import time
+
+    from snakebridge.config import PoolSpec
+    from snakebridge.runtime.lifecycle import recycle_reason, resident_bytes
+
+    now = time.monotonic()
+    rss = resident_bytes(os.getpid())
+    assert rss is not None and rss > 10 * 2**20
+    assert recycle_reason(PoolSpec(), 10**6, now - 10**6, os.getpid(), None) is None
+    assert recycle_reason(PoolSpec(max_requests=5), 5, now, os.getpid(), None) == (
+        "max_requests (5)"
+    )
+    assert recycle_reason(PoolSpec(ttl="1s"), 1, now - 2, os.getpid(), None) == "ttl (1s)"
+    reason = recycle_reason(PoolSpec(), 1, now, os.getpid(), 2**20)
+    assert reason is not None and reason.startswith("max_memory (")
