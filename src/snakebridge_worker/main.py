@@ -177,6 +177,9 @@ class HostCallback:
     def __init__(self, connection: Connection, codec: WorkerCodec, callback_id: int) -> None:
         self.connection, self.codec, self.callback_id = connection, codec, callback_id
 
+    def __del__(self) -> None:
+        _RELEASED_CALLBACKS.append(self.callback_id)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         worker = _CURRENT
         assert worker is not None
@@ -289,6 +292,10 @@ class Worker:
         self.connection.send(self.packer.pack(message))
 
     def reply(self, kind: int, call_id: int, payload: Any) -> None:
+        if _RELEASED_CALLBACKS:  # tell the host which of its callables we no longer hold
+            released = _RELEASED_CALLBACKS[:]
+            del _RELEASED_CALLBACKS[: len(released)]
+            self.send([p.CALLBACK_RELEASE, 0, released])
         try:
             body = self.packer.pack([kind, call_id, payload])
         except Exception as exc:  # an unencodable result: report it instead of dying
@@ -423,6 +430,7 @@ def _callback_error(payload: Dict[str, Any]) -> BaseException:
 
 
 _CURRENT: Optional[Worker] = None
+_RELEASED_CALLBACKS: List[int] = []
 
 
 def _watch_parent(host_pid: int) -> None:

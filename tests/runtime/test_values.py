@@ -172,3 +172,12 @@ def test_host_callback_errors_reach_the_library() -> None:
 
     with pytest.raises(KeyError):
         snakebridge.call("builtins", "sorted", [[1, 2]], {"key": fail})
+
+
+def test_callbacks_the_worker_dropped_are_forgotten() -> None:
+    from snakebridge.runtime.codec import CALLBACKS
+
+    before = len(CALLBACKS)
+    for _ in range(20):
+        assert snakebridge.call("builtins", "sorted", [[1, 2]], {"key": lambda x: -x}) == [2, 1]
+    assert len(CALLBACKS) <= before + 2

@@ -517,6 +517,10 @@ class Pool:
         if kind == p.CALLBACK:
             worker.send_quietly(_callback_reply(call, message, codec))
             return False, None
+        if kind == p.CALLBACK_RELEASE:
+            for callback_id in message[2]:
+                CALLBACKS.pop(callback_id, None)
+            return False, None
         if call_id != call.call_id or kind not in (p.RESULT, p.ERROR):
             raise ProtocolError(
                 f"worker {worker.pid} answered call {call_id} with frame kind {kind} while "
@@ -547,8 +551,12 @@ class Pool:
                     break
         except (TimeoutError, PeerClosed, OSError, ProtocolError) as exc:
             raise self._fail(worker, call, exc) from None
-        except BaseException:
+        except Exception:  # the answer arrived whole (e.g. it did not decode): worker is fine
             self._release(worker)
+            raise
+        except BaseException:  # interrupted mid-call: the worker is still busy with it
+            worker.kill()
+            self._retire(worker, reason="interrupted")
             raise
         self._release(worker)
         if isinstance(value, Exception):
@@ -587,8 +595,12 @@ class Pool:
             raise
         except (TimeoutError, PeerClosed, OSError, ProtocolError) as exc:
             raise self._fail(worker, call, exc) from None
-        except BaseException:
+        except Exception:  # the answer arrived whole (e.g. it did not decode): worker is fine
             self._release(worker)
+            raise
+        except BaseException:  # interrupted mid-call: the worker is still busy with it
+            worker.kill()
+            self._retire(worker, reason="interrupted")
             raise
         self._release(worker)
         if isinstance(value, Exception):
