@@ -99,8 +99,10 @@ def test_remote_mro_names_the_class_hierarchy() -> None:
 
 
 def test_session_close_releases_every_ref_and_invalidates_them() -> None:
+    snakebridge.shutdown()
     pool = default_pool()
     before = registry_size(pool)
+    assert before == 0
     with snakebridge.session() as session:
         path = snakebridge.call("pathlib", "Path", ["/tmp"])
         refs = [session.call("pathlib", "Path", [f"/x{i}"]) for i in range(20)]
@@ -114,8 +116,10 @@ def test_session_close_releases_every_ref_and_invalidates_them() -> None:
 
 
 def test_dropped_refs_are_released_in_batches() -> None:
+    snakebridge.shutdown()
     pool = default_pool()
     before = registry_size(pool)
+    assert before == 0
     refs = [snakebridge.call("pathlib", "Path", [f"/y{i}"]) for i in range(50)]
     assert registry_size(pool) == before + 50
     del refs
