@@ -104,3 +104,13 @@ def status_command(as_json: bool) -> None:
                 click.echo(
                     f"    worker {worker['pid']}: {worker['state']}, {worker['calls']} calls served"
                 )
+
+
+def _register() -> None:
+    from snakebridge.codegen.commands import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register()

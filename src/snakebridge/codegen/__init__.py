@@ -1,0 +1,1 @@
+"""Code generation: scan the project, introspect libraries, write typed facade packages."""

@@ -1,0 +1,164 @@
+"""The codegen commands: sync, check, regen, prune, ledger, promote, doc, plan."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import click
+
+from snakebridge.codegen.generator import render_module
+from snakebridge.codegen.pipeline import Project, SyncReport
+from snakebridge.config import load_settings
+from snakebridge.runtime.errors import SnakeBridgeError
+
+__all__ = ["COMMANDS"]
+
+
+def _project() -> Project:
+    return Project(load_settings())
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Show a snakebridge error as one clear line and exit 1, never a traceback."""
+    try:
+        yield
+    except SnakeBridgeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+def _print_report(report: SyncReport) -> None:
+    for name in report.added:
+        click.echo(f"added {name}")
+    for path in report.written:
+        click.echo(f"wrote {path}")
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)
+    if not report.added and not report.written and not report.errors:
+        click.echo("facades are up to date")
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str], None]]:
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True,
+                  disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("introspecting", total=None)
+
+        def update(library: str) -> None:
+            progress.update(task, description=f"introspecting {library}")
+
+        yield update
+
+
+@click.command()
+def sync() -> None:
+    """Generate facades for every symbol the project uses (only what is new)."""
+    with _errors(), _progress() as progress:
+        report = _project().sync(progress)
+    _print_report(report)
+    if report.errors:
+        sys.exit(1)
+
+
+@click.command()
+def check() -> None:
+    """Fail when the code uses symbols the committed facades lack, or facades are stale."""
+    with _errors():
+        problems = _project().check()
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        click.echo(f"{len(problems)} problem(s); run `snakebridge sync`", err=True)
+        sys.exit(1)
+    click.echo("facades match the code")
+
+
+@click.command()
+@click.option("--clean", is_flag=True, help="Delete the generated tree first.")
+def regen(clean: bool) -> None:
+    """Re-introspect every recorded symbol and rewrite the facades."""
+    with _errors():
+        _print_report(_project().regen(clean))
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def prune(dry_run: bool) -> None:
+    """Remove generated symbols the code no longer uses."""
+    with _errors():
+        removed = _project().prune(dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for name in removed:
+        click.echo(f"{verb} {name}")
+    if not removed:
+        click.echo("nothing to prune")
+
+
+@click.command()
+def ledger() -> None:
+    """List symbols called dynamically (not generated) at run time."""
+    with _errors():
+        entries = _project().ledger()
+    if not entries:
+        click.echo("the ledger is empty")
+    for library, calls in sorted(entries.items()):
+        for dotted, count in sorted(calls.items()):
+            click.echo(f"{library}.{dotted}  ({count} calls)")
+
+
+@click.command()
+@click.argument("symbols", nargs=-1)
+def promote(symbols: tuple[str, ...]) -> None:
+    """Generate facades for ledger entries (all, or the SYMBOLS given as LIB.NAME)."""
+    with _errors():
+        _print_report(_project().promote(list(symbols)))
+
+
+@click.command()
+@click.argument("target")
+def doc(target: str) -> None:
+    """Show the signature and docstring of LIB.SYMBOL, from the library itself."""
+    library, _, dotted = target.partition(".")
+    if not dotted:
+        raise click.BadParameter("write LIB.SYMBOL, e.g. json.dumps", param_hint="TARGET")
+    with _errors():
+        result = _project().introspect(library, [dotted])
+    if dotted in result.get("errors", {}):
+        click.echo(f"error: {result['errors'][dotted]}", err=True)
+        sys.exit(1)
+    info = result["symbols"][dotted]
+    text = render_module(version="", library=library, resolved="", lib_path=library,
+                         symbols={dotted.split(".")[-1]: info}, children=())
+    body = text.split("__all__", 1)[1].split("\n", 1)[1].rsplit("\n\ndef __getattr__", 1)[0]
+    click.echo(f"{target}  ({info.get('kind')}, signature tier: {info.get('tier')})")
+    click.echo(body.strip("\n"))
+
+
+@click.command()
+@click.argument("libraries", nargs=-1)
+def plan(libraries: tuple[str, ...]) -> None:
+    """Show how many symbols and lines `generate = "all"` would produce per library."""
+    with _errors():
+        project = _project()
+        names = list(libraries) or sorted(
+            n for n, s in (project.settings.libraries or {}).items() if s.generate == "all")
+        if not names:
+            click.echo("no library has generate = \"all\"; name libraries to plan")
+            return
+        for library in names:
+            result = project.introspect(library, [], everything=True)
+            symbols = result.get("symbols", {})
+            text = render_module(version="", library=library, resolved="", lib_path=library,
+                                 symbols={k.split(".")[-1]: v for k, v in symbols.items()},
+                                 children=())
+            click.echo(json.dumps({"library": library, "symbols": len(symbols),
+                                   "lines": text.count("\n")}))
+
+
+COMMANDS = [sync, check, regen, prune, ledger, promote, doc, plan]

@@ -1,0 +1,106 @@
+"""`.snakebridge/manifest.json`: every generated symbol, its introspection, and the file hashes.
+
+Append-only: symbols stay until ``snakebridge prune``. Sorted keys, no timestamps, atomic
+writes; a corrupt file is an error that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snakebridge.runtime.errors import SnakeBridgeError
+
+__all__ = ["CodegenError", "Manifest", "atomic_write", "content_hash"]
+
+FORMAT = 1
+
+
+class CodegenError(SnakeBridgeError):
+    """Code generation cannot go on; the message says what to fix."""
+
+
+def content_hash(data: Any) -> str:
+    """sha256 of the canonical JSON of ``data`` (or of bytes/str as they are)."""
+    if isinstance(data, str):
+        raw = data.encode()
+    elif isinstance(data, bytes):
+        raw = data
+    else:
+        raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def atomic_write(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` through a temp file and rename; False when unchanged."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+@dataclass
+class Manifest:
+    """Libraries → symbol path → {info, hash, first_use}; plus generated file hashes."""
+
+    path: Path
+    libraries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        if not path.exists():
+            return cls(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != FORMAT:
+                raise ValueError(f"unknown format {data.get('format')!r}")
+            libraries = data["libraries"]
+            files = data["files"]
+            if not isinstance(libraries, dict) or not isinstance(files, dict):
+                raise ValueError("libraries and files must be tables")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CodegenError(
+                f"{path} is corrupt ({exc}); restore it from git (`git checkout -- {path.name}`) "
+                "or delete it and run `snakebridge regen --clean`"
+            ) from None
+        return cls(path, libraries, files)
+
+    def symbols(self, library: str) -> dict[str, Any]:
+        entry = self.libraries.setdefault(library, {"resolved": "", "symbols": {}, "aliases": {}})
+        symbols: dict[str, Any] = entry["symbols"]
+        return symbols
+
+    def covers(self, library: str, dotted: str) -> bool:
+        """True when a use ``library.dotted`` is served by a generated symbol."""
+        entry = self.libraries.get(library)
+        if entry is None:
+            return False
+        if dotted in entry.get("aliases", {}) or not dotted:
+            return True
+        parts = dotted.split(".")
+        symbols = entry.get("symbols", {})
+        return any(".".join(parts[:i]) in symbols for i in range(len(parts), 0, -1))
+
+    def dump(self) -> str:
+        data = {"format": FORMAT, "libraries": self.libraries, "files": self.files}
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    def save(self) -> bool:
+        return atomic_write(self.path, self.dump())
