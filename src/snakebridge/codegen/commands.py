@@ -46,8 +46,12 @@ def _print_report(report: SyncReport) -> None:
 def _progress() -> Iterator[Callable[[str], None]]:
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True,
-                  disable=not sys.stderr.isatty()) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    ) as progress:
         task = progress.add_task("introspecting", total=None)
 
         def update(library: str) -> None:
@@ -133,8 +137,14 @@ def doc(target: str) -> None:
         click.echo(f"error: {result['errors'][dotted]}", err=True)
         sys.exit(1)
     info = result["symbols"][dotted]
-    text = render_module(version="", library=library, resolved="", lib_path=library,
-                         symbols={dotted.split(".")[-1]: info}, children=())
+    text = render_module(
+        version="",
+        library=library,
+        resolved="",
+        lib_path=library,
+        symbols={dotted.split(".")[-1]: info},
+        children=(),
+    )
     body = text.split("__all__", 1)[1].split("\n", 1)[1].rsplit("\n\ndef __getattr__", 1)[0]
     click.echo(f"{target}  ({info.get('kind')}, signature tier: {info.get('tier')})")
     click.echo(body.strip("\n"))
@@ -147,18 +157,25 @@ def plan(libraries: tuple[str, ...]) -> None:
     with _errors():
         project = _project()
         names = list(libraries) or sorted(
-            n for n, s in (project.settings.libraries or {}).items() if s.generate == "all")
+            n for n, s in (project.settings.libraries or {}).items() if s.generate == "all"
+        )
         if not names:
-            click.echo("no library has generate = \"all\"; name libraries to plan")
+            click.echo('no library has generate = "all"; name libraries to plan')
             return
         for library in names:
             result = project.introspect(library, [], everything=True)
             symbols = result.get("symbols", {})
-            text = render_module(version="", library=library, resolved="", lib_path=library,
-                                 symbols={k.split(".")[-1]: v for k, v in symbols.items()},
-                                 children=())
-            click.echo(json.dumps({"library": library, "symbols": len(symbols),
-                                   "lines": text.count("\n")}))
+            text = render_module(
+                version="",
+                library=library,
+                resolved="",
+                lib_path=library,
+                symbols={k.split(".")[-1]: v for k, v in symbols.items()},
+                children=(),
+            )
+            click.echo(
+                json.dumps({"library": library, "symbols": len(symbols), "lines": text.count("\n")})
+            )
 
 
 COMMANDS = [sync, check, regen, prune, ledger, promote, doc, plan]

@@ -33,8 +33,11 @@ def _hint_node(node: ast.expr, classes: frozenset[str]) -> str | None:
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
         left, right = _hint_node(node.left, classes), _hint_node(node.right, classes)
         return f"{left} | {right}" if left and right else None
-    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-            and node.value.id == "Optional"):
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "Optional"
+    ):
         inner = _hint_node(node.slice, classes)
         return f"{inner} | None" if inner else None
     return None
@@ -112,8 +115,11 @@ class _Params:
                 star_done = True
             default = ""
             if param.get("has_default"):
-                default = f" = {param['default']}" if param.get("default") is not None else (
-                    " = _sb.NOT_GIVEN")
+                default = (
+                    f" = {param['default']}"
+                    if param.get("default") is not None
+                    else (" = _sb.NOT_GIVEN")
+                )
                 if param.get("default") is not None and annotation != "Any":
                     annotation = _widen(annotation, str(param["default"]))
                 seen_default = True
@@ -173,17 +179,25 @@ def render_function(name: str, info: dict[str, Any], classes: frozenset[str]) ->
     return lines + _call_lines("    ", returns, call)
 
 
-def _render_member(cls_qualname: str, member: dict[str, Any],
-                   classes: frozenset[str]) -> list[str]:
+def _render_member(cls_qualname: str, member: dict[str, Any], classes: frozenset[str]) -> list[str]:
     name, kind = str(member["name"]), str(member["kind"])
     local = sanitize(name)
     doc = _doc(str(member.get("doc", "")), str(member.get("tier", "")), "        ")
     if kind == "property":
-        return ["    @property", f"    def {local}(self) -> Any:", *doc,
-                f"        return getattr(self, {name!r})"]
+        return [
+            "    @property",
+            f"    def {local}(self) -> Any:",
+            *doc,
+            f"        return getattr(self, {name!r})",
+        ]
     signature = member.get("signature") or {"params": [], "returns": None}
-    params = _Params(signature["params"], classes, skip_first=kind == "classmethod"
-                     and bool(signature["params"]) and signature["params"][0]["name"] == "cls")
+    params = _Params(
+        signature["params"],
+        classes,
+        skip_first=kind == "classmethod"
+        and bool(signature["params"])
+        and signature["params"][0]["name"] == "cls",
+    )
     returns = hint(signature.get("returns"), classes)
     if kind == "staticmethod":
         lines = ["    @staticmethod", *_def("    ", local, params.defs, returns)]
@@ -256,8 +270,9 @@ def render_module(
     constant_set = ", ".join(repr(c) for c in constants)
     out += [
         f"_LIB = {lib_path!r}",
-        f"_CONSTANTS = frozenset({{{constant_set}}})" if constants else (
-            "_CONSTANTS: frozenset[str] = frozenset()"),
+        f"_CONSTANTS = frozenset({{{constant_set}}})"
+        if constants
+        else ("_CONSTANTS: frozenset[str] = frozenset()"),
         "",
     ]
     out.append("__all__ = [" + ", ".join(repr(n) for n in exported) + "]")

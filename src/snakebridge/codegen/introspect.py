@@ -46,8 +46,11 @@ def annotation_text(annotation: Any) -> str | None:
     if isinstance(annotation, str):
         return annotation
     if isinstance(annotation, type):
-        return annotation.__name__ if annotation.__module__ == "builtins" else (
-            f"{annotation.__module__}.{annotation.__qualname__}")
+        return (
+            annotation.__name__
+            if annotation.__module__ == "builtins"
+            else (f"{annotation.__module__}.{annotation.__qualname__}")
+        )
     return str(annotation).replace("typing.", "")
 
 
@@ -56,13 +59,15 @@ def params_of(signature: inspect.Signature) -> dict[str, Any]:
     for param in signature.parameters.values():
         has_default = param.default is not inspect.Parameter.empty
         default = literal_default(param.default) if has_default else None
-        params.append({
-            "name": param.name,
-            "kind": param.kind.name,
-            "has_default": has_default,
-            "default": default,
-            "annotation": annotation_text(param.annotation),
-        })
+        params.append(
+            {
+                "name": param.name,
+                "kind": param.kind.name,
+                "has_default": has_default,
+                "default": default,
+                "annotation": annotation_text(param.annotation),
+            }
+        )
     return {"params": params, "returns": annotation_text(signature.return_annotation)}
 
 
@@ -111,8 +116,11 @@ def _stub_defs(module: str, qualname: str) -> list[Any]:
         if not classes:
             return []
         scope = classes[0].body
-    return [n for n in _flatten(scope) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and n.name == parts[-1]]
+    return [
+        n
+        for n in _flatten(scope)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == parts[-1]
+    ]
 
 
 def _flatten(body: list[ast.stmt]) -> list[ast.stmt]:
@@ -139,9 +147,15 @@ def _stub_signature(node: Any) -> dict[str, Any]:
                 text = None
             if source == "...":
                 text = None
-        params.append({"name": arg.arg, "kind": kind, "has_default": default is not None,
-                       "default": text,
-                       "annotation": ast.unparse(arg.annotation) if arg.annotation else None})
+        params.append(
+            {
+                "name": arg.arg,
+                "kind": kind,
+                "has_default": default is not None,
+                "default": text,
+                "annotation": ast.unparse(arg.annotation) if arg.annotation else None,
+            }
+        )
 
     positional = args.posonlyargs + args.args
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
@@ -189,12 +203,25 @@ def docstring_signature(name: str, doc: str | None) -> dict[str, Any] | None:
     return _stub_signature(node)
 
 
-VARIADIC = {"params": [
-    {"name": "args", "kind": "VAR_POSITIONAL", "has_default": False, "default": None,
-     "annotation": None},
-    {"name": "kwargs", "kind": "VAR_KEYWORD", "has_default": False, "default": None,
-     "annotation": None},
-], "returns": None}
+VARIADIC = {
+    "params": [
+        {
+            "name": "args",
+            "kind": "VAR_POSITIONAL",
+            "has_default": False,
+            "default": None,
+            "annotation": None,
+        },
+        {
+            "name": "kwargs",
+            "kind": "VAR_KEYWORD",
+            "has_default": False,
+            "default": None,
+            "annotation": None,
+        },
+    ],
+    "returns": None,
+}
 
 
 Signature = Dict[str, Any]
@@ -268,8 +295,14 @@ def member_info(cls: type, name: str, module: str) -> dict[str, Any] | None:
     params = signature["params"]
     if kind == "method" and params and (params[0]["name"] == "self" or tier in STUBBY):
         signature = {**signature, "params": params[1:]}
-    return {"name": name, "kind": kind, "signature": signature, "tier": tier,
-            "overloads": overloads, "doc": trimmed_doc(target)}
+    return {
+        "name": name,
+        "kind": kind,
+        "signature": signature,
+        "tier": tier,
+        "overloads": overloads,
+        "doc": trimmed_doc(target),
+    }
 
 
 def class_info(cls: type, module: str) -> dict[str, Any]:
@@ -287,8 +320,9 @@ def class_info(cls: type, module: str) -> dict[str, Any]:
         init = vars(cls).get("__init__") or getattr(cls, "__init__", cls)
         if init is object.__init__:
             init = cls
-        signature, tier, overloads = signature_of(init, module, f"{cls.__qualname__}.__init__",
-                                                  "__init__")
+        signature, tier, overloads = signature_of(
+            init, module, f"{cls.__qualname__}.__init__", "__init__"
+        )
         if signature["params"] and signature["params"][0]["name"] == "self":
             signature = {**signature, "params": signature["params"][1:]}
         if tier == "variadic" or not signature["params"]:
@@ -297,15 +331,24 @@ def class_info(cls: type, module: str) -> dict[str, Any]:
                 signature, tier = whole, whole_tier
     except Exception:
         signature, tier, overloads = VARIADIC, "variadic", []
-    return {"members": members, "signature": signature, "tier": tier, "overloads": overloads,
-            "remote_type": f"{cls.__module__}.{cls.__qualname__}"}
+    return {
+        "members": members,
+        "signature": signature,
+        "tier": tier,
+        "overloads": overloads,
+        "remote_type": f"{cls.__module__}.{cls.__qualname__}",
+    }
 
 
 def describe(obj: Any, module: str, qualname: str) -> dict[str, Any]:
     kind = kind_of(obj)
     name = qualname.split(".")[-1]
-    info: dict[str, Any] = {"kind": kind, "module": module, "qualname": qualname,
-                            "doc": trimmed_doc(obj) if kind != "constant" else ""}
+    info: dict[str, Any] = {
+        "kind": kind,
+        "module": module,
+        "qualname": qualname,
+        "doc": trimmed_doc(obj) if kind != "constant" else "",
+    }
     if kind in ("class", "exception"):
         info.update(class_info(obj, module))
     elif kind in ("function", "builtin"):
@@ -333,12 +376,11 @@ def resolve(module_name: str, dotted: str) -> tuple[Any, str, str]:
                 try:
                     child = importlib.import_module(f"{current_module}.{part}")
                 except ImportError:
-                    matches = difflib.get_close_matches(part, [n for n in dir(obj)
-                                                               if not n.startswith("_")], n=3)
+                    matches = difflib.get_close_matches(
+                        part, [n for n in dir(obj) if not n.startswith("_")], n=3
+                    )
                     hint = f"; did you mean {', '.join(matches)}?" if matches else ""
-                    raise LookupError(
-                        f"{current_module} has no attribute {part!r}{hint}"
-                    ) from None
+                    raise LookupError(f"{current_module} has no attribute {part!r}{hint}") from None
             if isinstance(child, types.ModuleType):
                 obj, current_module = child, f"{current_module}.{part}"
                 continue
@@ -386,15 +428,23 @@ def main() -> None:
         depth = int(request.get("depth", 1))
         for name in [n for n in dir(top) if not n.startswith("_")]:
             child = getattr(top, name, None)
-            if isinstance(child, types.ModuleType) and depth > 1 and child.__name__.startswith(
-                    module_name + "."):
+            if (
+                isinstance(child, types.ModuleType)
+                and depth > 1
+                and child.__name__.startswith(module_name + ".")
+            ):
                 symbols += [f"{name}.{n}" for n in public_names(child)]
     for dotted in symbols:
         try:
             obj, module, qualname = resolve(module_name, dotted)
             if not qualname:
-                out["symbols"][dotted] = {"kind": "module", "module": module, "qualname": "",
-                                          "doc": trimmed_doc(obj), "tier": "runtime"}
+                out["symbols"][dotted] = {
+                    "kind": "module",
+                    "module": module,
+                    "qualname": "",
+                    "doc": trimmed_doc(obj),
+                    "tier": "runtime",
+                }
             else:
                 out["symbols"][dotted] = describe(obj, module, qualname)
         except LookupError as exc:

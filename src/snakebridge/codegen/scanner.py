@@ -16,8 +16,20 @@ from pathlib import Path
 
 __all__ = ["ScanResult", "Use", "scan_paths", "scan_source"]
 
-_SKIP_DIRS = {".git", ".snakebridge", "__pycache__", ".venv", "venv", "node_modules", ".tox",
-              "build", "dist", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+_SKIP_DIRS = {
+    ".git",
+    ".snakebridge",
+    "__pycache__",
+    ".venv",
+    "venv",
+    "node_modules",
+    ".tox",
+    "build",
+    "dist",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+}
 _CACHE_FORMAT = 1
 
 
@@ -65,8 +77,9 @@ def _bound_names(node: ast.AST) -> set[str]:
                 names.add(star.arg)
     body = getattr(node, "body", [])
     stack = list(body) if isinstance(body, list) else [body]
-    if isinstance(node, ast.comprehension | ast.ListComp | ast.SetComp | ast.DictComp |
-                  ast.GeneratorExp):
+    if isinstance(
+        node, ast.comprehension | ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp
+    ):
         stack = [g.target for g in getattr(node, "generators", [])]
     while stack:
         child = stack.pop()
@@ -75,8 +88,9 @@ def _bound_names(node: ast.AST) -> set[str]:
         if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(child.name)
             continue
-        if isinstance(child, ast.Lambda | ast.ListComp | ast.SetComp | ast.DictComp |
-                      ast.GeneratorExp):
+        if isinstance(
+            child, ast.Lambda | ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp
+        ):
             continue
         stack.extend(ast.iter_child_nodes(child))
     return names
@@ -183,8 +197,13 @@ def _python_files(paths: Iterable[Path], skip: Path | None) -> Iterator[Path]:
                     yield here / name
 
 
-def scan_paths(paths: Iterable[Path], package: str, root: Path,
-               cache_file: Path | None = None, skip: Path | None = None) -> ScanResult:
+def scan_paths(
+    paths: Iterable[Path],
+    package: str,
+    root: Path,
+    cache_file: Path | None = None,
+    skip: Path | None = None,
+) -> ScanResult:
     """Scan every ``.py`` file under ``paths``; a syntax error is reported, not fatal."""
     cache: dict[str, list[list[object]]] = {}
     if cache_file is not None:
@@ -219,7 +238,10 @@ def scan_paths(paths: Iterable[Path], package: str, root: Path,
     if cache_file is not None and fresh != cache:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"format": _CACHE_FORMAT, "package": package, "files": fresh},
-                                  sort_keys=True))
+        tmp.write_text(
+            json.dumps(
+                {"format": _CACHE_FORMAT, "package": package, "files": fresh}, sort_keys=True
+            )
+        )
         os.replace(tmp, cache_file)
     return ScanResult(sorted(set(uses)), errors)
