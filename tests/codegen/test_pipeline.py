@@ -256,3 +256,41 @@ def test_generate_all_writes_the_public_surface(make_project: Make, tmp_path: Pa
     report = project.sync()
     assert "statistics.median" in report.added and "statistics.NormalDist" in report.added
     assert project.check() == []
+
+
+def test_library_options_include_exclude_tiers_streaming(
+    make_project: Make, tmp_path: Path
+) -> None:
+    project = make_project(
+        {
+            "main.py": "from snakebridge_generated import itertools, math, os\n"
+            "itertools.count\nmath.log\nmath.floor\nos.walk\n"
+        },
+        pyproject=(
+            '[tool.snakebridge]\nscan = ["app"]\n[tool.snakebridge.libraries]\n'
+            'itertools = { version = "stdlib", include = ["chain"] }\n'
+            'os = { version = "stdlib", streaming = ["walk"] }\n'
+            'math = { version = "stdlib", exclude = ["floor"], '
+            'min_signature_tier = "text_signature" }\n'
+        ),
+    )
+    report = project.sync()
+    assert "itertools.chain" in report.added and "math.floor" not in report.added
+    assert any(
+        "math.log: only a stub signature" in e and "min_signature_tier" in e for e in report.errors
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from snakebridge_generated import os
+
+        (tmp_path / "tree" / "sub").mkdir(parents=True)
+        walked = os.walk(str(tmp_path / "tree"))  # a generator in the worker, consumed lazily
+        assert isinstance(walked, snakebridge.Ref)
+        assert [entry[0] for entry in walked] == [
+            str(tmp_path / "tree"),
+            str(tmp_path / "tree" / "sub"),
+        ]
+    finally:
+        sys.path.remove(str(tmp_path))
+    source = (tmp_path / "snakebridge_generated" / "os" / "__init__.py").read_text()
+    assert ") -> Iterator[Any]:" in source

@@ -77,7 +77,13 @@ def _doc(text: str, tier: str, indent: str) -> list[str]:
 class _Params:
     """A signature rendered as a def's parameter list and as the call that forwards it."""
 
-    def __init__(self, params: list[dict[str, Any]], classes: frozenset[str], skip_first: bool):
+    def __init__(
+        self,
+        params: list[dict[str, Any]],
+        classes: frozenset[str],
+        skip_first: bool,
+        overload: bool = False,
+    ):
         self.defs: list[str] = []
         self.positional: list[str] = []
         self.keywords: list[str] = []
@@ -114,7 +120,9 @@ class _Params:
                 self.defs.append("*")
                 star_done = True
             default = ""
-            if param.get("has_default"):
+            if overload and param.get("has_default"):
+                default = " = ..."
+            elif param.get("has_default"):
                 default = (
                     f" = {param['default']}"
                     if param.get("default") is not None
@@ -168,10 +176,35 @@ def _call_lines(indent: str, returns: str, expression: str) -> list[str]:
     return [f"{indent}result: {returns} = {expression}", f"{indent}return result"]
 
 
+def _overloads(name: str, info: dict[str, Any], classes: frozenset[str]) -> list[str]:
+    """``@typing.overload`` stubs for distinct stub overloads (empty when fewer than two).
+
+    Only for the stub tier: a runtime signature is the truth and is emitted as it is.
+    """
+    if info.get("tier") != "stub":
+        return []
+    rendered: list[list[str]] = []
+    seen: set[str] = set()
+    for overload in info.get("overloads") or []:
+        params = _Params(overload["params"], classes, skip_first=False, overload=True)
+        lines = _def("", sanitize(name), params.defs, hint(overload.get("returns"), classes))
+        key = "".join(lines)
+        if key not in seen:
+            seen.add(key)
+            rendered.append(["@typing.overload", *lines[:-1], lines[-1] + " ..."])
+    return [line for block in rendered for line in block] if len(rendered) > 1 else []
+
+
 def render_function(name: str, info: dict[str, Any], classes: frozenset[str]) -> list[str]:
+    overloads = _overloads(name, info, classes)
+    if overloads:
+        lines = [*overloads, f"def {sanitize(name)}(*args: Any, **kwargs: Any) -> Any:"]
+        lines += _doc(str(info.get("doc", "")), str(info.get("tier", "")), "    ")
+        call = f"_sb.invoke(_LIB, {info['qualname']!r}, (), {{}}, args, kwargs)"
+        return [*lines, f"    return {call}"]
     signature = info.get("signature") or {"params": [], "returns": None}
     params = _Params(signature["params"], classes, skip_first=False)
-    returns = hint(signature.get("returns"), classes)
+    returns = "Iterator[Any]" if info.get("streaming") else hint(signature.get("returns"), classes)
     local = sanitize(name)
     lines = _def("", local, params.defs, returns)
     lines += _doc(str(info.get("doc", "")), str(info.get("tier", "")), "    ")
@@ -263,6 +296,10 @@ def render_module(
         "import snakebridge.facade as _sb",
         "",
     ]
+    if any(symbols[n].get("streaming") for n in functions):
+        out.insert(out.index("from typing import Any"), "from collections.abc import Iterator")
+    if any(_overloads(n, symbols[n], classes) for n in functions):
+        out.insert(out.index("from typing import Any"), "import typing")
     for child in child_names:
         out.append(f"from . import {sanitize(child)} as {sanitize(child)}")
     if child_names:

@@ -22,6 +22,11 @@ from snakebridge.runtime.interpreters import interpreter_for
 __all__ = ["Project", "SyncReport"]
 
 INTROSPECT = Path(__file__).with_name("introspect.py")
+TIERS = ("runtime", "text_signature", "stub", "docstring", "variadic")
+
+
+def _excluded(dotted: str, exclude: list[str]) -> bool:
+    return any(dotted == name or dotted.startswith(name + ".") for name in exclude)
 
 
 def _version() -> str:
@@ -194,7 +199,12 @@ class Project:
         changed: set[str] = set()
         for library in sorted(wanted):
             spec, _ = self.library(library)
-            missing = {s: u for s, u in wanted[library].items() if not manifest.covers(library, s)}
+            requested = {**dict.fromkeys(spec.include), **wanted[library]}
+            missing = {
+                s: u
+                for s, u in requested.items()
+                if not manifest.covers(library, s) and not _excluded(s, spec.exclude)
+            }
             everything = spec.generate == "all" and not manifest.libraries.get(library)
             if not missing and not everything and library in manifest.libraries:
                 continue
@@ -218,6 +228,17 @@ class Project:
                     continue
                 if canonical != dotted:
                     entry["aliases"][dotted] = canonical
+                tier = str(info.get("tier", "variadic"))
+                if TIERS.index(tier) > TIERS.index(spec.min_signature_tier):
+                    use = missing.get(dotted)
+                    where = f"{use.file}:{use.line}: " if use else ""
+                    report.errors.append(
+                        f"{where}{library}.{dotted}: only a {tier} signature was found, below "
+                        f"min_signature_tier = {spec.min_signature_tier!r}"
+                    )
+                    continue
+                if canonical in spec.streaming or dotted in spec.streaming:
+                    info["streaming"] = True
                 if canonical not in entry["symbols"]:
                     use = missing.get(dotted)
                     entry["symbols"][canonical] = {
