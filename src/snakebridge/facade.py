@@ -21,6 +21,7 @@ from snakebridge_worker.values import type_key
 __all__ = [
     "NOT_GIVEN",
     "ProxyMeta",
+    "attribute",
     "constant",
     "construct",
     "invoke",
@@ -168,6 +169,11 @@ def invoke_method(
     """Call method ``name`` of a remote instance (a Ref) with the arguments the caller gave."""
     args, kwargs = _arguments(positional, keywords or {}, var_args, var_kwargs)
     return getattr(instance, name)(*args, **kwargs)
+
+
+def attribute(instance: Any, name: str) -> Any:
+    """An attribute of a remote instance (what a proxy property reads)."""
+    return getattr(instance, name)
 
 
 def constant(library: str, name: str, namespace: dict[str, Any]) -> Any:

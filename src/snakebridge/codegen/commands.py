@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -42,22 +43,39 @@ def _print_report(report: SyncReport) -> None:
         click.echo("facades are up to date")
 
 
+class _Progress:
+    """A spinner naming the library being introspected; rich is loaded only if one is."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __call__(self, library: str) -> None:
+        if self._progress is None:
+            from rich.progress import Progress, SpinnerColumn, TextColumn
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                transient=True,
+                disable=not sys.stderr.isatty(),
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("introspecting", total=None)
+        self._progress.update(self._task, description=f"introspecting {library}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
 @contextmanager
 def _progress() -> Iterator[Callable[[str], None]]:
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        transient=True,
-        disable=not sys.stderr.isatty(),
-    ) as progress:
-        task = progress.add_task("introspecting", total=None)
-
-        def update(library: str) -> None:
-            progress.update(task, description=f"introspecting {library}")
-
-        yield update
+    progress = _Progress()
+    try:
+        yield progress
+    finally:
+        progress.close()
 
 
 @click.command()

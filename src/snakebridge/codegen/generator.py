@@ -221,7 +221,7 @@ def _render_member(cls_qualname: str, member: dict[str, Any], classes: frozenset
             "    @property",
             f"    def {local}(self) -> Any:",
             *doc,
-            f"        return getattr(self, {name!r})",
+            f"        return _sb.attribute(self, {name!r})",
         ]
     signature = member.get("signature") or {"params": [], "returns": None}
     params = _Params(

@@ -194,8 +194,9 @@ def docstring_signature(name: str, doc: str | None) -> dict[str, Any] | None:
     match = _DOC_SIG.match(first)
     if not match or match.group(1).split(".")[-1] != name:
         return None
+    returns = f" -> {match.group(3).strip()}" if match.group(3) else ""
     try:
-        tree = ast.parse(f"def f({match.group(2)}): pass")
+        tree = ast.parse(f"def f({match.group(2)}){returns}: pass")
     except SyntaxError:
         return None
     node = tree.body[0]
@@ -307,7 +308,8 @@ def member_info(cls: type, name: str, module: str) -> dict[str, Any] | None:
 
 def class_info(cls: type, module: str) -> dict[str, Any]:
     members = []
-    for name in sorted(vars(cls)):
+    inherited = set(dir(cls)) - set(dir(object)) | set(vars(cls))
+    for name in sorted(inherited):
         if name.startswith("_") and name not in ("__call__", "__enter__", "__exit__"):
             continue
         try:

@@ -67,6 +67,13 @@ class Counter(metaclass=_sb.ProxyMeta):
         result: Counter = _sb.construct(cls, (('iterable', iterable, False),), {}, (), kwds)
         return result
 
+    def clear(self, *args: Any, **kwargs: Any) -> Any:
+        """D.clear() -> None.  Remove all items from D.
+
+        Signature tier: variadic.
+        """
+        return _sb.invoke_method(self, 'clear', (), {}, args, kwargs)
+
     def copy(self) -> Any:
         """Return a shallow copy.
 
@@ -102,6 +109,27 @@ class Counter(metaclass=_sb.ProxyMeta):
         """
         return _sb.invoke(_LIB, 'Counter.fromkeys', (('iterable', iterable, True), ('v', v, True)), {}, (), None)
 
+    def get(self, key: Any, default: Any = None, /) -> Any:
+        """Return the value for key if key is in the dictionary, else default.
+
+        Signature tier: text_signature.
+        """
+        return _sb.invoke_method(self, 'get', (('key', key, False), ('default', default, False)), {}, (), None)
+
+    def items(self, *args: Any, **kwargs: Any) -> Any:
+        """D.items() -> a set-like object providing a view on D's items
+
+        Signature tier: variadic.
+        """
+        return _sb.invoke_method(self, 'items', (), {}, args, kwargs)
+
+    def keys(self, *args: Any, **kwargs: Any) -> Any:
+        """D.keys() -> a set-like object providing a view on D's keys
+
+        Signature tier: variadic.
+        """
+        return _sb.invoke_method(self, 'keys', (), {}, args, kwargs)
+
     def most_common(self, n: int | None = None) -> Any:
         """List the n most common elements and their counts from the most
         common to the least.  If n is None, then list all element counts.
@@ -112,6 +140,35 @@ class Counter(metaclass=_sb.ProxyMeta):
         Signature tier: runtime.
         """
         return _sb.invoke_method(self, 'most_common', (('n', n, True),), {}, (), None)
+
+    def pop(self, *args: Any, **kwargs: Any) -> Any:
+        """D.pop(k[,d]) -> v, remove specified key and return the corresponding value.
+
+        If the key is not found, return the default if given; otherwise,
+        raise a KeyError.
+
+        Signature tier: variadic.
+        """
+        return _sb.invoke_method(self, 'pop', (), {}, args, kwargs)
+
+    def popitem(self) -> Any:
+        """Remove and return a (key, value) pair as a 2-tuple.
+
+        Pairs are returned in LIFO (last-in, first-out) order.
+        Raises KeyError if the dict is empty.
+
+        Signature tier: text_signature.
+        """
+        return _sb.invoke_method(self, 'popitem', (), {}, (), None)
+
+    def setdefault(self, key: Any, default: Any = None, /) -> Any:
+        """Insert key with a value of default if key is not in the dictionary.
+
+        Return the value for key if key is in the dictionary, else default.
+
+        Signature tier: text_signature.
+        """
+        return _sb.invoke_method(self, 'setdefault', (('key', key, False), ('default', default, False)), {}, (), None)
 
     def subtract(self, iterable: Any = None, /, **kwds: Any) -> Any:
         """Like dict.update() but subtracts counts instead of replacing them.
@@ -155,6 +212,13 @@ class Counter(metaclass=_sb.ProxyMeta):
         Signature tier: runtime.
         """
         return _sb.invoke_method(self, 'update', (('iterable', iterable, False),), {}, (), kwds)
+
+    def values(self, *args: Any, **kwargs: Any) -> Any:
+        """D.values() -> an object providing a view on D's values
+
+        Signature tier: variadic.
+        """
+        return _sb.invoke_method(self, 'values', (), {}, args, kwargs)
 
 
 def __getattr__(name: str) -> Any:

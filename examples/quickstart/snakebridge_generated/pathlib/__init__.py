@@ -53,6 +53,28 @@ class Path(metaclass=_sb.ProxyMeta):
         """
         return _sb.invoke_method(self, 'absolute', (), {}, (), None)
 
+    @property
+    def anchor(self) -> Any:
+        """The concatenation of the drive and root, or ''.
+        """
+        return _sb.attribute(self, 'anchor')
+
+    def as_posix(self) -> Any:
+        """Return the string representation of the path with forward (/)
+        slashes.
+
+        Signature tier: runtime.
+        """
+        return _sb.invoke_method(self, 'as_posix', (), {}, (), None)
+
+    def as_uri(self) -> str:
+        """Return the path as a 'file' URI.
+
+        Signature tier: runtime.
+        """
+        result: str = _sb.invoke_method(self, 'as_uri', (), {}, (), None)
+        return result
+
     def chmod(self, mode: int, *, follow_symlinks: bool = True) -> None:
         """Change the permissions of the path, like os.chmod().
 
@@ -69,6 +91,12 @@ class Path(metaclass=_sb.ProxyMeta):
         Signature tier: runtime.
         """
         return _sb.invoke(_LIB, 'Path.cwd', (), {}, (), None)
+
+    @property
+    def drive(self) -> Any:
+        """The drive prefix (letter or UNC path), if any.
+        """
+        return _sb.attribute(self, 'drive')
 
     def exists(self) -> bool:
         """Whether this path exists.
@@ -121,6 +149,14 @@ class Path(metaclass=_sb.ProxyMeta):
         """
         return _sb.invoke(_LIB, 'Path.home', (), {}, (), None)
 
+    def is_absolute(self) -> Any:
+        """True if the path is absolute (has both a root and, if applicable,
+        a drive).
+
+        Signature tier: runtime.
+        """
+        return _sb.invoke_method(self, 'is_absolute', (), {}, (), None)
+
     def is_block_device(self) -> bool:
         """Whether this path is a block device.
 
@@ -170,6 +206,21 @@ class Path(metaclass=_sb.ProxyMeta):
         result: bool = _sb.invoke_method(self, 'is_mount', (), {}, (), None)
         return result
 
+    def is_relative_to(self, *other: Any) -> Any:
+        """Return True if the path is relative to another path or False.
+
+        Signature tier: runtime.
+        """
+        return _sb.invoke_method(self, 'is_relative_to', (), {}, other, None)
+
+    def is_reserved(self) -> Any:
+        """Return True if the path contains one of the special names reserved
+        by the system, if any.
+
+        Signature tier: runtime.
+        """
+        return _sb.invoke_method(self, 'is_reserved', (), {}, (), None)
+
     def is_socket(self) -> bool:
         """Whether this path is a socket.
 
@@ -193,6 +244,16 @@ class Path(metaclass=_sb.ProxyMeta):
         Signature tier: runtime.
         """
         return _sb.invoke_method(self, 'iterdir', (), {}, (), None)
+
+    def joinpath(self, *args: Any) -> Any:
+        """Combine this path with one or several arguments, and return a
+        new path representing either a subpath (if all arguments are relative
+        paths) or a totally different path (if one of the arguments is
+        anchored).
+
+        Signature tier: runtime.
+        """
+        return _sb.invoke_method(self, 'joinpath', (), {}, args, None)
 
     def lchmod(self, mode: int) -> None:
         """Like chmod(), except if the path points to a symlink, the symlink's
@@ -227,6 +288,13 @@ class Path(metaclass=_sb.ProxyMeta):
         """
         return _sb.invoke_method(self, 'lstat', (), {}, (), None)
 
+    def match_(self, path_pattern: Any) -> Any:
+        """Return True if this path matches the given pattern.
+
+        Signature tier: runtime.
+        """
+        return _sb.invoke_method(self, 'match', (('path_pattern', path_pattern, True),), {}, (), None)
+
     def mkdir(self, mode: int = 511, parents: bool = False, exist_ok: bool = False) -> None:
         """Create a new directory at this given path.
 
@@ -234,6 +302,12 @@ class Path(metaclass=_sb.ProxyMeta):
         """
         result: None = _sb.invoke_method(self, 'mkdir', (('mode', mode, True), ('parents', parents, True), ('exist_ok', exist_ok, True)), {}, (), None)
         return result
+
+    @property
+    def name(self) -> Any:
+        """The final path component, if any.
+        """
+        return _sb.attribute(self, 'name')
 
     def open(
         self,
@@ -258,6 +332,25 @@ class Path(metaclass=_sb.ProxyMeta):
         result: str = _sb.invoke_method(self, 'owner', (), {}, (), None)
         return result
 
+    @property
+    def parent(self) -> Any:
+        """The logical parent of the path.
+        """
+        return _sb.attribute(self, 'parent')
+
+    @property
+    def parents(self) -> Any:
+        """A sequence of this path's logical parents.
+        """
+        return _sb.attribute(self, 'parents')
+
+    @property
+    def parts(self) -> Any:
+        """An object providing sequence-like access to the
+        components in the filesystem path.
+        """
+        return _sb.attribute(self, 'parts')
+
     def read_bytes(self) -> bytes:
         """Open the file in bytes mode, read it, and close the file.
 
@@ -280,6 +373,15 @@ class Path(metaclass=_sb.ProxyMeta):
         Signature tier: runtime.
         """
         return _sb.invoke_method(self, 'readlink', (), {}, (), None)
+
+    def relative_to(self, *other: Any) -> Any:
+        """Return the relative path to another path identified by the passed
+        arguments.  If the operation is not possible (because this is not
+        a subpath of the other path), raise ValueError.
+
+        Signature tier: runtime.
+        """
+        return _sb.invoke_method(self, 'relative_to', (), {}, other, None)
 
     def rename(self, target: Any) -> Any:
         """Rename this path to the target path.
@@ -332,6 +434,12 @@ class Path(metaclass=_sb.ProxyMeta):
         result: None = _sb.invoke_method(self, 'rmdir', (), {}, (), None)
         return result
 
+    @property
+    def root(self) -> Any:
+        """The root of the path, if any.
+        """
+        return _sb.attribute(self, 'root')
+
     def samefile(self, other_path: Any) -> bool:
         """Return whether other_path is the same or not as this file
         (as returned by os.path.samefile()).
@@ -348,6 +456,28 @@ class Path(metaclass=_sb.ProxyMeta):
         Signature tier: runtime.
         """
         return _sb.invoke_method(self, 'stat', (), {'follow_symlinks': follow_symlinks}, (), None)
+
+    @property
+    def stem(self) -> Any:
+        """The final path component, minus its last suffix.
+        """
+        return _sb.attribute(self, 'stem')
+
+    @property
+    def suffix(self) -> Any:
+        """The final component's last suffix, if any.
+
+        This includes the leading period. For example: '.txt'
+        """
+        return _sb.attribute(self, 'suffix')
+
+    @property
+    def suffixes(self) -> Any:
+        """A list of the final component's suffixes, if any.
+
+        These include the leading periods. For example: ['.tar', '.gz']
+        """
+        return _sb.attribute(self, 'suffixes')
 
     def symlink_to(self, target: Any, target_is_directory: bool = False) -> None:
         """Make this path a symlink pointing to the target path.
@@ -374,6 +504,29 @@ class Path(metaclass=_sb.ProxyMeta):
         """
         result: None = _sb.invoke_method(self, 'unlink', (('missing_ok', missing_ok, True),), {}, (), None)
         return result
+
+    def with_name(self, name: Any) -> Any:
+        """Return a new path with the file name changed.
+
+        Signature tier: runtime.
+        """
+        return _sb.invoke_method(self, 'with_name', (('name', name, True),), {}, (), None)
+
+    def with_stem(self, stem: Any) -> Any:
+        """Return a new path with the stem changed.
+
+        Signature tier: runtime.
+        """
+        return _sb.invoke_method(self, 'with_stem', (('stem', stem, True),), {}, (), None)
+
+    def with_suffix(self, suffix: Any) -> Any:
+        """Return a new path with the file suffix changed.  If the path
+        has no suffix, add given suffix.  If the given suffix is an empty
+        string, remove the suffix from the path.
+
+        Signature tier: runtime.
+        """
+        return _sb.invoke_method(self, 'with_suffix', (('suffix', suffix, True),), {}, (), None)
 
     def write_bytes(self, data: Any) -> int:
         """Open the file in bytes mode, write to it, and close the file.

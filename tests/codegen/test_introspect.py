@@ -1,0 +1,93 @@
+"""Signature tiers and symbol kinds from the standalone introspector."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+from snakebridge.codegen import introspect
+from snakebridge.codegen.pipeline import INTROSPECT
+
+
+def run(module: str, symbols: list[str]) -> dict[str, Any]:
+    request = {"library": module, "module": module, "symbols": symbols}
+    done = subprocess.run(
+        [sys.executable, "-I", str(INTROSPECT)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_tiers_and_kinds_from_real_modules() -> None:
+    result = run("json", ["dumps", "JSONDecoder", "decoder.JSONDecodeError", "decoder"])
+    symbols = result["symbols"]
+    assert symbols["dumps"]["kind"] == "function" and symbols["dumps"]["tier"] == "runtime"
+    decoder = symbols["JSONDecoder"]
+    assert decoder["kind"] == "class" and decoder["remote_type"] == "json.decoder.JSONDecoder"
+    assert {m["name"]: m["kind"] for m in decoder["members"]}["decode"] == "method"
+    assert symbols["decoder.JSONDecodeError"]["kind"] == "exception"
+    assert symbols["decoder"]["kind"] == "module"
+    assert result["version"].startswith("stdlib 3.")
+    math = run("math", ["sqrt", "log", "pi"])["symbols"]
+    assert math["sqrt"]["tier"] == "text_signature"
+    assert math["log"]["tier"] == "stub"  # no runtime signature: typeshed's stub
+    assert math["pi"]["kind"] == "constant" and math["pi"]["value_type"] == "float"
+    kinds = {m["name"]: m["kind"] for m in run("pathlib", ["Path"])["symbols"]["Path"]["members"]}
+    assert kinds["cwd"] == "classmethod" and kinds["name"] == "property"
+    assert kinds["exists"] == "method"
+    overloads = run("builtins", ["max"])["symbols"]["max"]["overloads"]
+    assert len(overloads) > 1
+
+
+def test_missing_symbol_and_import_failure() -> None:
+    result = run("json", ["dumpz"])
+    assert result["errors"]["dumpz"] == "json has no attribute 'dumpz'; did you mean dump, dumps?"
+    broken = run("no_such_library_xyz", ["thing"])
+    assert broken["import_error"].startswith("cannot import 'no_such_library_xyz'")
+    assert "ModuleNotFoundError" in broken["import_error"]
+
+
+class _NoSignature:
+    """f(a, b=1, *rest, key=None) -> int
+
+    A callable that hides its signature from inspect.
+    """
+
+    @property
+    def __signature__(self) -> Any:
+        raise ValueError("no signature")
+
+    def __call__(self, *args: Any) -> int:
+        return 0
+
+
+def test_docstring_and_variadic_tiers() -> None:
+    signature, tier, _ = introspect.signature_of(_NoSignature(), "nowhere", "f", "f")
+    assert tier == "docstring"
+    assert [(p["name"], p["kind"], p["default"]) for p in signature["params"]] == [
+        ("a", "POSITIONAL_OR_KEYWORD", None),
+        ("b", "POSITIONAL_OR_KEYWORD", "1"),
+        ("rest", "VAR_POSITIONAL", None),
+        ("key", "KEYWORD_ONLY", "None"),
+    ]
+    assert signature["returns"] == "int"
+    bare = _NoSignature()
+    type(bare).__doc__ = "no signature line here"
+    try:
+        _, tier, _ = introspect.signature_of(bare, "nowhere", "g", "g")
+    finally:
+        type(bare).__doc__ = _NoSignature.__doc__
+    assert tier == "variadic"
+
+
+def test_literal_defaults() -> None:
+    assert introspect.literal_default(3) == "3" and introspect.literal_default("x") == "'x'"
+    assert introspect.literal_default((1, None)) == "(1, None)"
+    assert introspect.literal_default(float("nan")) is None
+    assert introspect.literal_default(object()) is None
