@@ -107,9 +107,10 @@ def status_command(as_json: bool) -> None:
 
 
 def _register() -> None:
-    from snakebridge.codegen.commands import COMMANDS
+    from snakebridge.codegen.commands import COMMANDS as CODEGEN
+    from snakebridge.envs.commands import COMMANDS as ENVS
 
-    for command in COMMANDS:
+    for command in [*CODEGEN, *ENVS]:
         main.add_command(command)
 
 

@@ -141,9 +141,12 @@ class Settings:
         spec = self.libraries.get(library) if (self.libraries and library) else None
         if spec is None:
             return DEFAULT
-        if spec.pool is not None:
-            return spec.pool
-        return spec.env if spec.env in self.pools else DEFAULT
+        return spec.pool if spec.pool is not None else spec.env
+
+    def pool_spec(self, name: str) -> PoolSpec:
+        """The pool ``name``; an environment without a pool of its own gets a default one."""
+        spec = self.pools.get(name)
+        return spec if spec is not None else PoolSpec(env=name)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

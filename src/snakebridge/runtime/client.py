@@ -112,7 +112,7 @@ class _Runtime:
             pool = self.pools.get(name)
             if pool is None:
                 settings = self.settings
-                spec = settings.pools[name]
+                spec = settings.pool_spec(name)
                 env = dict(os.environ)
                 env.update(settings.envs.get(spec.env, settings.envs["default"]).env_vars)
                 env.update(spec.env_vars)

@@ -12,6 +12,7 @@
     ├── ProtocolError                    a peer sent a malformed, oversized or unexpected frame
     ├── WorkerCrashed                    the worker died mid-call (exit code or signal, stderr tail)
     ├── WorkerStartError                 a worker could not start or failed its handshake
+    ├── EnvironmentMissing               a library's environment is not built or is stale
     ├── CallTimeout (TimeoutError)       the call overran ``timeout=``; its worker was replaced
     ├── PoolSaturated                    the pool's queue is full
     │   └── QueueTimeout (TimeoutError)  no worker became free within ``queue_timeout``
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "EncodeError",
+    "EnvironmentMissing",
     "LibraryNotAllowed",
     "PoolClosed",
     "PoolSaturated",
@@ -114,6 +116,10 @@ class WorkerCrashed(SnakeBridgeError):
 
 class WorkerStartError(SnakeBridgeError):
     """A worker did not start or failed its ready handshake."""
+
+
+class EnvironmentMissing(SnakeBridgeError):
+    """The library's environment is missing or differs from ``snakebridge.lock``."""
 
 
 class CallTimeout(SnakeBridgeError, TimeoutError):

@@ -1,0 +1,1 @@
+"""Locked environments built with uv: planning, the lock file, setup, verification, doctor."""

@@ -1,0 +1,73 @@
+"""``snakebridge.lock``: per environment the interpreter and every package, pinned and hashed.
+
+JSON, sorted keys, no timestamps, written atomically. It also records the snakebridge version
+and a hash of the generator's source, so facades invalidate when the generator changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snakebridge.envs.uvtool import EnvironmentError_
+
+__all__ = ["LOCK_NAME", "Lock", "generator_hash"]
+
+LOCK_NAME = "snakebridge.lock"
+FORMAT = 1
+
+
+def generator_hash() -> str:
+    """sha256 over the codegen package's source files, in name order."""
+    digest = hashlib.sha256()
+    codegen = Path(__file__).parents[1] / "codegen"
+    for path in sorted(codegen.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Lock:
+    path: Path
+    envs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    snakebridge: str = ""
+    generator: str = ""
+
+    @classmethod
+    def load(cls, root: Path) -> Lock | None:
+        path = root / LOCK_NAME
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") != FORMAT:
+                raise ValueError(f"unknown format {data.get('format')!r}")
+            return cls(path, dict(data["envs"]), str(data["snakebridge"]), str(data["generator"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EnvironmentError_(
+                f"{path} is corrupt ({exc}); restore it from git or delete it and run "
+                "`snakebridge setup` to lock again"
+            ) from None
+
+    def dump(self) -> str:
+        data = {
+            "format": FORMAT,
+            "snakebridge": self.snakebridge,
+            "generator": self.generator,
+            "envs": self.envs,
+        }
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def save(self) -> None:
+        text = self.dump()
+        if self.path.exists() and self.path.read_text() == text:
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".snakebridge.lock.")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, self.path)

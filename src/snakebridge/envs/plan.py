@@ -1,0 +1,131 @@
+"""What each environment should hold, read from the settings (no I/O beyond the interpreter)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from snakebridge.config import Settings
+from snakebridge.envs.uvtool import EnvironmentError_, run_uv
+from snakebridge.runtime.interpreters import needs_venv
+
+__all__ = ["WORKER_REQUIREMENTS", "EnvPlan", "interpreter_facts", "plan_envs"]
+
+WORKER_REQUIREMENTS = ("msgpack>=1.0.5",)
+_OPERATOR = re.compile(r"^\s*(==|>=|<=|~=|!=|<|>|===)")
+
+_PROBE = """
+import hashlib, json, os, platform, sys, sysconfig
+exe = os.path.realpath(sys.executable)
+with open(exe, "rb") as fh:
+    digest = hashlib.sha256(fh.read()).hexdigest()
+gil = getattr(sys, "_is_gil_enabled", None)
+print(json.dumps({
+    "version": platform.python_version(),
+    "implementation": sys.implementation.name,
+    "platform": sysconfig.get_platform(),
+    "executable": exe,
+    "sha256": digest,
+    "free_threading": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+    "gil_enabled": gil() if gil else True,
+}))
+"""
+
+
+@dataclass(frozen=True)
+class EnvPlan:
+    """One environment: its interpreter and the requirements it must satisfy."""
+
+    name: str
+    python: str
+    requirements: tuple[str, ...]
+    indexes: tuple[str, ...]
+    env_vars: dict[str, str]
+
+    def requested_digest(self) -> str:
+        data = {"python": self.python, "requirements": self.requirements, "indexes": self.indexes}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _requirement(package: str, version: str) -> str:
+    version = version.strip()
+    if version in ("", "*"):
+        return package
+    return f"{package}{version}" if _OPERATOR.match(version) else f"{package}=={version}"
+
+
+def find_interpreter(python: str | None) -> str:
+    """The interpreter for ``python = ...``: a path, a version found by uv, or the host's."""
+    if not python:
+        return sys.executable
+    if "/" in python:
+        if not Path(python).exists():
+            raise EnvironmentError_(
+                f"interpreter {python} does not exist; fix `python` in the environment's config"
+            )
+        return python
+    try:
+        return run_uv(["python", "find", python]).strip()
+    except EnvironmentError_ as exc:
+        raise EnvironmentError_(
+            f"no Python {python} found on this machine ({exc}); install it or point `python` "
+            "at an interpreter path"
+        ) from None
+
+
+def interpreter_facts(python: str) -> dict[str, Any]:
+    """Version, implementation, platform, binary hash and GIL facts of an interpreter."""
+    done = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise EnvironmentError_(f"cannot run {python}: {done.stderr.strip()[-500:]}")
+    facts: dict[str, Any] = json.loads(done.stdout)
+    return facts
+
+
+def variant_indexes(settings: Settings, env: str, accelerator: str) -> tuple[str, ...]:
+    """Index URLs for packages with per-accelerator builds, chosen by config or detection."""
+    chosen = settings.envs[env].variants if env in settings.envs else {}
+    urls = []
+    for package, choice in sorted(chosen.items()):
+        options = settings.variants.get(package, {})
+        key = choice
+        if choice == "auto":
+            key = next((k for k in sorted(options) if k.startswith(accelerator)), "cpu")
+        if key not in options:
+            raise EnvironmentError_(
+                f"variant {key!r} of {package} is not in [tool.snakebridge.variants.{package}] "
+                f"(known: {sorted(options)})"
+            )
+        urls.append(options[key])
+    return tuple(urls)
+
+
+def plan_envs(settings: Settings, accelerator: str = "cpu") -> dict[str, EnvPlan]:
+    """Every environment that needs a venv, with its sorted requirements."""
+    names = {lib.env for lib in (settings.libraries or {}).values()} | set(settings.envs)
+    plans = {}
+    for name in sorted(names):
+        if not needs_venv(settings, name):
+            continue
+        spec = settings.envs.get(name)
+        requirements = {
+            _requirement(lib.package or key, str(lib.version))
+            for key, lib in (settings.libraries or {}).items()
+            if lib.env == name and not lib.is_stdlib and lib.version
+        }
+        requirements.update(spec.requirements if spec else ())
+        requirements.update(WORKER_REQUIREMENTS)
+        plans[name] = EnvPlan(
+            name=name,
+            python=find_interpreter(spec.python if spec else None),
+            requirements=tuple(sorted(requirements)),
+            indexes=variant_indexes(settings, name, accelerator),
+            env_vars=dict(spec.env_vars) if spec else {},
+        )
+    return plans
