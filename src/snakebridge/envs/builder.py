@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from snakebridge.config import Settings
 from snakebridge.envs.lock import Lock, generator_hash
 from snakebridge.envs.plan import EnvPlan, interpreter_facts, plan_envs
-from snakebridge.envs.uvtool import EnvironmentError_, run_uv
+from snakebridge.envs.uvtool import EnvSetupError, run_uv
 from snakebridge.runtime.interpreters import MARKER, env_digest, env_dir, venv_python
 
 __all__ = ["drifts", "installed_packages", "lock_env", "setup"]
@@ -54,8 +55,8 @@ def lock_env(plan: EnvPlan) -> dict[str, Any]:
         args += ["--extra-index-url", url]
     try:
         text = run_uv(args, input_text="\n".join(plan.requirements) + "\n")
-    except EnvironmentError_ as exc:
-        raise EnvironmentError_(
+    except EnvSetupError as exc:
+        raise EnvSetupError(
             f"cannot resolve environment {plan.name!r} ({', '.join(plan.requirements)}): {exc}\n"
             "Nothing was changed. Check the names and versions in [tool.snakebridge] (and your "
             "network), then rerun `snakebridge setup`."
@@ -174,8 +175,11 @@ def drifts(settings: Settings, lock: Lock | None, plans: dict[str, EnvPlan]) -> 
 def _build(settings: Settings, name: str, entry: dict[str, Any]) -> None:
     final = env_dir(settings, name)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.building-", dir=final.parent))
+    for leftover in final.parent.glob(f".{name}.building-*"):  # from a setup killed hard
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = final.parent / f".{name}.building-{os.getpid()}-{secrets.token_hex(4)}"
     try:
+        staging.mkdir()
         run_uv(["venv", str(staging), "--python", entry["interpreter"], "--quiet", "--no-project"])
         requirements = staging / "requirements.lock.txt"
         requirements.write_text(_requirements_file(entry))
@@ -201,8 +205,17 @@ def _build(settings: Settings, name: str, entry: dict[str, Any]) -> None:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
         raise
+
+
+def _remove(directory: Path) -> None:
+    """Delete a staging tree, retrying while a killed installer's last writes land."""
+    for _ in range(20):
+        shutil.rmtree(directory, ignore_errors=True)
+        if not directory.exists():
+            return
+        time.sleep(0.05)
 
 
 def setup(

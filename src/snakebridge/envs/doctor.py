@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import platform
-import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +10,11 @@ from pathlib import Path
 from snakebridge.config import Settings
 from snakebridge.envs.builder import drifts
 from snakebridge.envs.lock import Lock
-from snakebridge.envs.plan import interpreter_facts, plan_envs
-from snakebridge.envs.uvtool import EnvironmentError_, uv_binary, uv_version
+from snakebridge.envs.plan import detect_accelerator, interpreter_facts, plan_envs
+from snakebridge.envs.uvtool import EnvSetupError, uv_binary, uv_version
 from snakebridge.runtime.interpreters import env_dir, venv_python
 
-__all__ = ["Line", "detect_accelerator", "diagnose"]
+__all__ = ["Line", "diagnose"]
 
 
 @dataclass(frozen=True)
@@ -29,28 +27,6 @@ class Line:
         return f"{self.status:4s} {self.text}" + (f"\n     fix: {self.fix}" if self.fix else "")
 
 
-def detect_accelerator() -> tuple[str, str]:
-    """("cuda", description) when an NVIDIA GPU is visible, else ("cpu", why not)."""
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        done = subprocess.run(
-            [smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-        if done.returncode == 0 and done.stdout.strip():
-            return "cuda", done.stdout.strip().splitlines()[0]
-    try:
-        import torch  # type: ignore[import-not-found, unused-ignore]
-
-        if torch.cuda.is_available():
-            return "cuda", str(torch.cuda.get_device_name(0))
-    except Exception:  # torch absent or broken: no CUDA from it
-        pass
-    return "cpu", "no NVIDIA GPU visible (nvidia-smi not found or reports none)"
-
-
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
@@ -59,7 +35,7 @@ def diagnose(settings: Settings) -> list[Line]:
     lines = [Line("OK", f"host Python {platform.python_version()} ({sys.executable})")]
     try:
         lines.append(Line("OK", f"{uv_version()} ({uv_binary()})"))
-    except EnvironmentError_ as exc:
+    except EnvSetupError as exc:
         lines.append(Line("FAIL", f"uv unusable: {exc}", "pip install --force-reinstall uv"))
     kind, description = detect_accelerator()
     lines.append(
@@ -72,7 +48,7 @@ def diagnose(settings: Settings) -> list[Line]:
     try:
         plans = plan_envs(settings, kind)
         lock = Lock.load(settings.root)
-    except EnvironmentError_ as exc:
+    except EnvSetupError as exc:
         return [*lines, Line("FAIL", str(exc), "fix the config, then `snakebridge setup`")]
     if not plans:
         lines.append(Line("OK", "no environment needs a venv (stdlib/host libraries only)"))

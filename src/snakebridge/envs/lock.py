@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snakebridge.envs.uvtool import EnvironmentError_
+from snakebridge.envs.uvtool import EnvSetupError
 
 __all__ = ["LOCK_NAME", "Lock", "generator_hash"]
 
@@ -49,7 +49,7 @@ class Lock:
                 raise ValueError(f"unknown format {data.get('format')!r}")
             return cls(path, dict(data["envs"]), str(data["snakebridge"]), str(data["generator"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EnvironmentError_(
+            raise EnvSetupError(
                 f"{path} is corrupt ({exc}); restore it from git or delete it and run "
                 "`snakebridge setup` to lock again"
             ) from None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from snakebridge.config import Settings
-from snakebridge.envs.uvtool import EnvironmentError_, run_uv
+from snakebridge.envs.uvtool import EnvSetupError, run_uv
 from snakebridge.runtime.interpreters import needs_venv
 
 __all__ = ["WORKER_REQUIREMENTS", "EnvPlan", "interpreter_facts", "plan_envs"]
@@ -66,14 +66,14 @@ def find_interpreter(python: str | None) -> str:
         return sys.executable
     if "/" in python:
         if not Path(python).exists():
-            raise EnvironmentError_(
+            raise EnvSetupError(
                 f"interpreter {python} does not exist; fix `python` in the environment's config"
             )
         return python
     try:
         return run_uv(["python", "find", python]).strip()
-    except EnvironmentError_ as exc:
-        raise EnvironmentError_(
+    except EnvSetupError as exc:
+        raise EnvSetupError(
             f"no Python {python} found on this machine ({exc}); install it or point `python` "
             "at an interpreter path"
         ) from None
@@ -83,22 +83,58 @@ def interpreter_facts(python: str) -> dict[str, Any]:
     """Version, implementation, platform, binary hash and GIL facts of an interpreter."""
     done = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
-        raise EnvironmentError_(f"cannot run {python}: {done.stderr.strip()[-500:]}")
+        raise EnvSetupError(f"cannot run {python}: {done.stderr.strip()[-500:]}")
     facts: dict[str, Any] = json.loads(done.stdout)
     return facts
 
 
-def variant_indexes(settings: Settings, env: str, accelerator: str) -> tuple[str, ...]:
-    """Index URLs for packages with per-accelerator builds, chosen by config or detection."""
+def detect_accelerator() -> tuple[str, str]:
+    """("cuda", description) when an NVIDIA GPU is visible, else ("cpu", why not)."""
+    import shutil
+
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        done = subprocess.run(
+            [smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        if done.returncode == 0 and done.stdout.strip():
+            return "cuda", done.stdout.strip().splitlines()[0]
+    try:
+        import torch  # type: ignore[import-not-found, unused-ignore]
+
+        if torch.cuda.is_available():
+            return "cuda", str(torch.cuda.get_device_name(0))
+    except Exception:  # torch absent or broken: no CUDA from it
+        pass
+    return "cpu", "no NVIDIA GPU visible (nvidia-smi not found or reports none)"
+
+
+_VARIANT_PREFIX = {"cuda": "cu", "cpu": "cpu"}
+
+
+def variant_indexes(
+    settings: Settings, env: str, accelerator: str | None = None
+) -> tuple[str, ...]:
+    """Index URLs for packages with per-accelerator builds, chosen by config or detection.
+
+    ``"auto"`` picks the first variant key that starts with the detected accelerator's prefix
+    (``cu…`` for CUDA), else ``cpu``.
+    """
     chosen = settings.envs[env].variants if env in settings.envs else {}
     urls = []
     for package, choice in sorted(chosen.items()):
         options = settings.variants.get(package, {})
         key = choice
         if choice == "auto":
-            key = next((k for k in sorted(options) if k.startswith(accelerator)), "cpu")
+            if accelerator is None:
+                accelerator = detect_accelerator()[0]
+            prefix = _VARIANT_PREFIX.get(accelerator, accelerator)
+            key = next((k for k in sorted(options) if k.startswith(prefix)), "cpu")
         if key not in options:
-            raise EnvironmentError_(
+            raise EnvSetupError(
                 f"variant {key!r} of {package} is not in [tool.snakebridge.variants.{package}] "
                 f"(known: {sorted(options)})"
             )
@@ -106,7 +142,7 @@ def variant_indexes(settings: Settings, env: str, accelerator: str) -> tuple[str
     return tuple(urls)
 
 
-def plan_envs(settings: Settings, accelerator: str = "cpu") -> dict[str, EnvPlan]:
+def plan_envs(settings: Settings, accelerator: str | None = None) -> dict[str, EnvPlan]:
     """Every environment that needs a venv, with its sorted requirements."""
     names = {lib.env for lib in (settings.libraries or {}).values()} | set(settings.envs)
     plans = {}

@@ -6,13 +6,9 @@ import os
 import subprocess
 from functools import cache
 
-from snakebridge.runtime.errors import SnakeBridgeError
+from snakebridge.runtime.errors import EnvSetupError
 
-__all__ = ["EnvironmentError_", "run_uv", "uv_binary", "uv_version"]
-
-
-class EnvironmentError_(SnakeBridgeError):
-    """Building or checking an environment failed; the message says what and how to retry."""
+__all__ = ["EnvSetupError", "run_uv", "uv_binary", "uv_version"]
 
 
 @cache
@@ -20,7 +16,7 @@ def uv_binary() -> str:
     try:
         import uv
     except ImportError:  # pragma: no cover - uv is a declared dependency
-        raise EnvironmentError_("the `uv` package is missing; `pip install uv`") from None
+        raise EnvSetupError("the `uv` package is missing; `pip install uv`") from None
     return str(uv.find_uv_bin())
 
 
@@ -29,7 +25,7 @@ def uv_version() -> str:
 
 
 def run_uv(args: list[str], input_text: str | None = None, timeout: float = 1800) -> str:
-    """stdout of ``uv ARGS``; EnvironmentError_ carrying uv's own message on failure."""
+    """stdout of ``uv ARGS``; EnvSetupError carrying uv's own message on failure."""
     env = dict(os.environ)
     env.setdefault("UV_PYTHON_DOWNLOADS", "never")
     env.pop("VIRTUAL_ENV", None)
@@ -43,7 +39,5 @@ def run_uv(args: list[str], input_text: str | None = None, timeout: float = 1800
     )
     if done.returncode != 0:
         message = "\n".join(done.stderr.strip().splitlines()[-12:]) or done.stdout.strip()
-        raise EnvironmentError_(
-            f"uv {args[0]} {args[1] if len(args) > 1 else ''} failed:\n{message}"
-        )
+        raise EnvSetupError(f"uv {args[0]} {args[1] if len(args) > 1 else ''} failed:\n{message}")
     return done.stdout

@@ -13,6 +13,7 @@
     ├── WorkerCrashed                    the worker died mid-call (exit code or signal, stderr tail)
     ├── WorkerStartError                 a worker could not start or failed its handshake
     ├── EnvironmentMissing               a library's environment is not built or is stale
+    ├── EnvSetupError                    `snakebridge setup` could not resolve or build an env
     ├── CallTimeout (TimeoutError)       the call overran ``timeout=``; its worker was replaced
     ├── PoolSaturated                    the pool's queue is full
     │   └── QueueTimeout (TimeoutError)  no worker became free within ``queue_timeout``
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "EncodeError",
+    "EnvSetupError",
     "EnvironmentMissing",
     "LibraryNotAllowed",
     "PoolClosed",
@@ -120,6 +122,10 @@ class WorkerStartError(SnakeBridgeError):
 
 class EnvironmentMissing(SnakeBridgeError):
     """The library's environment is missing or differs from ``snakebridge.lock``."""
+
+
+class EnvSetupError(SnakeBridgeError):
+    """Resolving or building an environment failed; nothing was changed; the message says why."""
 
 
 class CallTimeout(SnakeBridgeError, TimeoutError):

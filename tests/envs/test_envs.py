@@ -1,0 +1,214 @@
+"""Real uv environments from PyPI: numpy 1.26.4 and numpy 2.x side by side, drift, repair."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import snakebridge
+from snakebridge.config import load_settings
+from snakebridge.envs.builder import drifts, setup
+from snakebridge.envs.lock import Lock
+from snakebridge.envs.plan import plan_envs, variant_indexes
+from snakebridge.envs.uvtool import EnvSetupError
+
+CONFIG = """
+[tool.snakebridge]
+scan = ["app"]
+[tool.snakebridge.libraries]
+numpy = "==2.1.3"
+legacy_np = { package = "numpy", version = "==1.26.4", env = "legacy", module = "numpy" }
+[tool.snakebridge.envs.legacy]
+python = "3.11"
+"""
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["snakebridge", *args], cwd=root, capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("envs")
+    (root / "pyproject.toml").write_text(CONFIG)
+    (root / "app").mkdir()
+    (root / "app" / "main.py").write_text(
+        "from snakebridge_generated import legacy_np, numpy\nnumpy.mean\nlegacy_np.mean\n"
+    )
+    result = cli(root, "setup")
+    assert result.returncode == 0, result.stderr
+    yield root
+
+
+@pytest.fixture
+def in_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("SNAKEBRIDGE_CONFIG", raising=False)
+    snakebridge.shutdown()
+    yield project
+    snakebridge.shutdown()
+
+
+def python_of(root: Path, env: str) -> str:
+    return str(root / ".snakebridge" / "envs" / env / "bin" / "python")
+
+
+def numpy_version(root: Path, env: str) -> str:
+    return subprocess.run(
+        [python_of(root, env), "-c", "import numpy; print(numpy.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_two_numpys_in_one_host_process(in_project: Path) -> None:
+    assert snakebridge.get("numpy", "__version__") == "2.1.3"
+    assert snakebridge.get("legacy_np", "__version__") == "1.26.4"
+    assert snakebridge.call("legacy_np", "mean", [[1, 2, 3]]) == 2.0
+    pools = {pool["name"] for pool in snakebridge.status()}
+    assert pools == {"default", "legacy"}
+
+
+def test_facades_are_introspected_in_each_env(in_project: Path) -> None:
+    result = cli(in_project, "sync")
+    assert result.returncode == 0, result.stderr
+    generated = in_project / "snakebridge_generated"
+    assert "from numpy 2.1.3. Do not edit." in (generated / "numpy" / "__init__.py").read_text()
+    assert (
+        "from legacy_np 1.26.4. Do not edit."
+        in (generated / "legacy_np" / "__init__.py").read_text()
+    )
+    sys.path.insert(0, str(in_project))
+    try:
+        from snakebridge_generated import legacy_np, numpy
+
+        assert legacy_np.mean([1, 2, 3, 4]) == 2.5 and numpy.mean([2, 4]) == 3.0
+    finally:
+        sys.path.remove(str(in_project))
+        for name in [m for m in sys.modules if m.startswith("snakebridge_generated")]:
+            del sys.modules[name]
+    assert cli(in_project, "check").returncode == 0
+
+
+def test_setup_is_a_fast_no_op_and_the_lock_is_stable(project: Path) -> None:
+    lock_before = (project / "snakebridge.lock").read_bytes()
+    settings = load_settings(project)
+    assert setup(settings) == []
+    assert setup(settings, check=True) == []
+    assert (project / "snakebridge.lock").read_bytes() == lock_before
+    lock = json.loads(lock_before)
+    legacy = lock["envs"]["legacy"]
+    assert legacy["packages"]["numpy"]["version"] == "1.26.4"
+    assert legacy["packages"]["numpy"]["requested"] == "numpy==1.26.4"
+    assert all(h.startswith("sha256:") for h in legacy["packages"]["numpy"]["hashes"])
+    assert legacy["python"]["implementation"] == "cpython" and legacy["python"]["sha256"]
+    assert lock["generator"] and lock["snakebridge"]
+    assert b"time" not in lock_before.lower().replace(b"timeout", b"")
+
+
+def test_deleted_package_is_named_and_repaired(project: Path) -> None:
+    site = next((project / ".snakebridge" / "envs" / "legacy").glob("lib/python*/site-packages"))
+    import shutil
+
+    shutil.rmtree(site / "numpy")
+    check = cli(project, "setup", "--check")
+    assert check.returncode == 1 and "env legacy: package numpy is damaged" in check.stdout
+    doctor = cli(project, "doctor")
+    assert doctor.returncode == 1
+    assert "FAIL env legacy: package numpy is damaged" in doctor.stdout
+    assert "fix: snakebridge setup" in doctor.stdout
+    repair = cli(project, "setup")
+    assert repair.returncode == 0 and "built legacy" in repair.stdout
+    assert numpy_version(project, "legacy") == "1.26.4"
+    assert cli(project, "setup", "--check").returncode == 0
+
+
+def test_bad_version_leaves_the_previous_env_intact(project: Path) -> None:
+    original = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(original.replace("==1.26.4", "==1.26.999"))
+    try:
+        result = cli(project, "setup")
+        assert result.returncode == 1
+        assert "cannot resolve environment 'legacy'" in result.stderr
+        assert "Nothing was changed" in result.stderr and "Traceback" not in result.stderr
+        assert numpy_version(project, "legacy") == "1.26.4"
+    finally:
+        (project / "pyproject.toml").write_text(original)
+    assert cli(project, "setup", "--check").returncode == 0
+
+
+def test_interrupted_setup_leaves_the_old_env_usable(project: Path) -> None:
+    original = (project / "pyproject.toml").read_text()
+    lock_before = (project / "snakebridge.lock").read_bytes()
+    (project / "pyproject.toml").write_text(
+        original + 'requirements = ["six==1.16.0", "packaging==24.1"]\n'
+    )
+    envs = project / ".snakebridge" / "envs"
+    try:
+        run = subprocess.Popen(
+            ["snakebridge", "setup"],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while not list(envs.glob(".legacy.building-*")) and time.monotonic() < deadline:
+            if run.poll() is not None:
+                break
+            time.sleep(0.005)
+        time.sleep(0.1)  # well inside the build: uv is creating the venv or installing
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 130 and "previous environments are unchanged" in stderr
+        assert numpy_version(project, "legacy") == "1.26.4"
+        assert not list(envs.glob(".legacy.building-*"))
+        assert (project / "snakebridge.lock").read_bytes() == lock_before
+    finally:
+        (project / "pyproject.toml").write_text(original)
+    assert cli(project, "setup", "--check").returncode == 0
+
+
+def test_missing_env_is_an_error_naming_setup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(CONFIG)
+    monkeypatch.chdir(tmp_path)
+    snakebridge.shutdown()
+    try:
+        with pytest.raises(snakebridge.EnvironmentMissing, match="run `snakebridge setup`"):
+            snakebridge.get("legacy_np", "__version__")
+    finally:
+        snakebridge.shutdown()
+    settings = load_settings(tmp_path)
+    assert any(
+        "does not exist" in d for d in drifts(settings, Lock.load(tmp_path), plan_envs(settings))
+    )
+
+
+def test_wheel_variants_come_from_config(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.snakebridge.variants.torch]\ncpu = "https://download.pytorch.org/whl/cpu"\n'
+        'cu121 = "https://download.pytorch.org/whl/cu121"\n'
+        '[tool.snakebridge.envs.gpu]\nvariants = { torch = "auto" }\n'
+        '[tool.snakebridge.envs.pinned]\nvariants = { torch = "cu121" }\n'
+        '[tool.snakebridge.envs.typo]\nvariants = { torch = "rocm" }\n'
+    )
+    settings = load_settings(tmp_path)
+    assert variant_indexes(settings, "gpu", "cpu") == ("https://download.pytorch.org/whl/cpu",)
+    assert variant_indexes(settings, "gpu", "cuda") == ("https://download.pytorch.org/whl/cu121",)
+    assert variant_indexes(settings, "pinned", "cpu") == ("https://download.pytorch.org/whl/cu121",)
+    with pytest.raises(EnvSetupError, match="variant 'rocm' of torch"):
+        variant_indexes(settings, "typo", "cpu")
+    assert os.path.exists(sys.executable)
