@@ -78,14 +78,17 @@ def lock_env(plan: EnvPlan) -> dict[str, Any]:
                 packages[current]["hashes"].append(digest)
     for package in packages.values():
         package["hashes"].sort()
-    facts = interpreter_facts(plan.python)
     return {
-        "python": {key: facts[key] for key in ("version", "implementation", "platform", "sha256")},
-        "interpreter": plan.python,
+        "python": _python_facts(plan),
         "requested": list(plan.requirements),
         "indexes": list(plan.indexes),
         "packages": dict(sorted(packages.items())),
     }
+
+
+def _python_facts(plan: EnvPlan) -> dict[str, Any]:
+    facts = interpreter_facts(plan.python)
+    return {key: facts[key] for key in ("version", "implementation", "platform", "sha256")}
 
 
 def _requirements_file(entry: dict[str, Any]) -> str:
@@ -172,7 +175,8 @@ def drifts(settings: Settings, lock: Lock | None, plans: dict[str, EnvPlan]) -> 
     return problems
 
 
-def _build(settings: Settings, name: str, entry: dict[str, Any]) -> None:
+def _build(settings: Settings, plan: EnvPlan, entry: dict[str, Any]) -> None:
+    name = plan.name
     final = env_dir(settings, name)
     final.parent.mkdir(parents=True, exist_ok=True)
     for leftover in final.parent.glob(f".{name}.building-*"):  # from a setup killed hard
@@ -180,7 +184,7 @@ def _build(settings: Settings, name: str, entry: dict[str, Any]) -> None:
     staging = final.parent / f".{name}.building-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         staging.mkdir()
-        run_uv(["venv", str(staging), "--python", entry["interpreter"], "--quiet", "--no-project"])
+        run_uv(["venv", str(staging), "--python", plan.python, "--quiet", "--no-project"])
         requirements = staging / "requirements.lock.txt"
         requirements.write_text(_requirements_file(entry))
         args = [
@@ -237,11 +241,13 @@ def setup(
         return done
     for name, plan in plans.items():
         entry = lock.envs.get(name)
-        if (
+        relock = (
             entry is None
             or entry.get("requested") != list(plan.requirements)
             or entry.get("indexes", []) != list(plan.indexes)
-        ):
+            or entry.get("python") != _python_facts(plan)  # another interpreter: lock for it
+        )
+        if relock or entry is None:
             if progress:
                 progress(f"resolving {name}: {', '.join(plan.requirements)}")
             entry = lock_env(plan)
@@ -253,7 +259,7 @@ def setup(
         if any(d.startswith(f"env {name}:") for d in drifts(settings, lock, {name: plan})):
             if progress:
                 progress(f"building {name} ({len(entry['packages'])} packages)")
-            _build(settings, name, entry)
+            _build(settings, plan, entry)
             done.append(f"built {name} at {env_dir(settings, name)}")
     lock.envs = {name: lock.envs[name] for name in sorted(plans)}
     lock.snakebridge, lock.generator = _version(), generator_hash()

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from snakebridge.config import DEFAULT, Settings
+from snakebridge.config import Settings
 from snakebridge.runtime.errors import EnvironmentMissing
 
 __all__ = ["MARKER", "env_digest", "env_dir", "interpreter_for", "needs_venv", "venv_python"]
@@ -39,7 +39,7 @@ def env_digest(entry: dict[str, Any]) -> str:
 def needs_venv(settings: Settings, env: str) -> bool:
     """True when ``env`` holds pinned libraries or requirements (so it needs a venv)."""
     spec = settings.envs.get(env)
-    if spec is not None and (spec.requirements or (spec.python and env != DEFAULT)):
+    if spec is not None and (spec.requirements or spec.python):
         return True
     libraries = settings.libraries or {}
     return any(lib.env == env and not lib.is_stdlib and lib.version for lib in libraries.values())
