@@ -208,6 +208,12 @@ def _build(settings: Settings, plan: EnvPlan, entry: dict[str, Any]) -> None:
         os.replace(staging, final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:  # a full disk, permissions: say so, keep the old env
+        _remove(staging)
+        raise EnvSetupError(
+            f"building environment {name!r} failed: {exc}. The previous environment is "
+            "unchanged; fix the cause and rerun `snakebridge setup`."
+        ) from None
     except BaseException:
         _remove(staging)
         raise
