@@ -70,8 +70,14 @@ class Connection:
         if remaining <= 0 or not self._poller.poll(remaining * 1000.0):
             raise TimeoutError
 
-    def read(self, deadline: float | None = None) -> bytes | bytearray:
-        """Block until a whole frame arrives; TimeoutError past ``deadline``, PeerClosed at EOF."""
+    def read(self, deadline: float | None = None, poll_s: float = 0.0) -> bytes | bytearray:
+        """Block until a whole frame arrives; TimeoutError past ``deadline``, PeerClosed at EOF.
+
+        ``poll_s`` > 0 first polls without blocking for that long: an answer that comes back
+        within it costs no sleep and wake-up of this thread.
+        """
+        if poll_s and not self._buffer:
+            self.poll_briefly(poll_s)
         while True:
             body = self.parse()
             if body is not None:
@@ -112,6 +118,18 @@ class Connection:
         if not chunk:
             raise PeerClosed
         self._buffer += chunk
+
+    def poll_briefly(self, seconds: float) -> None:
+        """Read without blocking for up to ``seconds`` or until a whole frame is buffered."""
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            self.feed_nonblocking()
+            if self.frame_ready():
+                return
+
+    def frame_ready(self) -> bool:
+        buffer = self._buffer
+        return len(buffer) >= 4 and len(buffer) >= 4 + int(HEADER.unpack_from(buffer)[0])
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -43,6 +43,7 @@ __all__ = ["Call", "Pool", "error_from_payload"]
 
 _MAX_BACKOFF_S = 5.0
 _HEALTH_INTERVAL_S = 5.0
+_POLL_S = 40e-6  # how long a caller polls for a fast answer before sleeping on the socket
 _HEALTH_TIMEOUT_S = 5.0
 _FAIL_WAITERS_AFTER = 3
 
@@ -104,7 +105,6 @@ class Pool:
         self._idle: list[WorkerProcess] = []
         self._workers: list[WorkerProcess] = []
         self._waiters: collections.deque[_Waiter] = collections.deque()
-        self._replacing = 0
         self._start_failures = 0
         self._last_start_error: WorkerStartError | None = None
         self._last_health_check = time.monotonic()
@@ -384,8 +384,6 @@ class Pool:
             self._replace_later()
 
     def _replace_later(self, old: WorkerProcess | None = None) -> None:
-        with self._lock:
-            self._replacing += 1
         threading.Thread(
             target=self._replace,
             args=(old,),
@@ -394,32 +392,29 @@ class Pool:
         ).start()
 
     def _replace(self, old: WorkerProcess | None = None) -> None:
-        try:
-            while not self._closed:
-                try:
-                    worker = self._new_worker()
-                    worker.handshake(time.monotonic() + self.spec.startup_timeout)
-                except WorkerStartError as exc:
-                    self._start_failed(exc)
-                    continue
-                except Exception as exc:  # never let the replacement loop die silently
-                    self._start_failed(WorkerStartError(f"cannot start a worker: {exc!r}"))
-                    continue
-                self._start_failures = 0
-                with self._lock:
-                    if self._closed:
-                        worker.stop(0.5)
-                        return
-                    self._workers.append(worker)
-                emit("runtime.worker", "start", pool=self.name, pid=worker.pid)
-                if old is not None:
-                    self._retire(old, reason="recycle", replace=False)
-                    old.stop(1.0)
-                self._release(worker)
-                return
-        finally:
+        """Start one worker (retrying with backoff) and put it in service."""
+        while not self._closed:
+            try:
+                worker = self._new_worker()
+                worker.handshake(time.monotonic() + self.spec.startup_timeout)
+            except WorkerStartError as exc:
+                self._start_failed(exc)
+                continue
+            except Exception as exc:  # never let the replacement loop die silently
+                self._start_failed(WorkerStartError(f"cannot start a worker: {exc!r}"))
+                continue
+            self._start_failures = 0
             with self._lock:
-                self._replacing -= 1
+                if self._closed:
+                    worker.stop(0.5)
+                    return
+                self._workers.append(worker)
+            emit("runtime.worker", "start", pool=self.name, pid=worker.pid)
+            if old is not None:
+                self._retire(old, reason="recycle", replace=False)
+                old.stop(1.0)
+            self._release(worker)
+            return
 
     def _start_failed(self, exc: WorkerStartError) -> None:
         self._start_failures += 1
@@ -546,7 +541,8 @@ class Pool:
         try:
             self._send(worker, call)
             while True:
-                done, value = self._answer(worker, call, worker.conn.read(deadline), codec)
+                body = worker.conn.read(deadline, _POLL_S)
+                done, value = self._answer(worker, call, body, codec)
                 if done:
                     break
         except (TimeoutError, PeerClosed, OSError, ProtocolError) as exc:
@@ -580,6 +576,7 @@ class Pool:
         deadline = loop.time() + call.timeout if call.timeout is not None else None
         try:
             self._send(worker, call)
+            worker.conn.poll_briefly(_POLL_S)  # a fast answer skips the event-loop trip
             while True:
                 body = worker.conn.parse()
                 if body is None:
