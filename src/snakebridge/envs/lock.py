@@ -23,16 +23,18 @@ FORMAT = 1
 
 
 def generator_hash() -> str:
-    """sha256 over the codegen package's source files, in name order."""
+    """sha256 over the codegen package's source files (paths and bytes, in path order)."""
     digest = hashlib.sha256()
     codegen = Path(__file__).parents[1] / "codegen"
-    for path in sorted(codegen.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(codegen.rglob("*.py"), key=lambda p: p.relative_to(codegen).as_posix()):
+        digest.update(path.relative_to(codegen).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
 @dataclass
 class Lock:
+    """The parsed lock: ``envs`` maps an environment name to its locked entry."""
+
     path: Path
     envs: dict[str, dict[str, Any]] = field(default_factory=dict)
     snakebridge: str = ""
@@ -40,6 +42,7 @@ class Lock:
 
     @classmethod
     def load(cls, root: Path) -> Lock | None:
+        """The lock of the project at ``root``; None when there is none yet."""
         path = root / LOCK_NAME
         if not path.exists():
             return None
@@ -55,6 +58,7 @@ class Lock:
             ) from None
 
     def dump(self) -> str:
+        """The file's text: JSON, sorted keys, two-space indent, final newline."""
         data = {
             "format": FORMAT,
             "snakebridge": self.snakebridge,
@@ -64,10 +68,20 @@ class Lock:
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def save(self) -> None:
+        """Write atomically (temp file, fsync, rename), and only when the text changed."""
         text = self.dump()
         if self.path.exists() and self.path.read_text() == text:
             return
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".snakebridge.lock.")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # an ordinary, committable file, not mkstemp's 0600
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -13,12 +13,23 @@ from typing import Any
 
 from snakebridge.config import Settings
 from snakebridge.envs.uvtool import EnvSetupError, run_uv
-from snakebridge.runtime.interpreters import needs_venv
+from snakebridge.runtime.interpreters import (
+    WORKER_REQUIREMENTS,
+    needs_venv,
+    requested_python,
+    requested_requirements,
+)
 
-__all__ = ["WORKER_REQUIREMENTS", "EnvPlan", "interpreter_facts", "plan_envs"]
-
-WORKER_REQUIREMENTS = ("msgpack>=1.0.5",)
-_OPERATOR = re.compile(r"^\s*(==|>=|<=|~=|!=|<|>|===)")
+__all__ = [
+    "WORKER_REQUIREMENTS",
+    "EnvPlan",
+    "detect_accelerator",
+    "find_interpreter",
+    "interpreter_facts",
+    "interpreter_sha256",
+    "plan_envs",
+    "variant_indexes",
+]
 
 _PROBE = """
 import hashlib, json, os, platform, sys, sysconfig
@@ -26,13 +37,17 @@ exe = os.path.realpath(sys.executable)
 with open(exe, "rb") as fh:
     digest = hashlib.sha256(fh.read()).hexdigest()
 gil = getattr(sys, "_is_gil_enabled", None)
+free = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+short = {"cpython": "cp", "pypy": "pp"}.get(sys.implementation.name, sys.implementation.name)
+plat = sysconfig.get_platform().replace("-", "_").replace(".", "_")
 print(json.dumps({
     "version": platform.python_version(),
     "implementation": sys.implementation.name,
     "platform": sysconfig.get_platform(),
     "executable": exe,
     "sha256": digest,
-    "free_threading": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+    "tag": f"{short}{sys.version_info[0]}{sys.version_info[1]}{'t' if free else ''}-{plat}",
+    "free_threading": free,
     "gil_enabled": gil() if gil else True,
 }))
 """
@@ -43,21 +58,11 @@ class EnvPlan:
     """One environment: its interpreter and the requirements it must satisfy."""
 
     name: str
-    python: str
+    python: str  # the interpreter found for python_request
+    python_request: str  # what the config asks for ("" = the host's interpreter)
     requirements: tuple[str, ...]
     indexes: tuple[str, ...]
     env_vars: dict[str, str]
-
-    def requested_digest(self) -> str:
-        data = {"python": self.python, "requirements": self.requirements, "indexes": self.indexes}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def _requirement(package: str, version: str) -> str:
-    version = version.strip()
-    if version in ("", "*"):
-        return package
-    return f"{package}{version}" if _OPERATOR.match(version) else f"{package}=={version}"
 
 
 def find_interpreter(python: str | None) -> str:
@@ -79,9 +84,23 @@ def find_interpreter(python: str | None) -> str:
         ) from None
 
 
+def interpreter_sha256(python: str) -> str:
+    """sha256 of the interpreter binary behind ``python`` (symlinks resolved), in-process."""
+    digest = hashlib.sha256()
+    with open(os.path.realpath(python), "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def interpreter_facts(python: str) -> dict[str, Any]:
     """Version, implementation, platform, binary hash and GIL facts of an interpreter."""
-    done = subprocess.run([python, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=60)
+    try:
+        done = subprocess.run(
+            [python, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvSetupError(f"cannot run {python}: {exc}") from None
     if done.returncode != 0:
         raise EnvSetupError(f"cannot run {python}: {done.stderr.strip()[-500:]}")
     facts: dict[str, Any] = json.loads(done.stdout)
@@ -150,17 +169,11 @@ def plan_envs(settings: Settings, accelerator: str | None = None) -> dict[str, E
         if not needs_venv(settings, name):
             continue
         spec = settings.envs.get(name)
-        requirements = {
-            _requirement(lib.package or key, str(lib.version))
-            for key, lib in (settings.libraries or {}).items()
-            if lib.env == name and not lib.is_stdlib and lib.version
-        }
-        requirements.update(spec.requirements if spec else ())
-        requirements.update(WORKER_REQUIREMENTS)
         plans[name] = EnvPlan(
             name=name,
-            python=find_interpreter(spec.python if spec else None),
-            requirements=tuple(sorted(requirements)),
+            python=find_interpreter(requested_python(settings, name)),
+            python_request=requested_python(settings, name),
+            requirements=requested_requirements(settings, name),
             indexes=variant_indexes(settings, name, accelerator),
             env_vars=dict(spec.env_vars) if spec else {},
         )

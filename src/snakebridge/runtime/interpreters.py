@@ -1,14 +1,17 @@
 """Which Python interpreter runs the workers (and the introspector) of an environment.
 
 The stdlib-only ``default`` environment runs on the host's own interpreter; an environment
-with pinned libraries or requirements lives in ``.snakebridge/envs/NAME``, built by
-``snakebridge setup``. This check is cheap (two small files), so it runs on every pool start.
+with pinned libraries, requirements or its own ``python`` lives in ``.snakebridge/envs/NAME``,
+built by ``snakebridge setup``. The check here is cheap (the lock, the config and one marker
+file; no subprocess), so it runs on every pool start. This module is also where the config
+turns into an environment's requested requirements, so setup and this check cannot disagree.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,10 +19,23 @@ from typing import Any
 from snakebridge.config import Settings
 from snakebridge.runtime.errors import EnvironmentMissing
 
-__all__ = ["MARKER", "env_digest", "env_dir", "interpreter_for", "needs_venv", "venv_python"]
+__all__ = [
+    "LOCK_NAME",
+    "MARKER",
+    "WORKER_REQUIREMENTS",
+    "env_digest",
+    "env_dir",
+    "interpreter_for",
+    "needs_venv",
+    "requested_python",
+    "requested_requirements",
+    "venv_python",
+]
 
 MARKER = ".snakebridge-env.json"
 LOCK_NAME = "snakebridge.lock"
+WORKER_REQUIREMENTS = ("msgpack>=1.0.5",)  # the worker's codec; its code travels on sys.path
+_OPERATOR = re.compile(r"^\s*(==|>=|<=|~=|!=|<|>|===)")
 
 
 def env_dir(settings: Settings, env: str) -> Path:
@@ -28,6 +44,7 @@ def env_dir(settings: Settings, env: str) -> Path:
 
 
 def venv_python(directory: Path) -> Path:
+    """The interpreter inside the venv at ``directory``."""
     return directory / "bin" / "python"
 
 
@@ -36,8 +53,34 @@ def env_digest(entry: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
 
 
+def _requirement(package: str, version: str) -> str:
+    version = version.strip()
+    if version in ("", "*"):
+        return package
+    return f"{package}{version}" if _OPERATOR.match(version) else f"{package}=={version}"
+
+
+def requested_requirements(settings: Settings, env: str) -> tuple[str, ...]:
+    """Sorted requirements of ``env``: its pinned libraries, extra requirements, the worker's."""
+    found = {
+        _requirement(lib.package or key, str(lib.version))
+        for key, lib in (settings.libraries or {}).items()
+        if lib.env == env and not lib.is_stdlib and lib.version
+    }
+    spec = settings.envs.get(env)
+    found.update(spec.requirements if spec else ())
+    found.update(WORKER_REQUIREMENTS)
+    return tuple(sorted(found))
+
+
+def requested_python(settings: Settings, env: str) -> str:
+    """The ``python`` the config asks for in ``env`` ("" means the host's interpreter)."""
+    spec = settings.envs.get(env)
+    return (spec.python or "") if spec else ""
+
+
 def needs_venv(settings: Settings, env: str) -> bool:
-    """True when ``env`` holds pinned libraries or requirements (so it needs a venv)."""
+    """True when ``env`` holds pinned libraries, requirements or its own interpreter."""
     spec = settings.envs.get(env)
     if spec is not None and (spec.requirements or spec.python):
         return True
@@ -45,30 +88,45 @@ def needs_venv(settings: Settings, env: str) -> bool:
     return any(lib.env == env and not lib.is_stdlib and lib.version for lib in libraries.values())
 
 
-def _locked_digest(settings: Settings, env: str) -> str | None:
+def _locked_entry(settings: Settings, env: str) -> dict[str, Any] | None:
     try:
-        lock = json.loads((settings.root / LOCK_NAME).read_text())
-        return env_digest(lock["envs"][env])
+        entry = json.loads((settings.root / LOCK_NAME).read_text())["envs"][env]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return entry if isinstance(entry, dict) else None
 
 
 def interpreter_for(settings: Settings, env: str) -> str:
-    """The interpreter for ``env``; EnvironmentMissing (naming the fix) if it is not built."""
+    """The interpreter for ``env``; EnvironmentMissing (naming the fix) if it is not usable.
+
+    Usable means: built, built from the entry ``snakebridge.lock`` holds, and that entry was
+    locked for what the config asks now (requirements and ``python``).
+    """
     if not needs_venv(settings, env):
         return sys.executable
     directory = env_dir(settings, env)
-    python = venv_python(directory)
-    expected = _locked_digest(settings, env)
+    entry = _locked_entry(settings, env)
+    if entry is None:
+        raise EnvironmentMissing(
+            f"environment {env!r} is not in {LOCK_NAME}; run `snakebridge setup` to build it"
+        )
+    if entry.get("requested") != list(requested_requirements(settings, env)) or entry.get(
+        "python_request", ""
+    ) != requested_python(settings, env):
+        raise EnvironmentMissing(
+            f"environment {env!r} is stale: the config changed since {LOCK_NAME} was written; "
+            "run `snakebridge setup`"
+        )
     try:
         built = json.loads((directory / MARKER).read_text()).get("digest")
     except (OSError, ValueError, AttributeError):
         built = None
+    python = venv_python(directory)
     if not python.exists() or built is None:
         raise EnvironmentMissing(
             f"environment {env!r} is not built ({directory}); run `snakebridge setup`"
         )
-    if expected is None or built != expected:
+    if built != env_digest(entry):
         raise EnvironmentMissing(
             f"environment {env!r} does not match {LOCK_NAME}; run `snakebridge setup`"
         )

@@ -14,21 +14,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from snakebridge.config import PoolSpec
+from snakebridge.runtime.answers import callback_reply, error_from_payload
 from snakebridge.runtime.codec import CALLBACKS, HOST_HAS_NUMPY, HostCodec
 from snakebridge.runtime.connection import PeerClosed
 from snakebridge.runtime.errors import (
     CallTimeout,
-    DecodeError,
     PoolClosed,
     PoolSaturated,
     ProtocolError,
     QueueTimeout,
     RefInvalid,
     SnakeBridgeError,
-    SymbolNotFound,
     WorkerCrashed,
     WorkerStartError,
-    remote_error_class,
 )
 from snakebridge.runtime.lifecycle import recycle_reason, resident_bytes
 from snakebridge.runtime.process import WorkerProcess
@@ -39,7 +37,7 @@ from snakebridge_worker import protocol as p
 if TYPE_CHECKING:  # asyncio costs ~30 ms to import; async paths find it already loaded
     import asyncio
 
-__all__ = ["Call", "Pool", "error_from_payload"]
+__all__ = ["Call", "Pool"]
 
 _MAX_BACKOFF_S = 5.0
 _HEALTH_INTERVAL_S = 5.0
@@ -71,27 +69,6 @@ class _Waiter:
         self.event: threading.Event | None = None
         self.future: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-
-
-def error_from_payload(payload: dict[str, Any]) -> Exception:
-    """The host exception for an ERROR frame's payload."""
-    kind, message = payload.get("kind"), str(payload.get("message", ""))
-    if kind == p.ERR_SYMBOL:
-        return SymbolNotFound(message)
-    if kind == p.ERR_REF:
-        return RefInvalid(message)
-    if kind == p.ERR_DECODE:
-        return DecodeError(message)
-    if kind == p.ERR_PROTOCOL:
-        return ProtocolError(f"the worker rejected a frame: {message}")
-    cls = remote_error_class(payload.get("builtin"))
-    exc = cls.__new__(cls, message)
-    exc.remote_type = str(payload.get("type", ""))
-    exc.remote_message = message
-    exc.remote_traceback = str(payload.get("traceback", ""))
-    if exc.remote_traceback:
-        exc.add_note("Remote traceback (in the worker):\n" + exc.remote_traceback.rstrip())
-    return exc
 
 
 class Pool:
@@ -510,7 +487,7 @@ class Pool:
         message = codec.decode(body, worker, call.session)
         kind, call_id = message[0], message[1]
         if kind == p.CALLBACK:
-            worker.send_quietly(_callback_reply(call, message, codec))
+            worker.send_quietly(callback_reply(message, codec))
             return False, None
         if kind == p.CALLBACK_RELEASE:
             for callback_id in message[2]:
@@ -642,24 +619,3 @@ async def _readable(loop: asyncio.AbstractEventLoop, fd: int, deadline: float | 
             await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
     finally:
         loop.remove_reader(fd)
-
-
-def _callback_reply(call: Call, message: list[Any], codec: HostCodec) -> bytes:
-    """Run the host callable the worker asked for; framed CALLBACK_RESULT or CALLBACK_ERROR."""
-    _, callback_id, args, kwargs = message
-    function = CALLBACKS.get(callback_id)
-    try:
-        if function is None:
-            raise LookupError(f"no host callback #{callback_id} in this call")
-        result = function(*args, **(kwargs or {}))
-        return codec.encode([p.CALLBACK_RESULT, callback_id, result], values=([result], None))
-    except Exception as exc:
-        builtin = next(
-            (c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"), "Exception"
-        )
-        payload = {
-            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "builtin": builtin,
-            "message": str(exc),
-        }
-        return codec.encode([p.CALLBACK_ERROR, callback_id, payload], values=([], None))
