@@ -294,3 +294,33 @@ def test_library_options_include_exclude_tiers_streaming(
         sys.path.remove(str(tmp_path))
     source = (tmp_path / "snakebridge_generated" / "os" / "__init__.py").read_text()
     assert ") -> Iterator[Any]:" in source
+
+
+def test_issue_example_without_a_config_table(make_project: Make, tmp_path: Path) -> None:
+    """The headline example: numpy from the host environment, no [tool.snakebridge] table."""
+    project = make_project(
+        {
+            "main.py": "from snakebridge_generated import numpy as np\n"
+            "from snakebridge_generated.json import dumps\n"
+            "np.mean(np.array([1, 2, 3])), dumps({'a': 1}, indent=2)\n"
+            "np.linalg.norm, np.ndarray\n"
+        },
+        pyproject="[project]\nname = 'x'\nversion = '0'\n",
+    )
+    assert project.settings.allow_all
+    report = project.sync()
+    assert not report.errors
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from snakebridge_generated import json, numpy
+
+        array = numpy.array([1, 2, 3])  # numpy.array's text-signature defaults are not sent
+        assert isinstance(array, numpy.ndarray) and numpy.mean(array) == 2.0
+        assert numpy.linalg.norm(numpy.array([3.0, 4.0])) == 5.0
+        assert json.dumps({"a": 1}, indent=2) == '{\n  "a": 1\n}'
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert (
+        "from numpy 2."
+        in (tmp_path / "snakebridge_generated" / "numpy" / "__init__.py").read_text()
+    )

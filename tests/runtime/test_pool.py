@@ -151,8 +151,9 @@ def test_status_file_lists_a_live_host(tmp_path: Path) -> None:
 
 def test_library_output_reaches_host_stderr_prefixed(tmp_path: Path) -> None:
     code = "import snakebridge; snakebridge.call('builtins', 'print', ['hello from a worker'])"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
     assert done.returncode == 0 and done.stdout == ""
     line = next(ln for ln in done.stderr.splitlines() if "hello from a worker" in ln)
     assert line.startswith("[snakebridge default worker ")

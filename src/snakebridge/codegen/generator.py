@@ -83,6 +83,7 @@ class _Params:
         classes: frozenset[str],
         skip_first: bool,
         overload: bool = False,
+        literal_defaults: bool = True,
     ):
         self.defs: list[str] = []
         self.positional: list[str] = []
@@ -93,6 +94,8 @@ class _Params:
         slash_needed = False
         star_done = False
         for param in params[1:] if skip_first else params:
+            if not literal_defaults and param.get("default") is not None:
+                param = {**param, "default": None}
             name, kind = str(param["name"]), str(param["kind"])
             local = sanitize(name)
             annotation = hint(param.get("annotation"), classes)
@@ -162,6 +165,15 @@ def _widen(annotation: str, default: str) -> str:
     return _union(f"{annotation} | {kind}") if kind in SAFE_HINTS else "Any"
 
 
+def _trusted(info: dict[str, Any]) -> bool:
+    """Whether written-out defaults are the real ones (only a runtime signature guarantees it).
+
+    Defaults from text signatures, stubs and docstrings are documentation: C code can treat an
+    explicit value differently from an omitted one, so those parameters default to NOT_GIVEN.
+    """
+    return info.get("tier") == "runtime"
+
+
 def _def(indent: str, name: str, defs: list[str], returns: str) -> list[str]:
     one_line = f"{indent}def {name}({', '.join(defs)}) -> {returns}:"
     if len(one_line) <= _WIDTH:
@@ -203,7 +215,9 @@ def render_function(name: str, info: dict[str, Any], classes: frozenset[str]) ->
         call = f"_sb.invoke(_LIB, {info['qualname']!r}, (), {{}}, args, kwargs)"
         return [*lines, f"    return {call}"]
     signature = info.get("signature") or {"params": [], "returns": None}
-    params = _Params(signature["params"], classes, skip_first=False)
+    params = _Params(
+        signature["params"], classes, skip_first=False, literal_defaults=_trusted(info)
+    )
     returns = "Iterator[Any]" if info.get("streaming") else hint(signature.get("returns"), classes)
     local = sanitize(name)
     lines = _def("", local, params.defs, returns)
@@ -230,6 +244,7 @@ def _render_member(cls_qualname: str, member: dict[str, Any], classes: frozenset
         skip_first=kind == "classmethod"
         and bool(signature["params"])
         and signature["params"][0]["name"] == "cls",
+        literal_defaults=_trusted(member),
     )
     returns = hint(signature.get("returns"), classes)
     if kind == "staticmethod":
@@ -255,7 +270,9 @@ def render_class(name: str, info: dict[str, Any], classes: frozenset[str]) -> li
         "",
     ]
     signature = info.get("signature") or {"params": [], "returns": None}
-    params = _Params(signature["params"], classes, skip_first=False)
+    params = _Params(
+        signature["params"], classes, skip_first=False, literal_defaults=_trusted(info)
+    )
     lines += _def("    ", "__new__", ["cls", *params.defs], local)
     lines += _call_lines("        ", local, f"_sb.construct(cls, {params.forward()})")
     taken = {"__new__"}

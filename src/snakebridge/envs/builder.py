@@ -1,7 +1,9 @@
-"""Resolve, build, verify and swap environments; everything `snakebridge setup` does.
+"""Resolve, build and swap environments: everything `snakebridge setup` changes.
 
-An environment is built in a temp directory beside its final place and renamed over it only
-when complete, so a failed or interrupted setup leaves the previous environment usable.
+Every environment is resolved first, so a bad version or a typo changes nothing. Each one is
+then built in a temp directory beside its final place and renamed over it only when complete
+(with SIGINT/SIGTERM held off for the two renames), and the lock is saved after each swap, so
+a failed, interrupted or killed setup leaves every environment usable and matching the lock.
 """
 
 from __future__ import annotations
@@ -11,25 +13,28 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 from snakebridge.config import Settings
 from snakebridge.envs.lock import Lock, generator_hash
 from snakebridge.envs.plan import EnvPlan, interpreter_facts, plan_envs
 from snakebridge.envs.uvtool import EnvSetupError, run_uv
+from snakebridge.envs.verify import config_drift, drifts, env_drifts, normal_name
 from snakebridge.runtime.interpreters import MARKER, env_digest, env_dir, venv_python
 
-__all__ = ["drifts", "installed_packages", "lock_env", "setup"]
+__all__ = ["Progress", "lock_env", "setup"]
 
+Progress = Callable[[str], None]
 _PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s\\;]+)")
 _HASH = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+_FACT_KEYS = ("version", "implementation", "platform", "tag", "sha256")
 
 
 def _version() -> str:
@@ -38,19 +43,15 @@ def _version() -> str:
     return version("snakebridge")
 
 
+def _python_facts(plan: EnvPlan) -> dict[str, Any]:
+    facts = interpreter_facts(plan.python)
+    return {key: facts[key] for key in _FACT_KEYS}
+
+
 def lock_env(plan: EnvPlan) -> dict[str, Any]:
     """Resolve ``plan`` with uv: exact versions and artifact hashes for every package."""
-    args = [
-        "pip",
-        "compile",
-        "-",
-        "--python",
-        plan.python,
-        "--generate-hashes",
-        "--no-header",
-        "--quiet",
-        "--no-annotate",
-    ]
+    args = ["pip", "compile", "-", "--python", plan.python, "--generate-hashes"]
+    args += ["--no-header", "--quiet", "--no-annotate"]
     for url in plan.indexes:
         args += ["--extra-index-url", url]
     try:
@@ -61,13 +62,14 @@ def lock_env(plan: EnvPlan) -> dict[str, Any]:
             "Nothing was changed. Check the names and versions in [tool.snakebridge] (and your "
             "network), then rerun `snakebridge setup`."
         ) from None
+    requested = {normal_name(re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0]): r
+                 for r in plan.requirements}
     packages: dict[str, Any] = {}
     current: str | None = None
-    requested = {_normal(re.split(r"[<>=!~ \[]", r, maxsplit=1)[0]): r for r in plan.requirements}
     for line in text.splitlines():
         pin = _PIN.match(line.strip())
         if pin:
-            current = _normal(pin.group(1))
+            current = normal_name(pin.group(1))
             packages[current] = {
                 "version": pin.group(2),
                 "hashes": [],
@@ -80,15 +82,24 @@ def lock_env(plan: EnvPlan) -> dict[str, Any]:
         package["hashes"].sort()
     return {
         "python": _python_facts(plan),
+        "python_request": plan.python_request,
         "requested": list(plan.requirements),
         "indexes": list(plan.indexes),
         "packages": dict(sorted(packages.items())),
     }
 
 
-def _python_facts(plan: EnvPlan) -> dict[str, Any]:
-    facts = interpreter_facts(plan.python)
-    return {key: facts[key] for key in ("version", "implementation", "platform", "sha256")}
+def _wanted(plan: EnvPlan, entry: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
+    """The lock entry ``plan`` should be built from, and whether it had to be resolved."""
+    if entry is None or config_drift(plan, entry) is not None:
+        return lock_env(plan), True
+    facts = _python_facts(plan)
+    if facts == entry["python"]:
+        return entry, False
+    same = ("version", "implementation", "platform")
+    if all(facts.get(key) == entry["python"].get(key) for key in same):
+        return {**entry, "python": facts}, False  # another build of the same Python: same pins
+    return lock_env(plan), True  # another Python: resolve for it
 
 
 def _requirements_file(entry: dict[str, Any]) -> str:
@@ -99,128 +110,19 @@ def _requirements_file(entry: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def installed_packages(directory: Path) -> dict[str, dict[str, Any]]:
-    """Packages in a venv from their dist-info: version and files missing on disk."""
-    found: dict[str, dict[str, Any]] = {}
-    for site in directory.glob("lib/python*/site-packages"):
-        for info in site.glob("*.dist-info"):
-            metadata = info / "METADATA"
-            try:
-                head = metadata.read_text(errors="replace").split("\n\n", 1)[0]
-            except OSError:
-                continue
-            fields = dict(line.split(": ", 1) for line in head.splitlines() if ": " in line)
-            missing = []
-            try:
-                for row in (info / "RECORD").read_text().splitlines():
-                    path = row.split(",", 1)[0]
-                    if path and not path.endswith(".pyc") and not (site / path).exists():
-                        missing.append(path)
-            except OSError:
-                pass
-            found[_normal(fields.get("Name", info.name))] = {
-                "version": fields.get("Version", ""),
-                "missing": missing,
-            }
-    return found
-
-
-def drifts(settings: Settings, lock: Lock | None, plans: dict[str, EnvPlan]) -> list[str]:
-    """Every way the built environments differ from the lock (empty when all match)."""
-    if lock is None:
-        return [f"{settings.root / 'snakebridge.lock'} does not exist"] if plans else []
-    problems = []
-    for name, plan in plans.items():
-        entry = lock.envs.get(name)
-        directory = env_dir(settings, name)
-        if (
-            entry is None
-            or entry.get("requested") != list(plan.requirements)
-            or entry.get("indexes", []) != list(plan.indexes)
-        ):
-            problems.append(
-                f"env {name}: the lock does not match the config (requirements "
-                "changed); run `snakebridge setup`"
-            )
-            continue
-        if not venv_python(directory).exists():
-            problems.append(f"env {name}: missing ({directory})")
-            continue
-        try:
-            marker = json.loads((directory / MARKER).read_text())
-        except (OSError, ValueError):
-            marker = {}
-        if marker.get("python_sha256") != entry["python"]["sha256"]:
-            problems.append(
-                f"env {name}: interpreter differs from the lock "
-                f"(locked Python {entry['python']['version']})"
-            )
-        if marker.get("digest") != env_digest(entry):
-            problems.append(f"env {name}: built from another lock (hashes differ)")
-        installed = installed_packages(directory)
-        for package, locked in entry["packages"].items():
-            have = installed.get(package)
-            if have is None:
-                problems.append(f"env {name}: package {package} is missing")
-            elif have["version"] != locked["version"]:
-                problems.append(
-                    f"env {name}: {package} is {have['version']}, lock says {locked['version']}"
-                )
-            elif have["missing"]:
-                problems.append(
-                    f"env {name}: package {package} is damaged "
-                    f"({len(have['missing'])} files missing, e.g. "
-                    f"{have['missing'][0]})"
-                )
-    return problems
-
-
-def _build(settings: Settings, plan: EnvPlan, entry: dict[str, Any]) -> None:
-    name = plan.name
-    final = env_dir(settings, name)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in final.parent.glob(f".{name}.building-*"):  # from a setup killed hard
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging = final.parent / f".{name}.building-{os.getpid()}-{secrets.token_hex(4)}"
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (delivered afterwards) so two renames happen together."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        staging.mkdir()
-        run_uv(["venv", str(staging), "--python", plan.python, "--quiet", "--no-project"])
-        requirements = staging / "requirements.lock.txt"
-        requirements.write_text(_requirements_file(entry))
-        args = [
-            "pip",
-            "sync",
-            str(requirements),
-            "--python",
-            str(venv_python(staging)),
-            "--require-hashes",
-            "--quiet",
-        ]
-        for url in entry.get("indexes", []):
-            args += ["--extra-index-url", url]
-        run_uv(args)
-        marker = {"digest": env_digest(entry), "python_sha256": entry["python"]["sha256"]}
-        (staging / MARKER).write_text(json.dumps(marker, sort_keys=True) + "\n")
-        old = None
-        if final.exists():
-            old = final.with_name(f".{name}.old-{os.getpid()}")
-            os.replace(final, old)
-        os.replace(staging, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:  # a full disk, permissions: say so, keep the old env
-        _remove(staging)
-        raise EnvSetupError(
-            f"building environment {name!r} failed: {exc}. The previous environment is "
-            "unchanged; fix the cause and rerun `snakebridge setup`."
-        ) from None
-    except BaseException:
-        _remove(staging)
-        raise
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _remove(directory: Path) -> None:
-    """Delete a staging tree, retrying while a killed installer's last writes land."""
+    """Delete a tree, retrying while a killed installer's last writes land."""
     for _ in range(20):
         shutil.rmtree(directory, ignore_errors=True)
         if not directory.exists():
@@ -228,46 +130,108 @@ def _remove(directory: Path) -> None:
         time.sleep(0.05)
 
 
-def setup(
-    settings: Settings, check: bool = False, progress: Callable[[str], None] | None = None
-) -> list[str]:
-    """Bring every environment in line with the lock (locking first if needed).
+def _recover(settings: Settings, name: str) -> None:
+    """Undo what a setup killed outright left: a half swap, staging and old trees."""
+    final = env_dir(settings, name)
+    olds = sorted(final.parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if not final.exists() and olds:
+        os.replace(olds.pop(), final)
+    for leftover in [*olds, *final.parent.glob(f".{name}.building-*")]:
+        _remove(leftover)
 
-    With ``check`` nothing changes and the drifts are returned. Otherwise returns what was done.
+
+def _build(settings: Settings, plan: EnvPlan, entry: dict[str, Any], progress: Progress) -> None:
+    name = plan.name
+    final = env_dir(settings, name)
+    staging = final.parent / f".{name}.building-{os.getpid()}-{secrets.token_hex(4)}"
+    old = final.with_name(f".{name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        staging.mkdir(parents=True)
+        progress(f"{name}: creating a venv on {plan.python}")
+        run_uv(["venv", str(staging), "--python", plan.python, "--relocatable", "--quiet",
+                "--no-project"])
+        requirements = staging / "requirements.lock.txt"
+        requirements.write_text(_requirements_file(entry))
+        args = ["pip", "sync", str(requirements), "--python", str(venv_python(staging))]
+        args += ["--require-hashes"]
+        for url in entry.get("indexes", []):
+            args += ["--extra-index-url", url]
+        run_uv(args, on_line=lambda line: progress(f"{name}: {line.strip()}"))
+        marker = {"digest": env_digest(entry), "python_sha256": entry["python"]["sha256"]}
+        (staging / MARKER).write_text(json.dumps(marker, sort_keys=True) + "\n")
+        with _signals_held():
+            if final.exists():
+                os.replace(final, old)
+            os.replace(staging, final)
+    except EnvSetupError as exc:
+        _remove(staging)
+        raise EnvSetupError(
+            f"building environment {name!r} failed: {exc}\nThe previous environment is "
+            "unchanged. Check your network and disk, then rerun `snakebridge setup`."
+        ) from None
+    except OSError as exc:  # a full disk, permissions: say so, keep the old env
+        _remove(staging)
+        raise EnvSetupError(
+            f"building environment {name!r} failed: {exc}\nThe previous environment is "
+            "unchanged; fix the cause and rerun `snakebridge setup`."
+        ) from None
+    except BaseException:
+        _remove(staging)
+        raise
+    _remove(old)
+
+
+def _ignore(_: str) -> None:
+    pass
+
+
+def setup(settings: Settings, check: bool = False, progress: Progress | None = None) -> list[str]:
+    """Bring every environment in line with the config and the lock.
+
+    With ``check`` nothing changes and the drifts are returned. Otherwise returns one line per
+    thing done (empty when everything already matched).
     """
-    plans = plan_envs(settings)
-    lock = Lock.load(settings.root)
+    say = progress or _ignore
     if check:
-        return drifts(settings, lock, plans)
+        return drifts(settings, Lock.load(settings.root), plan_envs(settings))
+    envs = settings.root / ".snakebridge" / "envs"
+    envs.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(envs / ".setup.lock"), timeout=3600):
+        for name in plan_envs(settings):
+            _recover(settings, name)
+        return _setup(settings, say)
+
+
+def _setup(settings: Settings, say: Progress) -> list[str]:
+    lock = Lock.load(settings.root)
+    plans = plan_envs(settings, fresh=lock is None)
+    lock = lock or Lock(settings.root / "snakebridge.lock")
+    fresh = not drifts(settings, lock, plans)
+    header = (lock.snakebridge, lock.generator) == (_version(), generator_hash())
+    if fresh and header and set(lock.envs) == set(plans) and lock.path.exists():
+        return []
+    if not fresh:
+        plans = plan_envs(settings, fresh=True)
     done: list[str] = []
-    if lock is None:
-        lock = Lock(settings.root / "snakebridge.lock")
-    stale = drifts(settings, lock, plans)
-    if not stale and lock.generator == generator_hash():
-        return done
-    for name, plan in plans.items():
-        entry = lock.envs.get(name)
-        relock = (
-            entry is None
-            or entry.get("requested") != list(plan.requirements)
-            or entry.get("indexes", []) != list(plan.indexes)
-            or entry.get("python") != _python_facts(plan)  # another interpreter: lock for it
-        )
-        if relock or entry is None:
-            if progress:
-                progress(f"resolving {name}: {', '.join(plan.requirements)}")
-            entry = lock_env(plan)
-            lock.envs[name] = entry
-            done.append(
-                f"locked {name}: "
-                + ", ".join(f"{p}=={v['version']}" for p, v in entry["packages"].items())
-            )
-        if any(d.startswith(f"env {name}:") for d in drifts(settings, lock, {name: plan})):
-            if progress:
-                progress(f"building {name} ({len(entry['packages'])} packages)")
-            _build(settings, plan, entry)
-            done.append(f"built {name} at {env_dir(settings, name)}")
-    lock.envs = {name: lock.envs[name] for name in sorted(plans)}
+    wanted: dict[str, dict[str, Any]] = {}
+    for name, plan in plans.items():  # resolve everything first: a failure changes nothing
+        say(f"{name}: checking {', '.join(plan.requirements)}")
+        wanted[name], resolved = _wanted(plan, lock.envs.get(name))
+        if resolved:
+            pins = ", ".join(f"{p}=={v['version']}" for p, v in wanted[name]["packages"].items())
+            done.append(f"locked {name}: {pins}")
     lock.snakebridge, lock.generator = _version(), generator_hash()
+    lock.envs = {name: entry for name, entry in lock.envs.items() if name in plans}
+    for name, plan in plans.items():
+        if env_drifts(settings, plan, wanted[name]):
+            say(f"{name}: building ({len(wanted[name]['packages'])} packages)")
+            _build(settings, plan, wanted[name], say)
+            installed = ", ".join(
+                f"{p} {v['version']}" for p, v in wanted[name]["packages"].items()
+            )
+            done.append(f"built {name} at {env_dir(settings, name)}: {installed}")
+        lock.envs[name] = wanted[name]
+        lock.envs = dict(sorted(lock.envs.items()))
+        lock.save()  # after each swap, so the lock always describes what is built
     lock.save()
     return done

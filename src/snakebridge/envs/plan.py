@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ __all__ = [
     "variant_indexes",
 ]
 
+_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
 _PROBE = """
 import hashlib, json, os, platform, sys, sysconfig
 exe = os.path.realpath(sys.executable)
@@ -65,23 +68,68 @@ class EnvPlan:
     env_vars: dict[str, str]
 
 
-def find_interpreter(python: str | None) -> str:
-    """The interpreter for ``python = ...``: a path, a version found by uv, or the host's."""
-    if not python:
-        return sys.executable
-    if "/" in python:
-        if not Path(python).exists():
-            raise EnvSetupError(
-                f"interpreter {python} does not exist; fix `python` in the environment's config"
-            )
-        return python
+def _host_matches(request: str) -> bool:
+    """True when the host interpreter satisfies a plain ``X.Y`` or ``X.Y.Z`` request."""
+    match = _VERSION.match(request)
+    if match is None or sys.implementation.name != "cpython":
+        return False
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):  # "3.13" asks for the GIL build
+        return False
+    wanted = tuple(int(part) for part in match.groups() if part is not None)
+    return tuple(sys.version_info[: len(wanted)]) == wanted
+
+
+def _uv_find(request: str, cache: Path, fresh: bool) -> str:
+    """``uv python find REQUEST``, remembered in ``cache`` while the binary is unchanged."""
     try:
-        return run_uv(["python", "find", python]).strip()
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    hit = known.get(request) if isinstance(known, dict) else None
+    if not fresh and isinstance(hit, dict):
+        try:
+            stat = os.stat(hit["path"])
+            if [stat.st_size, stat.st_mtime_ns] == hit["stat"]:
+                return str(hit["path"])
+        except (OSError, KeyError, TypeError):
+            pass
+    try:
+        found = run_uv(["python", "find", request]).strip()
     except EnvSetupError as exc:
         raise EnvSetupError(
-            f"no Python {python} found on this machine ({exc}); install it or point `python` "
-            "at an interpreter path"
+            f"no Python {request} found on this machine ({exc}); install it or point `python` "
+            "at an interpreter path, then rerun `snakebridge setup`"
         ) from None
+    stat = os.stat(found)
+    known = known if isinstance(known, dict) else {}
+    known[request] = {"path": found, "stat": [stat.st_size, stat.st_mtime_ns]}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known, sort_keys=True, indent=1) + "\n")
+        os.replace(tmp, cache)
+    except OSError:  # a read-only project still works, only slower
+        pass
+    return found
+
+
+def find_interpreter(request: str, root: Path, fresh: bool = False) -> str:
+    """The interpreter for ``python = REQUEST``: a path, a version, or "" for the host's.
+
+    A plain version the host satisfies is the host (no subprocess); other versions are found
+    by ``uv python find`` (never downloaded), cached under ``.snakebridge/envs`` unless
+    ``fresh``.
+    """
+    if not request or _host_matches(request):
+        return sys.executable
+    if "/" in request or request.startswith("."):
+        path = (root / request).expanduser()
+        if not path.exists():
+            raise EnvSetupError(
+                f"interpreter {path} does not exist; fix `python` in the environment's config"
+            )
+        return str(path)
+    return _uv_find(request, root / ".snakebridge" / "envs" / ".interpreters.json", fresh)
 
 
 def interpreter_sha256(python: str) -> str:
@@ -161,8 +209,13 @@ def variant_indexes(
     return tuple(urls)
 
 
-def plan_envs(settings: Settings, accelerator: str | None = None) -> dict[str, EnvPlan]:
-    """Every environment that needs a venv, with its sorted requirements."""
+def plan_envs(
+    settings: Settings, accelerator: str | None = None, fresh: bool = False
+) -> dict[str, EnvPlan]:
+    """Every environment that needs a venv, with its sorted requirements and interpreter.
+
+    ``fresh`` looks interpreters up again instead of trusting the cache.
+    """
     names = {lib.env for lib in (settings.libraries or {}).values()} | set(settings.envs)
     plans = {}
     for name in sorted(names):
@@ -171,7 +224,7 @@ def plan_envs(settings: Settings, accelerator: str | None = None) -> dict[str, E
         spec = settings.envs.get(name)
         plans[name] = EnvPlan(
             name=name,
-            python=find_interpreter(requested_python(settings, name)),
+            python=find_interpreter(requested_python(settings, name), settings.root, fresh),
             python_request=requested_python(settings, name),
             requirements=requested_requirements(settings, name),
             indexes=variant_indexes(settings, name, accelerator),

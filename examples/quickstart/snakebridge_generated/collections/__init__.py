@@ -109,7 +109,7 @@ class Counter(metaclass=_sb.ProxyMeta):
         """
         return _sb.invoke(_LIB, 'Counter.fromkeys', (('iterable', iterable, True), ('v', v, True)), {}, (), None)
 
-    def get(self, key: Any, default: Any = None, /) -> Any:
+    def get(self, key: Any, default: Any = _sb.NOT_GIVEN, /) -> Any:
         """Return the value for key if key is in the dictionary, else default.
 
         Signature tier: text_signature.
@@ -161,7 +161,7 @@ class Counter(metaclass=_sb.ProxyMeta):
         """
         return _sb.invoke_method(self, 'popitem', (), {}, (), None)
 
-    def setdefault(self, key: Any, default: Any = None, /) -> Any:
+    def setdefault(self, key: Any, default: Any = _sb.NOT_GIVEN, /) -> Any:
         """Insert key with a value of default if key is not in the dictionary.
 
         Return the value for key if key is in the dictionary, else default.
