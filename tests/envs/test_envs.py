@@ -15,10 +15,11 @@ import pytest
 
 import snakebridge
 from snakebridge.config import load_settings
-from snakebridge.envs.builder import drifts, setup
+from snakebridge.envs.builder import setup
 from snakebridge.envs.lock import Lock
 from snakebridge.envs.plan import plan_envs, variant_indexes
 from snakebridge.envs.uvtool import EnvSetupError
+from snakebridge.envs.verify import drifts
 
 CONFIG = """
 [tool.snakebridge]

@@ -62,8 +62,9 @@ def lock_env(plan: EnvPlan) -> dict[str, Any]:
             "Nothing was changed. Check the names and versions in [tool.snakebridge] (and your "
             "network), then rerun `snakebridge setup`."
         ) from None
-    requested = {normal_name(re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0]): r
-                 for r in plan.requirements}
+    requested = {
+        normal_name(re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0]): r for r in plan.requirements
+    }
     packages: dict[str, Any] = {}
     current: str | None = None
     for line in text.splitlines():
@@ -130,26 +131,35 @@ def _remove(directory: Path) -> None:
         time.sleep(0.05)
 
 
-def _recover(settings: Settings, name: str) -> None:
-    """Undo what a setup killed outright left: a half swap, staging and old trees."""
-    final = env_dir(settings, name)
-    olds = sorted(final.parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if not final.exists() and olds:
-        os.replace(olds.pop(), final)
-    for leftover in [*olds, *final.parent.glob(f".{name}.building-*")]:
-        _remove(leftover)
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>old|building)-\d+-[0-9a-f]{8}$")
 
 
-def _build(settings: Settings, plan: EnvPlan, entry: dict[str, Any], progress: Progress) -> None:
+def _recover(envs: Path) -> None:
+    """Undo what a setup killed outright left behind: a half swap, staging and old trees."""
+    olds: dict[str, list[Path]] = {}
+    for path in sorted(envs.glob(".*-*"), key=lambda p: p.stat().st_mtime):
+        match = _LEFTOVER.match(path.name)
+        if match and match["kind"] == "old":
+            olds.setdefault(match["name"], []).append(path)
+        elif match:
+            _remove(path)
+    for name, trees in olds.items():
+        if not (envs / name).exists():
+            os.replace(trees.pop(), envs / name)
+        for tree in trees:
+            _remove(tree)
+
+
+def _build(settings: Settings, plan: EnvPlan, entry: dict[str, Any], progress: Progress) -> Path:
+    """A complete venv for ``entry`` in a staging directory beside the final one."""
     name = plan.name
     final = env_dir(settings, name)
     staging = final.parent / f".{name}.building-{os.getpid()}-{secrets.token_hex(4)}"
-    old = final.with_name(f".{name}.old-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         staging.mkdir(parents=True)
         progress(f"{name}: creating a venv on {plan.python}")
-        run_uv(["venv", str(staging), "--python", plan.python, "--relocatable", "--quiet",
-                "--no-project"])
+        venv = ["venv", str(staging), "--python", plan.python, "--relocatable", "--no-project"]
+        run_uv([*venv, "--quiet"])  # relocatable: scripts keep working after the rename
         requirements = staging / "requirements.lock.txt"
         requirements.write_text(_requirements_file(entry))
         args = ["pip", "sync", str(requirements), "--python", str(venv_python(staging))]
@@ -159,10 +169,7 @@ def _build(settings: Settings, plan: EnvPlan, entry: dict[str, Any], progress: P
         run_uv(args, on_line=lambda line: progress(f"{name}: {line.strip()}"))
         marker = {"digest": env_digest(entry), "python_sha256": entry["python"]["sha256"]}
         (staging / MARKER).write_text(json.dumps(marker, sort_keys=True) + "\n")
-        with _signals_held():
-            if final.exists():
-                os.replace(final, old)
-            os.replace(staging, final)
+        return staging
     except EnvSetupError as exc:
         _remove(staging)
         raise EnvSetupError(
@@ -178,7 +185,21 @@ def _build(settings: Settings, plan: EnvPlan, entry: dict[str, Any], progress: P
     except BaseException:
         _remove(staging)
         raise
-    _remove(old)
+
+
+def _swap(staging: Path, final: Path) -> Path | None:
+    """Put ``staging`` in ``final``'s place; returns where the previous tree went."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+        os.replace(final, old)
+    try:
+        os.replace(staging, final)
+    except OSError:
+        if old is not None:
+            os.replace(old, final)
+        raise
+    return old
 
 
 def _ignore(_: str) -> None:
@@ -197,8 +218,7 @@ def setup(settings: Settings, check: bool = False, progress: Progress | None = N
     envs = settings.root / ".snakebridge" / "envs"
     envs.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(str(envs / ".setup.lock"), timeout=3600):
-        for name in plan_envs(settings):
-            _recover(settings, name)
+        _recover(envs)
         return _setup(settings, say)
 
 
@@ -210,6 +230,8 @@ def _setup(settings: Settings, say: Progress) -> list[str]:
     header = (lock.snakebridge, lock.generator) == (_version(), generator_hash())
     if fresh and header and set(lock.envs) == set(plans) and lock.path.exists():
         return []
+    if not plans and settings.path is None:
+        return []  # no config: the host's interpreter serves everything, nothing to lock
     if not fresh:
         plans = plan_envs(settings, fresh=True)
     done: list[str] = []
@@ -223,15 +245,23 @@ def _setup(settings: Settings, say: Progress) -> list[str]:
     lock.snakebridge, lock.generator = _version(), generator_hash()
     lock.envs = {name: entry for name, entry in lock.envs.items() if name in plans}
     for name, plan in plans.items():
+        old = None
         if env_drifts(settings, plan, wanted[name]):
             say(f"{name}: building ({len(wanted[name]['packages'])} packages)")
-            _build(settings, plan, wanted[name], say)
+            staging = _build(settings, plan, wanted[name], say)
             installed = ", ".join(
                 f"{p} {v['version']}" for p, v in wanted[name]["packages"].items()
             )
             done.append(f"built {name} at {env_dir(settings, name)}: {installed}")
-        lock.envs[name] = wanted[name]
-        lock.envs = dict(sorted(lock.envs.items()))
-        lock.save()  # after each swap, so the lock always describes what is built
+        else:
+            staging = None
+        with _signals_held():  # the swap and the lock entry that describes it go together
+            if staging is not None:
+                old = _swap(staging, env_dir(settings, name))
+            lock.envs[name] = wanted[name]
+            lock.envs = dict(sorted(lock.envs.items()))
+            lock.save()
+        if old is not None:
+            _remove(old)
     lock.save()
     return done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
@@ -19,13 +20,19 @@ __all__ = ["COMMANDS"]
 def setup(check: bool) -> None:
     """Build or update every environment from snakebridge.lock (locking first if needed)."""
     from rich.console import Console
+    from rich.text import Text
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, highlight=False)
     try:
         with console.status("checking environments") as status:
-            done = run_setup(
-                load_settings(), check=check, progress=lambda text: status.update(text)
-            )
+
+            def show(text: str) -> None:
+                if re.search(r": [+-] \S", text):  # uv's per-package line: keep it on screen
+                    console.print(f"  {text}", markup=False)
+                else:
+                    status.update(Text(text))
+
+            done = run_setup(load_settings(), check=check, progress=show)
     except SnakeBridgeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

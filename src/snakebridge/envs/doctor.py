@@ -1,29 +1,45 @@
-"""`snakebridge doctor`: one report on the host, uv, every environment and the accelerators."""
+"""`snakebridge doctor`: one report on the host, uv, every environment and the accelerators.
+
+Each line is OK, WARN or FAIL; a line that is not OK carries the command or edit that fixes it.
+Nothing is changed.
+"""
 
 from __future__ import annotations
 
 import platform
+import re
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
 from snakebridge.config import Settings
-from snakebridge.envs.builder import drifts
 from snakebridge.envs.lock import Lock
-from snakebridge.envs.plan import detect_accelerator, interpreter_facts, plan_envs
-from snakebridge.envs.uvtool import EnvSetupError, uv_binary, uv_version
-from snakebridge.runtime.interpreters import env_dir, venv_python
+from snakebridge.envs.plan import (
+    EnvPlan,
+    detect_accelerator,
+    interpreter_facts,
+    plan_envs,
+)
+from snakebridge.envs.uvtool import EnvSetupError, run_uv, uv_binary, uv_version
+from snakebridge.envs.verify import drifts
+from snakebridge.runtime.interpreters import env_dir, needs_venv, venv_python
 
 __all__ = ["Line", "diagnose"]
+
+_SETUP = "snakebridge setup"
 
 
 @dataclass(frozen=True)
 class Line:
-    status: str  # OK, WARN or FAIL
+    """One finding: ``status`` is OK, WARN or FAIL; ``fix`` says what to do about it."""
+
+    status: str
     text: str
     fix: str = ""
 
     def render(self) -> str:
+        """``STATUS text`` and, when there is one, the fix on the next line."""
         return f"{self.status:4s} {self.text}" + (f"\n     fix: {self.fix}" if self.fix else "")
 
 
@@ -31,52 +47,123 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def diagnose(settings: Settings) -> list[Line]:
-    lines = [Line("OK", f"host Python {platform.python_version()} ({sys.executable})")]
+def _threading(free_threading: bool, gil_enabled: bool) -> str:
+    build = "free-threading build" if free_threading else "GIL build"
+    return build + (", GIL enabled" if gil_enabled else ", GIL disabled")
+
+
+def _host() -> list[Line]:
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    free = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    lines = [
+        Line(
+            "OK",
+            f"host Python {platform.python_version()} ({sys.executable}; {_threading(free, gil)})",
+        )
+    ]
     try:
         lines.append(Line("OK", f"{uv_version()} ({uv_binary()})"))
     except EnvSetupError as exc:
         lines.append(Line("FAIL", f"uv unusable: {exc}", "pip install --force-reinstall uv"))
-    kind, description = detect_accelerator()
-    lines.append(
-        Line(
-            "OK" if kind == "cuda" else "WARN",
-            f"accelerator: {description}",
-            "" if kind == "cuda" else "CPU wheels will be used",
+        return lines
+    found = []
+    for request in ("3.14t", "3.13t"):
+        try:
+            found.append(run_uv(["python", "find", request]).strip())
+        except EnvSetupError:
+            continue
+    if found:
+        lines.append(Line("OK", f"free-threaded CPython available: {found[0]}"))
+    else:
+        lines.append(
+            Line(
+                "WARN",
+                "no free-threaded CPython installed (only needed for GIL-free thread pools)",
+                'uv python install 3.13t, then python = "3.13t" in [tool.snakebridge.envs.NAME]',
+            )
         )
+    return lines
+
+
+def _accelerator(settings: Settings) -> tuple[str, Line]:
+    kind, description = detect_accelerator()
+    wants_gpu = any(
+        choice == "auto" or choice.startswith("cu")
+        for env in settings.envs.values()
+        for choice in env.variants.values()
     )
+    if kind == "cuda" or not wants_gpu:
+        return kind, Line("OK", f"accelerator: {description}")
+    return kind, Line(
+        "WARN",
+        f"accelerator: {description}; wheel variants fall back to CPU builds",
+        "install the NVIDIA driver, or choose a cpu variant in [tool.snakebridge.envs.NAME]",
+    )
+
+
+def _env(settings: Settings, plan: EnvPlan, lock: Lock | None, problems: list[str]) -> list[Line]:
+    name = plan.name
+    directory = env_dir(settings, name)
+    mine = [p for p in problems if p.startswith(f"env {name}:")]
+    if not venv_python(directory).exists():
+        return [Line("FAIL", p, _SETUP) for p in mine]
+    try:
+        facts = interpreter_facts(str(venv_python(directory)))
+    except EnvSetupError as exc:
+        return [Line("FAIL", f"env {name}: its interpreter does not run: {exc}", _SETUP)]
+    threading = _threading(facts["free_threading"], facts["gil_enabled"])
+    lines = [
+        Line(
+            "OK",
+            f"env {name}: Python {facts['version']} ({facts['implementation']}, "
+            f"{threading}) at {directory}",
+        )
+    ]
+    lines += [Line("FAIL", problem, _SETUP) for problem in mine]
+    if not mine and lock is not None:
+        count = len(lock.envs[name]["packages"])
+        lines.append(Line("OK", f"env {name}: matches snakebridge.lock ({count} packages)"))
+    variants = settings.envs[name].variants if name in settings.envs else {}
+    if variants:
+        chosen = ", ".join(f"{package}={choice}" for package, choice in sorted(variants.items()))
+        lines.append(Line("OK", f"env {name}: wheel variants {chosen} → {', '.join(plan.indexes)}"))
+    return lines
+
+
+def _disk(settings: Settings, plans: dict[str, EnvPlan]) -> list[Line]:
+    envs = settings.root / ".snakebridge" / "envs"
+    if not envs.exists():
+        return []
+    lines = [Line("OK", f"disk used by environments: {_size(envs) / 2**20:.0f} MiB ({envs})")]
+    for path in sorted(envs.iterdir()):
+        if re.match(r"^\..+\.(old|building)-", path.name):
+            lines.append(
+                Line("WARN", f"leftover of an interrupted setup: {path}", f"{_SETUP} (removes it)")
+            )
+        elif path.is_dir() and not path.name.startswith(".") and path.name not in plans:
+            lines.append(
+                Line("WARN", f"env {path.name} is no longer configured ({path})", f"rm -rf {path}")
+            )
+    return lines
+
+
+def diagnose(settings: Settings) -> list[Line]:
+    """The whole report, in order: host, uv, accelerator, environments, disk."""
+    lines = _host()
+    kind, line = _accelerator(settings)
+    lines.append(line)
     try:
         plans = plan_envs(settings, kind)
         lock = Lock.load(settings.root)
     except EnvSetupError as exc:
-        return [*lines, Line("FAIL", str(exc), "fix the config, then `snakebridge setup`")]
-    if not plans:
-        lines.append(Line("OK", "no environment needs a venv (stdlib/host libraries only)"))
-    problems = drifts(settings, lock, plans)
-    for name in plans:
-        directory = env_dir(settings, name)
-        mine = [p for p in problems if p.startswith(f"env {name}:")]
-        if not venv_python(directory).exists():
-            lines.append(Line("FAIL", f"env {name}: missing ({directory})", "snakebridge setup"))
-            continue
-        facts = interpreter_facts(str(venv_python(directory)))
-        threading = ("free-threading build" if facts["free_threading"] else "GIL build") + (
-            ", GIL enabled" if facts["gil_enabled"] else ", GIL disabled"
-        )
+        return [*lines, Line("FAIL", str(exc), f"fix the config, then `{_SETUP}`")]
+    if not needs_venv(settings, "default"):
         lines.append(
-            Line(
-                "OK",
-                f"env {name}: Python {facts['version']} ({facts['implementation']}, {threading})",
-            )
+            Line("OK", "env default: the host's interpreter (stdlib and host libraries; no venv)")
         )
-        for problem in mine:
-            lines.append(Line("FAIL", problem, "snakebridge setup"))
-        if not mine:
-            count = len(lock.envs[name]["packages"]) if lock else 0
-            lines.append(Line("OK", f"env {name}: matches the lock ({count} packages)"))
-    envs_root = settings.root / ".snakebridge" / "envs"
-    if envs_root.exists():
-        lines.append(Line("OK", f"disk used by environments: {_size(envs_root) / 2**20:.0f} MiB"))
-    if lock is None and plans:
-        lines.append(Line("FAIL", "snakebridge.lock is missing", "snakebridge setup"))
-    return lines
+    if plans and lock is None:
+        lines.append(Line("FAIL", "snakebridge.lock is missing", _SETUP))
+    problems = drifts(settings, lock, plans)
+    for plan in plans.values():
+        lines += _env(settings, plan, lock, problems)
+    return lines + _disk(settings, plans)

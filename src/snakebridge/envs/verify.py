@@ -117,9 +117,7 @@ def env_drifts(settings: Settings, plan: EnvPlan, entry: dict[str, Any]) -> list
                 f"missing, e.g. {have['missing'][0]})"
             )
     for package, have in sorted(installed.items()):
-        problems.append(
-            f"env {name}: {package} {have['version']} is installed but not in the lock"
-        )
+        problems.append(f"env {name}: {package} {have['version']} is installed but not in the lock")
     return problems
 
 
