@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,57 +19,7 @@ from snakebridge.envs.lock import Lock
 from snakebridge.envs.plan import plan_envs, variant_indexes
 from snakebridge.envs.uvtool import EnvSetupError
 from snakebridge.envs.verify import drifts
-
-CONFIG = """
-[tool.snakebridge]
-scan = ["app"]
-[tool.snakebridge.libraries]
-numpy = "==2.1.3"
-legacy_np = { package = "numpy", version = "==1.26.4", env = "legacy", module = "numpy" }
-[tool.snakebridge.envs.legacy]
-python = "3.11"
-"""
-
-
-def cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["snakebridge", *args], cwd=root, capture_output=True, text=True, timeout=900
-    )
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("envs")
-    (root / "pyproject.toml").write_text(CONFIG)
-    (root / "app").mkdir()
-    (root / "app" / "main.py").write_text(
-        "from snakebridge_generated import legacy_np, numpy\nnumpy.mean\nlegacy_np.mean\n"
-    )
-    result = cli(root, "setup")
-    assert result.returncode == 0, result.stderr
-    yield root
-
-
-@pytest.fixture
-def in_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(project)
-    monkeypatch.delenv("SNAKEBRIDGE_CONFIG", raising=False)
-    snakebridge.shutdown()
-    yield project
-    snakebridge.shutdown()
-
-
-def python_of(root: Path, env: str) -> str:
-    return str(root / ".snakebridge" / "envs" / env / "bin" / "python")
-
-
-def numpy_version(root: Path, env: str) -> str:
-    return subprocess.run(
-        [python_of(root, env), "-c", "import numpy; print(numpy.__version__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+from tests.envs.conftest import CONFIG, cli, numpy_version
 
 
 def test_two_numpys_in_one_host_process(in_project: Path) -> None:
@@ -165,12 +114,11 @@ def test_interrupted_setup_leaves_the_old_env_usable(project: Path) -> None:
             text=True,
         )
         deadline = time.monotonic() + 120
-        while not list(envs.glob(".legacy.building-*")) and time.monotonic() < deadline:
-            if run.poll() is not None:
-                break
-            time.sleep(0.005)
-        time.sleep(0.1)  # well inside the build: uv is creating the venv or installing
-        run.send_signal(signal.SIGINT)
+        installing = ".legacy.building-*/lib/python*/site-packages/numpy"
+        while not list(envs.glob(installing)) and time.monotonic() < deadline:
+            assert run.poll() is None, "setup finished before it could be interrupted"
+            time.sleep(0.001)
+        run.send_signal(signal.SIGINT)  # uv is installing into the staging venv right now
         _, stderr = run.communicate(timeout=120)
         assert run.returncode == 130 and "previous environments are unchanged" in stderr
         assert numpy_version(project, "legacy") == "1.26.4"
@@ -213,3 +161,39 @@ def test_wheel_variants_come_from_config(tmp_path: Path) -> None:
     with pytest.raises(EnvSetupError, match="variant 'rocm' of torch"):
         variant_indexes(settings, "typo", "cpu")
     assert os.path.exists(sys.executable)
+
+
+def test_config_change_makes_the_env_stale_until_setup(in_project: Path) -> None:
+    original = (in_project / "pyproject.toml").read_text()
+    (in_project / "pyproject.toml").write_text(original.replace("==1.26.4", "==1.26.3"))
+    try:
+        with pytest.raises(snakebridge.EnvironmentMissing, match=r"stale.*snakebridge setup"):
+            snakebridge.get("legacy_np", "__version__")
+        assert snakebridge.get("numpy", "__version__") == "2.1.3"  # other envs unaffected
+        check = cli(in_project, "setup", "--check")
+        assert check.returncode == 1
+        assert "env legacy: requirements changed" in check.stdout
+        assert "+numpy==1.26.3" in check.stdout and "-numpy==1.26.4" in check.stdout
+    finally:
+        (in_project / "pyproject.toml").write_text(original)
+
+
+def test_console_scripts_survive_the_swap(project: Path) -> None:
+    f2py = project / ".snakebridge" / "envs" / "legacy" / "bin" / "f2py"
+    assert ".building-" not in f2py.read_text(errors="replace")
+    done = subprocess.run([str(f2py), "-v"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "1.26.4"
+
+
+def test_resolving_fails_before_anything_is_built(project: Path) -> None:
+    original = (project / "pyproject.toml").read_text()
+    lock_before = (project / "snakebridge.lock").read_bytes()
+    changed = original.replace("==2.1.3", "==2.1.2").replace("==1.26.4", "==1.26.999")
+    (project / "pyproject.toml").write_text(changed)
+    try:
+        result = cli(project, "setup")
+        assert result.returncode == 1 and "cannot resolve environment 'legacy'" in result.stderr
+        assert numpy_version(project, "default") == "2.1.3"  # resolved fine, yet not rebuilt
+        assert (project / "snakebridge.lock").read_bytes() == lock_before
+    finally:
+        (project / "pyproject.toml").write_text(original)

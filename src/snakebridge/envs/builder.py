@@ -242,6 +242,12 @@ def _setup(settings: Settings, say: Progress) -> list[str]:
         if resolved:
             pins = ", ".join(f"{p}=={v['version']}" for p, v in wanted[name]["packages"].items())
             done.append(f"locked {name}: {pins}")
+        elif wanted[name] != lock.envs.get(name):
+            python = wanted[name]["python"]
+            done.append(
+                f"locked {name}: same packages on {python['implementation']} "
+                f"{python['version']} (interpreter {python['sha256'][:12]})"
+            )
     lock.snakebridge, lock.generator = _version(), generator_hash()
     lock.envs = {name: entry for name, entry in lock.envs.items() if name in plans}
     for name, plan in plans.items():

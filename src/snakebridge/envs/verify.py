@@ -113,7 +113,7 @@ def env_drifts(settings: Settings, plan: EnvPlan, entry: dict[str, Any]) -> list
             )
         elif have["missing"]:
             problems.append(
-                f"env {name}: package {package} is damaged ({len(have['missing'])} files "
+                f"env {name}: package {package} is damaged ({len(have['missing'])} file(s) "
                 f"missing, e.g. {have['missing'][0]})"
             )
     for package, have in sorted(installed.items()):
