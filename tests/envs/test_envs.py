@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,8 +15,7 @@ import snakebridge
 from snakebridge.config import load_settings
 from snakebridge.envs.builder import setup
 from snakebridge.envs.lock import Lock
-from snakebridge.envs.plan import plan_envs, variant_indexes
-from snakebridge.envs.uvtool import EnvSetupError
+from snakebridge.envs.plan import plan_envs
 from snakebridge.envs.verify import drifts
 from tests.envs.conftest import CONFIG, cli, numpy_version
 
@@ -144,23 +142,6 @@ def test_missing_env_is_an_error_naming_setup(
     assert any(
         "does not exist" in d for d in drifts(settings, Lock.load(tmp_path), plan_envs(settings))
     )
-
-
-def test_wheel_variants_come_from_config(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text(
-        '[tool.snakebridge.variants.torch]\ncpu = "https://download.pytorch.org/whl/cpu"\n'
-        'cu121 = "https://download.pytorch.org/whl/cu121"\n'
-        '[tool.snakebridge.envs.gpu]\nvariants = { torch = "auto" }\n'
-        '[tool.snakebridge.envs.pinned]\nvariants = { torch = "cu121" }\n'
-        '[tool.snakebridge.envs.typo]\nvariants = { torch = "rocm" }\n'
-    )
-    settings = load_settings(tmp_path)
-    assert variant_indexes(settings, "gpu", "cpu") == ("https://download.pytorch.org/whl/cpu",)
-    assert variant_indexes(settings, "gpu", "cuda") == ("https://download.pytorch.org/whl/cu121",)
-    assert variant_indexes(settings, "pinned", "cpu") == ("https://download.pytorch.org/whl/cu121",)
-    with pytest.raises(EnvSetupError, match="variant 'rocm' of torch"):
-        variant_indexes(settings, "typo", "cpu")
-    assert os.path.exists(sys.executable)
 
 
 def test_config_change_makes_the_env_stale_until_setup(in_project: Path) -> None:

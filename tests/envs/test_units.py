@@ -18,6 +18,7 @@ from snakebridge.envs.doctor import diagnose
 from snakebridge.envs.lock import Lock, generator_hash
 from snakebridge.envs.plan import find_interpreter, plan_envs
 from snakebridge.envs.uvtool import EnvSetupError
+from snakebridge.envs.variants import choose_variant, parse_cuda_version, variant_indexes
 from snakebridge.runtime.interpreters import interpreter_for, requested_requirements
 
 
@@ -99,3 +100,34 @@ def test_doctor_without_config_needs_nothing(tmp_path: Path) -> None:
     assert "OK   host Python" in text and "OK   uv " in text
     assert all(line.status != "FAIL" for line in lines)
     assert all(line.fix for line in lines if line.status != "OK")
+
+
+def test_wheel_variants_come_from_config(tmp_path: Path) -> None:
+    project(
+        tmp_path,
+        '[tool.snakebridge.variants.torch]\ncpu = "https://download.pytorch.org/whl/cpu"\n'
+        'cu118 = "https://download.pytorch.org/whl/cu118"\n'
+        'cu121 = "https://download.pytorch.org/whl/cu121"\n'
+        '[tool.snakebridge.envs.gpu]\nvariants = { torch = "auto" }\nrequirements = ["torch"]\n'
+        '[tool.snakebridge.envs.pinned]\nvariants = { torch = "cu118" }\n'
+        '[tool.snakebridge.envs.typo]\nvariants = { torch = "rocm" }\n',
+    )
+    settings = load_settings(tmp_path)
+    url = "https://download.pytorch.org/whl/"
+    assert variant_indexes(settings, "gpu", "cpu") == (url + "cpu",)
+    assert variant_indexes(settings, "gpu", "cu124") == (url + "cu121",)  # newest supported
+    assert variant_indexes(settings, "gpu", "cu120") == (url + "cu118",)
+    assert variant_indexes(settings, "gpu", "cu110") == (url + "cpu",)  # driver too old
+    assert variant_indexes(settings, "gpu", "cuda") == (url + "cu121",)  # version unknown
+    assert variant_indexes(settings, "pinned", "cpu") == (url + "cu118",)
+    with pytest.raises(EnvSetupError, match="variant 'rocm' of torch"):
+        variant_indexes(settings, "typo", "cpu")
+    assert plan_envs(settings, "cu124")["gpu"].indexes == (url + "cu121",)
+
+
+def test_cuda_version_is_read_from_nvidia_smi_or_torch() -> None:
+    banner = "| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2     |"
+    assert parse_cuda_version(banner) == "cu122"
+    assert parse_cuda_version("11.8") == "cu118"
+    assert parse_cuda_version("no gpu here") is None
+    assert choose_variant({"cpu": "a", "cu122": "b"}, "cu122") == "cu122"

@@ -15,13 +15,9 @@ from pathlib import Path
 
 from snakebridge.config import Settings
 from snakebridge.envs.lock import Lock
-from snakebridge.envs.plan import (
-    EnvPlan,
-    detect_accelerator,
-    interpreter_facts,
-    plan_envs,
-)
+from snakebridge.envs.plan import EnvPlan, interpreter_facts, plan_envs
 from snakebridge.envs.uvtool import EnvSetupError, run_uv, uv_binary, uv_version
+from snakebridge.envs.variants import detect_accelerator
 from snakebridge.envs.verify import drifts
 from snakebridge.runtime.interpreters import env_dir, needs_venv, venv_python
 
@@ -92,7 +88,7 @@ def _accelerator(settings: Settings) -> tuple[str, Line]:
         for env in settings.envs.values()
         for choice in env.variants.values()
     )
-    if kind == "cuda" or not wants_gpu:
+    if kind != "cpu" or not wants_gpu:
         return kind, Line("OK", f"accelerator: {description}")
     return kind, Line(
         "WARN",

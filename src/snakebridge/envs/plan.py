@@ -15,6 +15,7 @@ from typing import Any
 
 from snakebridge.config import Settings
 from snakebridge.envs.uvtool import EnvSetupError, run_uv
+from snakebridge.envs.variants import variant_indexes
 from snakebridge.runtime.interpreters import (
     WORKER_REQUIREMENTS,
     needs_venv,
@@ -25,12 +26,10 @@ from snakebridge.runtime.interpreters import (
 __all__ = [
     "WORKER_REQUIREMENTS",
     "EnvPlan",
-    "detect_accelerator",
     "find_interpreter",
     "interpreter_facts",
     "interpreter_sha256",
     "plan_envs",
-    "variant_indexes",
 ]
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
@@ -153,60 +152,6 @@ def interpreter_facts(python: str) -> dict[str, Any]:
         raise EnvSetupError(f"cannot run {python}: {done.stderr.strip()[-500:]}")
     facts: dict[str, Any] = json.loads(done.stdout)
     return facts
-
-
-def detect_accelerator() -> tuple[str, str]:
-    """("cuda", description) when an NVIDIA GPU is visible, else ("cpu", why not)."""
-    import shutil
-
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        done = subprocess.run(
-            [smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-        if done.returncode == 0 and done.stdout.strip():
-            return "cuda", done.stdout.strip().splitlines()[0]
-    try:
-        import torch  # type: ignore[import-not-found, unused-ignore]
-
-        if torch.cuda.is_available():
-            return "cuda", str(torch.cuda.get_device_name(0))
-    except Exception:  # torch absent or broken: no CUDA from it
-        pass
-    return "cpu", "no NVIDIA GPU visible (nvidia-smi not found or reports none)"
-
-
-_VARIANT_PREFIX = {"cuda": "cu", "cpu": "cpu"}
-
-
-def variant_indexes(
-    settings: Settings, env: str, accelerator: str | None = None
-) -> tuple[str, ...]:
-    """Index URLs for packages with per-accelerator builds, chosen by config or detection.
-
-    ``"auto"`` picks the first variant key that starts with the detected accelerator's prefix
-    (``cu…`` for CUDA), else ``cpu``.
-    """
-    chosen = settings.envs[env].variants if env in settings.envs else {}
-    urls = []
-    for package, choice in sorted(chosen.items()):
-        options = settings.variants.get(package, {})
-        key = choice
-        if choice == "auto":
-            if accelerator is None:
-                accelerator = detect_accelerator()[0]
-            prefix = _VARIANT_PREFIX.get(accelerator, accelerator)
-            key = next((k for k in sorted(options) if k.startswith(prefix)), "cpu")
-        if key not in options:
-            raise EnvSetupError(
-                f"variant {key!r} of {package} is not in [tool.snakebridge.variants.{package}] "
-                f"(known: {sorted(options)})"
-            )
-        urls.append(options[key])
-    return tuple(urls)
 
 
 def plan_envs(
