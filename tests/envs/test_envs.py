@@ -96,7 +96,19 @@ def test_bad_version_leaves_the_previous_env_intact(project: Path) -> None:
     assert cli(project, "setup", "--check").returncode == 0
 
 
-def test_interrupted_setup_leaves_the_old_env_usable(project: Path) -> None:
+def running_commands() -> list[str]:
+    """Command lines of this machine's processes (Linux /proc; elsewhere none)."""
+    found: list[str] = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        try:
+            found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, UnicodeDecodeError):
+            continue
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_setup_leaves_the_old_env_usable(project: Path, signum: int) -> None:
     original = (project / "pyproject.toml").read_text()
     lock_before = (project / "snakebridge.lock").read_bytes()
     (project / "pyproject.toml").write_text(
@@ -116,11 +128,12 @@ def test_interrupted_setup_leaves_the_old_env_usable(project: Path) -> None:
         while not list(envs.glob(installing)) and time.monotonic() < deadline:
             assert run.poll() is None, "setup finished before it could be interrupted"
             time.sleep(0.001)
-        run.send_signal(signal.SIGINT)  # uv is installing into the staging venv right now
+        run.send_signal(signum)  # uv is installing into the staging venv right now
         _, stderr = run.communicate(timeout=120)
         assert run.returncode == 130 and "previous environments are unchanged" in stderr
         assert numpy_version(project, "legacy") == "1.26.4"
         assert not list(envs.glob(".legacy.building-*"))
+        assert not [pid for pid in running_commands() if ".legacy.building-" in pid]  # no uv
         assert (project / "snakebridge.lock").read_bytes() == lock_before
     finally:
         (project / "pyproject.toml").write_text(original)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
+from types import FrameType
 
 import click
 
@@ -15,6 +17,10 @@ from snakebridge.runtime.errors import SnakeBridgeError
 __all__ = ["COMMANDS"]
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: uv stopped, staging removed
+
+
 @click.command()
 @click.option("--check", is_flag=True, help="Verify against the lock; change nothing.")
 def setup(check: bool) -> None:
@@ -23,6 +29,8 @@ def setup(check: bool) -> None:
     from rich.text import Text
 
     console = Console(stderr=True, highlight=False)
+    if not check:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         with console.status("checking environments") as status:
 
@@ -35,6 +43,13 @@ def setup(check: bool) -> None:
             done = run_setup(load_settings(), check=check, progress=show)
     except SnakeBridgeError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # a full disk or a permission, after the environments were built
+        click.echo(
+            f"error: {exc}\nEvery environment is either the previous one or complete; fix the "
+            "cause and rerun `snakebridge setup`.",
+            err=True,
+        )
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo(
@@ -62,7 +77,7 @@ def doctor() -> None:
     """Report on the host, uv, every environment and GPU visibility, with fixes."""
     try:
         lines = diagnose(load_settings())
-    except SnakeBridgeError as exc:
+    except (SnakeBridgeError, OSError) as exc:
         click.echo(f"FAIL {exc}")
         sys.exit(1)
     for line in lines:
