@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from snakebridge.config import load_settings
+from snakebridge.envs.builder import setup
+from snakebridge.envs.uvtool import EnvSetupError
 from snakebridge.runtime.interpreters import MARKER, env_digest
 from tests.envs.conftest import cli
 
@@ -92,3 +99,31 @@ def test_another_interpreter_binary_is_a_drift_and_setup_rebuilds(small: Path) -
     after = json.loads(path.read_text())["envs"]["tiny"]
     assert after["python"]["sha256"] == real and after["packages"] == pins
     assert cli(small, "setup", "--check").returncode == 0
+
+
+def test_full_disk_while_building_keeps_the_env(
+    small: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    envs = small / ".snakebridge" / "envs"
+    site = next((envs / "tiny").glob("lib/python*/site-packages"))
+    (site / "six.py").unlink()  # never write in place: a hardlink would reach uv's cache
+    (site / "six.py").write_text("# damaged\n")
+    assert "env tiny: package six was changed after install (hash differs" in "\n".join(
+        setup(load_settings(small), check=True)
+    )
+    write_text = Path.write_text
+
+    def full(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.name == MARKER:  # the last write of a build
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(EnvSetupError, match="No space left on device") as failure:
+        setup(load_settings(small))
+    assert "previous environment is unchanged" in str(failure.value)
+    assert not list(envs.glob(".tiny.*"))
+    assert (site / "six.py").read_text() == "# damaged\n"  # the old tree, untouched
+    monkeypatch.undo()
+    assert setup(load_settings(small))
+    assert six_version(small) == "1.16.0"

@@ -23,10 +23,11 @@ from typing import Any
 import filelock
 
 from snakebridge.config import Settings
+from snakebridge.envs.installed import FILES, fingerprint, normal_name
 from snakebridge.envs.lock import Lock, generator_hash
 from snakebridge.envs.plan import EnvPlan, interpreter_facts, plan_envs
 from snakebridge.envs.uvtool import EnvSetupError, run_uv
-from snakebridge.envs.verify import config_drift, drifts, env_drifts, normal_name
+from snakebridge.envs.verify import config_drift, drifts, env_drifts
 from snakebridge.runtime.interpreters import MARKER, env_digest, env_dir, venv_python
 
 __all__ = ["Progress", "lock_env", "setup"]
@@ -163,10 +164,12 @@ def _build(settings: Settings, plan: EnvPlan, entry: dict[str, Any], progress: P
         requirements = staging / "requirements.lock.txt"
         requirements.write_text(_requirements_file(entry))
         args = ["pip", "sync", str(requirements), "--python", str(venv_python(staging))]
-        args += ["--require-hashes"]
+        args += ["--require-hashes", "--link-mode=copy"]  # no hardlinks: editing a venv
+        # file must never reach uv's cache, nor a cache clean the venv
         for url in entry.get("indexes", []):
             args += ["--extra-index-url", url]
         run_uv(args, on_line=lambda line: progress(f"{name}: {line.strip()}"))
+        (staging / FILES).write_text(json.dumps(fingerprint(staging), sort_keys=True) + "\n")
         marker = {"digest": env_digest(entry), "python_sha256": entry["python"]["sha256"]}
         (staging / MARKER).write_text(json.dumps(marker, sort_keys=True) + "\n")
         return staging
@@ -229,6 +232,7 @@ def _setup(settings: Settings, say: Progress) -> list[str]:
     fresh = not drifts(settings, lock, plans)
     header = (lock.snakebridge, lock.generator) == (_version(), generator_hash())
     if fresh and header and set(lock.envs) == set(plans) and lock.path.exists():
+        _fingerprint_missing(settings, plans)
         return []
     if not plans and settings.path is None:
         return []  # no config: the host's interpreter serves everything, nothing to lock
@@ -270,4 +274,13 @@ def _setup(settings: Settings, say: Progress) -> list[str]:
         if old is not None:
             _remove(old)
     lock.save()
+    _fingerprint_missing(settings, plans)
     return done
+
+
+def _fingerprint_missing(settings: Settings, plans: dict[str, EnvPlan]) -> None:
+    """Give a verified venv built before fingerprints existed its file list (faster checks)."""
+    for name in plans:
+        directory = env_dir(settings, name)
+        if venv_python(directory).exists() and not (directory / FILES).exists():
+            (directory / FILES).write_text(json.dumps(fingerprint(directory), sort_keys=True))

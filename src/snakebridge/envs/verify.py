@@ -7,47 +7,16 @@ prints them, `doctor` files them under their environment, `setup` repairs them.
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 from typing import Any
 
 from snakebridge.config import Settings
+from snakebridge.envs.installed import installed_packages
 from snakebridge.envs.lock import LOCK_NAME, Lock
 from snakebridge.envs.plan import EnvPlan, interpreter_facts, interpreter_sha256
 from snakebridge.envs.uvtool import EnvSetupError
 from snakebridge.runtime.interpreters import MARKER, env_digest, env_dir, venv_python
 
-__all__ = ["config_drift", "drifts", "env_drifts", "installed_packages", "normal_name"]
-
-
-def normal_name(name: str) -> str:
-    """PEP 503 normalized project name (``Scikit_Learn`` → ``scikit-learn``)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def installed_packages(directory: Path) -> dict[str, dict[str, Any]]:
-    """Packages in a venv from their dist-info: version and files missing on disk."""
-    found: dict[str, dict[str, Any]] = {}
-    for site in directory.glob("lib/python*/site-packages"):
-        for info in site.glob("*.dist-info"):
-            try:
-                head = (info / "METADATA").read_text(errors="replace").split("\n\n", 1)[0]
-            except OSError:
-                continue
-            fields = dict(line.split(": ", 1) for line in head.splitlines() if ": " in line)
-            missing = []
-            try:
-                for row in (info / "RECORD").read_text().splitlines():
-                    path = row.split(",", 1)[0]
-                    if path and not path.endswith(".pyc") and not (site / path).exists():
-                        missing.append(path)
-            except OSError:
-                pass
-            found[normal_name(fields.get("Name", info.name))] = {
-                "version": fields.get("Version", ""),
-                "missing": missing,
-            }
-    return found
+__all__ = ["config_drift", "drifts", "env_drifts"]
 
 
 def config_drift(plan: EnvPlan, entry: dict[str, Any] | None) -> str | None:
@@ -115,6 +84,11 @@ def env_drifts(settings: Settings, plan: EnvPlan, entry: dict[str, Any]) -> list
             problems.append(
                 f"env {name}: package {package} is damaged ({len(have['missing'])} file(s) "
                 f"missing, e.g. {have['missing'][0]})"
+            )
+        elif have["modified"]:
+            problems.append(
+                f"env {name}: package {package} was changed after install (hash differs: "
+                f"{len(have['modified'])} file(s), e.g. {have['modified'][0]})"
             )
     for package, have in sorted(installed.items()):
         problems.append(f"env {name}: {package} {have['version']} is installed but not in the lock")
