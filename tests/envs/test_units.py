@@ -35,7 +35,7 @@ def test_no_config_and_stdlib_configs_use_the_host_and_need_no_setup(tmp_path: P
     assert settings.libraries is None
     assert interpreter_for(settings, "default") == sys.executable
     assert plan_envs(settings) == {} and setup(settings) == []
-    assert not (bare / "snakebridge.lock").exists()
+    assert not (bare / "snakebridge.lock").exists() and not (bare / ".snakebridge").exists()
     (tmp_path / "std").mkdir()
     std = project(tmp_path / "std", '[tool.snakebridge.libraries]\njson = "stdlib"\n')
     assert interpreter_for(load_settings(std), "default") == sys.executable

@@ -218,6 +218,8 @@ def setup(settings: Settings, check: bool = False, progress: Progress | None = N
     say = progress or _ignore
     if check:
         return drifts(settings, Lock.load(settings.root), plan_envs(settings))
+    if settings.path is None and not plan_envs(settings):
+        return []  # no config: the host's interpreter serves everything, nothing to lock
     envs = settings.root / ".snakebridge" / "envs"
     envs.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(str(envs / ".setup.lock"), timeout=3600):
@@ -234,8 +236,6 @@ def _setup(settings: Settings, say: Progress) -> list[str]:
     if fresh and header and set(lock.envs) == set(plans) and lock.path.exists():
         _fingerprint_missing(settings, plans)
         return []
-    if not plans and settings.path is None:
-        return []  # no config: the host's interpreter serves everything, nothing to lock
     if not fresh:
         plans = plan_envs(settings, fresh=True)
     done: list[str] = []
