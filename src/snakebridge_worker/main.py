@@ -48,6 +48,8 @@ _BUILTIN_OPS["index"] = operator.index
 
 SPIN_S = 50e-6
 BACK_TO_BACK_S = 1e-3
+SPIN_MISSES = 4
+SPIN_SKIP = 64
 
 
 class SymbolError(Exception):
@@ -126,6 +128,8 @@ class Connection:
         self.buffer = bytearray()
         self.scratch = bytearray(1 << 16)
         self.back_to_back = False
+        self.spin_misses = 0
+        self.spin_skip = 0
         self.view = memoryview(self.scratch)
 
     def read(self) -> Optional[bytes]:
@@ -156,13 +160,20 @@ class Connection:
         poll at all, so the CPU cost is bounded by ``SPIN_S`` per busy call.
         """
         started = time.perf_counter()
-        if self.back_to_back:
+        if self.back_to_back and self.spin_skip:
+            self.spin_skip -= 1
+        elif self.back_to_back:
             deadline = started + SPIN_S
             while time.perf_counter() < deadline:
                 try:
-                    return self.sock.recv_into(self.scratch, 0, socket.MSG_DONTWAIT)
+                    got = self.sock.recv_into(self.scratch, 0, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     continue
+                self.spin_misses = 0
+                return got
+            self.spin_misses += 1  # the caller may share our CPU: pause spinning a while
+            if self.spin_misses >= SPIN_MISSES:
+                self.spin_misses, self.spin_skip = 0, SPIN_SKIP
         got = self.sock.recv_into(self.scratch)
         self.back_to_back = time.perf_counter() - started < BACK_TO_BACK_S
         return got

@@ -14,6 +14,8 @@ __all__ = ["Connection", "PeerClosed"]
 
 _RECV_SIZE = 1 << 16
 _LARGE = 1 << 16
+_POLL_MISSES = 4  # polls in a row that found nothing before polling pauses
+_POLL_SKIP = 64  # calls to skip polling for, then try again
 
 
 class PeerClosed(Exception):
@@ -31,6 +33,8 @@ class Connection:
         self._buffer = bytearray()
         self._scratch = bytearray(_RECV_SIZE)
         self._view = memoryview(self._scratch)
+        self._poll_misses = 0
+        self._poll_skip = 0
         self._poller = select.poll()
         self._poller.register(self.fd, select.POLLIN)
 
@@ -120,12 +124,24 @@ class Connection:
         self._buffer += chunk
 
     def poll_briefly(self, seconds: float) -> None:
-        """Read without blocking for up to ``seconds`` or until a whole frame is buffered."""
+        """Read without blocking for up to ``seconds`` or until a whole frame is buffered.
+
+        Adaptive: after a few polls in a row that found nothing (the peer shares this CPU, or
+        its calls are slow) polling is skipped for a while, so it never costs a lone CPU.
+        """
+        if self._poll_skip:
+            self._poll_skip -= 1
+            return
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
-            self.feed_nonblocking()
-            if self.frame_ready():
-                return
+            if self._poller.poll(0):  # cheaper than a recv that raises when nothing is there
+                self.feed_nonblocking()
+                if self.frame_ready():
+                    self._poll_misses = 0
+                    return
+        self._poll_misses += 1
+        if self._poll_misses >= _POLL_MISSES:
+            self._poll_misses, self._poll_skip = 0, _POLL_SKIP
 
     def frame_ready(self) -> bool:
         buffer = self._buffer

@@ -41,6 +41,7 @@ __all__ = ["Call", "Pool"]
 
 _MAX_BACKOFF_S = 5.0
 _HEALTH_INTERVAL_S = 5.0
+_TRUST_RECENT_S = 0.005
 _POLL_S = 40e-6  # how long a caller polls for a fast answer before sleeping on the socket
 _HEALTH_TIMEOUT_S = 5.0
 _FAIL_WAITERS_AFTER = 3
@@ -224,8 +225,12 @@ class Pool:
                 return worker
 
     def _still_alive(self, worker: WorkerProcess, want: WorkerProcess | None) -> bool:
-        """False (and the worker replaced) when it died while idle."""
-        if worker.proc.poll() is None:
+        """False (and the worker replaced) when it died while idle.
+
+        A worker released moments ago is trusted without a waitpid: a crash since then still
+        surfaces as EOF on its socket.
+        """
+        if time.monotonic() - worker.idle_since < _TRUST_RECENT_S or worker.proc.poll() is None:
             return True
         death = worker.crashed("no call (it died while idle)")
         self._retire(worker, reason="crash")
@@ -333,6 +338,7 @@ class Pool:
                     break
             else:
                 worker.state = "idle"
+                worker.idle_since = time.monotonic()
                 self._idle.append(worker)
                 return
         self._wake(waiter, worker=worker)
@@ -474,6 +480,15 @@ class Pool:
         self._retire(worker, reason="crash")
         return death
 
+    def _poll_s(self) -> float:
+        """Poll for a fast answer only while this is the pool's one call in flight.
+
+        With several callers, polling threads compete with the workers for the CPUs and cost
+        throughput; a lone caller gains a whole scheduler wake-up.
+        """
+        busy = sum(1 for worker in self._workers if worker.state == "busy")
+        return _POLL_S if busy <= 1 else 0.0
+
     def _send(self, worker: WorkerProcess, call: Call) -> None:
         data = worker.flush_releases() + call.frame
         with worker.send_lock:
@@ -518,7 +533,7 @@ class Pool:
         try:
             self._send(worker, call)
             while True:
-                body = worker.conn.read(deadline, _POLL_S)
+                body = worker.conn.read(deadline, self._poll_s())
                 done, value = self._answer(worker, call, body, codec)
                 if done:
                     break
@@ -553,7 +568,7 @@ class Pool:
         deadline = loop.time() + call.timeout if call.timeout is not None else None
         try:
             self._send(worker, call)
-            worker.conn.poll_briefly(_POLL_S)  # a fast answer skips the event-loop trip
+            worker.conn.poll_briefly(self._poll_s())  # a fast answer skips the event-loop trip
             while True:
                 body = worker.conn.parse()
                 if body is None:

@@ -134,6 +134,7 @@ class WorkerProcess:
         self.info: dict[str, Any] = {}
         self.owner: Any = None
         self.recycling = False  # withheld from calls while its replacement starts
+        self.idle_since = 0.0  # monotonic time it last went idle
         self.kill_reason = ""  # why the host killed it, for the crash report
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
         host_sock, worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
