@@ -344,7 +344,13 @@ class Contenders:
 
             return run
 
+        def sb_map(total: int) -> float:
+            start = time.perf_counter()
+            snakebridge.map("operator", "pos", range(total))
+            return time.perf_counter() - start
+
         runs: dict[str, Callable[[int], float]] = {
+            "snakebridge.map (pipelined)": sb_map,
             "snakebridge.call, 2 threads": sb_threads(2),
             "snakebridge.call, 4 threads": sb_threads(4),
             f"snakebridge.acall, {TP_IN_FLIGHT} tasks": sb_acall,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any as _Any
 
 from snakebridge.runtime.client import acall, aget, call, get, options, shutdown, status
+from snakebridge.runtime.client import map_ as map
 from snakebridge.runtime.errors import (
     CallTimeout,
     ConfigError,
@@ -71,6 +72,7 @@ __all__ = [
     "aget",
     "call",
     "get",
+    "map",
     "options",
     "session",
     "shutdown",

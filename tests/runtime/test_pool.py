@@ -158,3 +158,27 @@ def test_library_output_reaches_host_stderr_prefixed(tmp_path: Path) -> None:
     line = next(ln for ln in done.stderr.splitlines() if "hello from a worker" in ln)
     assert line.startswith("[snakebridge default worker ")
     assert line.endswith("] hello from a worker")
+
+
+def test_map_pipelines_calls_in_order_and_raises_the_first_error() -> None:
+    assert snakebridge.map("math", "sqrt", [1, 4, 9, 16]) == [1.0, 2.0, 3.0, 4.0]
+    assert snakebridge.map("operator", "neg", range(5000)) == [-i for i in range(5000)]
+    assert snakebridge.map("math", "sqrt", []) == []
+    with pytest.raises(ValueError, match="math domain error"):
+        snakebridge.map("math", "sqrt", [4, -1, 9])
+    assert snakebridge.map("math", "factorial", [3]) == [6]
+
+
+def test_map_survives_crashes_and_timeouts() -> None:
+    with pytest.raises(snakebridge.WorkerCrashed):
+        snakebridge.map("os", "_exit", [1, 1, 1])
+    with pytest.raises(snakebridge.CallTimeout):
+        snakebridge.map("time", "sleep", [0, 30, 0], timeout=0.5)
+    assert snakebridge.map("operator", "pos", range(100)) == list(range(100))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        states = [w["state"] for w in snakebridge.status()[0]["workers"]]
+        if len(states) == 2 and set(states) == {"idle"}:
+            break
+        time.sleep(0.02)
+    assert [w["state"] for w in snakebridge.status()[0]["workers"]] == ["idle", "idle"]

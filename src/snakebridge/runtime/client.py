@@ -13,7 +13,7 @@ import contextvars
 import itertools
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "aget",
     "call",
     "get",
+    "map_",
     "options",
     "ref_operation",
     "runtime",
@@ -335,6 +336,34 @@ async def aget(
     """Async twin of :func:`get`."""
     pool, prepared = _library_call(lib, symbol, p.OP_GET, (), None, timeout, True, session)
     return await pool.arun(prepared, codec_for_thread())
+
+
+def map_(
+    lib: str,
+    symbol: str,
+    items: Iterable[Any],
+    *,
+    timeout: float | None = None,
+    session: Session | None = None,
+) -> list[Any]:
+    """``[lib.symbol(item) for item in items]`` in the pool, pipelined across its workers.
+
+    Many calls travel at once on each worker's connection, so small calls run at transport
+    speed. Results come back in order; the first failed item's error is raised after all ran.
+    """
+    pool, module, configured = runtime().route(lib)
+    idempotent = configured is True or (isinstance(configured, list) and symbol in configured)
+    calls = [
+        _prepare(pool, module, symbol, None, p.OP_CALL, [item], None, timeout, idempotent, session)
+        for item in items
+    ]
+    if not calls:
+        return []
+    results = pool.run_many(calls, codec_for_thread())
+    for value in results:
+        if isinstance(value, Exception):
+            raise value
+    return results
 
 
 def ref_operation(

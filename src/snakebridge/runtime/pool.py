@@ -596,6 +596,80 @@ class Pool:
             raise value
         return value
 
+    def run_many(self, calls: list[Call], codec: HostCodec, window: int = 32) -> list[Any]:
+        """Answers to ``calls`` in order, pipelined: up to ``window`` calls in flight per worker.
+
+        Uses every worker that is free (at least one). A remote error is returned in place of
+        that call's value; a crashed or overrunning worker fails only the calls it held.
+        """
+        import selectors
+
+        workers = [self.acquire(None)]
+        with self._lock:
+            while self._idle and not self._closed:
+                worker = self._idle.pop()
+                worker.state = "busy"
+                workers.append(worker)
+        results: list[Any] = [None] * len(calls)
+        queue = collections.deque(enumerate(calls))
+        in_flight: dict[WorkerProcess, collections.deque[tuple[int, Call]]] = {
+            w: collections.deque() for w in workers
+        }
+        deadline = None
+        timeouts = [c.timeout for c in calls if c.timeout is not None]
+        if timeouts:
+            deadline = time.monotonic() + max(timeouts)
+
+        def feed(worker: WorkerProcess) -> None:
+            while queue and len(in_flight[worker]) < window:
+                index, call = queue.popleft()
+                self._send(worker, call)
+                in_flight[worker].append((index, call))
+
+        def lose(worker: WorkerProcess, exc: BaseException) -> None:
+            held = in_flight.pop(worker)
+            selector.unregister(worker.conn.sock)
+            error = self._fail(worker, held[0][1] if held else calls[0], exc)
+            for index, _ in held:
+                results[index] = error
+
+        selector = selectors.DefaultSelector()
+        try:
+            for worker in workers:
+                selector.register(worker.conn.sock, selectors.EVENT_READ, worker)
+                feed(worker)
+            while any(in_flight.values()):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    for worker in [w for w, held in in_flight.items() if held]:
+                        lose(worker, TimeoutError())
+                    break
+                for key, _ in selector.select(remaining):
+                    worker = key.data
+                    try:
+                        worker.conn.feed_nonblocking()
+                        while in_flight[worker] and (body := worker.conn.parse()) is not None:
+                            index, call = in_flight[worker][0]
+                            done, value = self._answer(worker, call, body, codec)
+                            if done:
+                                in_flight[worker].popleft()
+                                results[index] = value
+                        feed(worker)
+                    except (PeerClosed, OSError, ProtocolError) as exc:
+                        lose(worker, exc)
+                        if queue and not in_flight:
+                            workers.append(self.acquire(None))
+                            in_flight[workers[-1]] = collections.deque()
+                            selector.register(
+                                workers[-1].conn.sock, selectors.EVENT_READ, workers[-1]
+                            )
+                            feed(workers[-1])
+        finally:
+            selector.close()
+            for worker in in_flight:
+                self._release(worker)
+        return results
+
     def ping(self, worker: WorkerProcess, timeout: float = 5.0) -> dict[str, Any]:
         """Round-trip a PING on ``worker`` (leased for the duration); its stats."""
         leased = self.acquire(worker)
