@@ -527,6 +527,24 @@ class Pool:
             emit("runtime.call", "retry", pool=self.name, call=call.description)
             return self._run_once(call, codec)
 
+    def _abandon(self, worker: WorkerProcess, call: Call, exc: BaseException) -> BaseException:
+        """The error to raise for a call that failed with ``exc``; its worker is dealt with."""
+        if isinstance(exc, TimeoutError | PeerClosed | OSError | ProtocolError):
+            return self._fail(worker, call, exc)
+        if isinstance(exc, Exception):  # the answer arrived whole (e.g. it did not decode)
+            self._release(worker)
+            return exc
+        worker.kill()  # interrupted or cancelled mid-call: the worker is still busy with it
+        self._retire(worker, reason="interrupted")
+        return exc
+
+    def _deliver(self, worker: WorkerProcess, value: Any) -> Any:
+        """Give the worker back and return the answer (raising it when it is an error)."""
+        self._release(worker)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
     def _run_once(self, call: Call, codec: HostCodec) -> Any:
         worker = self.acquire(call.want)
         deadline = time.monotonic() + call.timeout if call.timeout is not None else None
@@ -537,19 +555,9 @@ class Pool:
                 done, value = self._answer(worker, call, body, codec)
                 if done:
                     break
-        except (TimeoutError, PeerClosed, OSError, ProtocolError) as exc:
-            raise self._fail(worker, call, exc) from None
-        except Exception:  # the answer arrived whole (e.g. it did not decode): worker is fine
-            self._release(worker)
-            raise
-        except BaseException:  # interrupted mid-call: the worker is still busy with it
-            worker.kill()
-            self._retire(worker, reason="interrupted")
-            raise
-        self._release(worker)
-        if isinstance(value, Exception):
-            raise value
-        return value
+        except BaseException as exc:
+            raise self._abandon(worker, call, exc) from None
+        return self._deliver(worker, value)
 
     async def arun(self, call: Call, codec: HostCodec) -> Any:
         """Async twin of :meth:`run`: waits on the socket with the event loop, no thread."""
@@ -578,23 +586,9 @@ class Pool:
                 done, value = self._answer(worker, call, body, codec)
                 if done:
                     break
-        except asyncio.CancelledError:
-            worker.kill()
-            self._retire(worker, reason="cancelled")
-            raise
-        except (TimeoutError, PeerClosed, OSError, ProtocolError) as exc:
-            raise self._fail(worker, call, exc) from None
-        except Exception:  # the answer arrived whole (e.g. it did not decode): worker is fine
-            self._release(worker)
-            raise
-        except BaseException:  # interrupted mid-call: the worker is still busy with it
-            worker.kill()
-            self._retire(worker, reason="interrupted")
-            raise
-        self._release(worker)
-        if isinstance(value, Exception):
-            raise value
-        return value
+        except BaseException as exc:
+            raise self._abandon(worker, call, exc) from None
+        return self._deliver(worker, value)
 
     def run_many(self, calls: list[Call], codec: HostCodec, window: int = 32) -> list[Any]:
         """Answers to ``calls`` in order, pipelined: up to ``window`` calls in flight per worker.
