@@ -255,9 +255,14 @@ def _builtin_base(exc: BaseException) -> Optional[str]:
     return None
 
 
-def error_payload(kind: str, exc: BaseException, with_traceback: bool = True) -> Dict[str, Any]:
+_GROUP = getattr(builtins, "BaseExceptionGroup", None)  # Python >= 3.11
+
+
+def error_payload(
+    kind: str, exc: BaseException, with_traceback: bool = True, depth: int = 0
+) -> Dict[str, Any]:
     cls = type(exc)
-    return {
+    payload: Dict[str, Any] = {
         "kind": kind,
         "type": v.type_key(cls),
         "builtin": _builtin_base(exc),
@@ -266,6 +271,12 @@ def error_payload(kind: str, exc: BaseException, with_traceback: bool = True) ->
         if with_traceback
         else "",
     }
+    if _GROUP is not None and isinstance(exc, _GROUP):  # members travel too, for except*
+        payload["message"] = exc.message
+        if depth < 8:
+            members = exc.exceptions[:1000]
+            payload["exceptions"] = [error_payload(kind, e, False, depth + 1) for e in members]
+    return payload
 
 
 def _exit_exception(spec: Any) -> Any:

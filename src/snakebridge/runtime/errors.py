@@ -47,6 +47,7 @@ __all__ = [
     "SymbolNotFound",
     "WorkerCrashed",
     "WorkerStartError",
+    "remote_error",
     "remote_error_class",
 ]
 
@@ -167,6 +168,8 @@ _REMOTE_CLASSES: dict[str, type[RemoteError]] = {}
 def remote_error_class(builtin_name: str | None) -> type[RemoteError]:
     """The RemoteError subclass that also derives from builtin exception ``builtin_name``."""
     key = builtin_name or ""
+    if key == "BaseExceptionGroup":  # its members arrive as RemoteErrors, which are Exceptions
+        key = "ExceptionGroup"
     cls = _REMOTE_CLASSES.get(key)
     if cls is not None:
         return cls
@@ -181,3 +184,27 @@ def remote_error_class(builtin_name: str | None) -> type[RemoteError]:
             cls = RemoteError
     _REMOTE_CLASSES[key] = cls
     return cls
+
+
+def remote_error(
+    builtin_name: str | None, message: str, members: list[RemoteError] | None = None
+) -> RemoteError:
+    """A RemoteError for builtin ``builtin_name``, made without running the builtin's __init__.
+
+    Builtins differ in what their constructors take (``UnicodeDecodeError`` needs five
+    arguments, ``MemoryError``'s ``__new__`` refuses subclasses, an exception group needs its
+    members), so ``__init__`` is skipped; a group gets ``members`` (the worker's
+    sub-exceptions) and is a plain RemoteError when there are none.
+    """
+    cls = remote_error_class(builtin_name)
+    if issubclass(cls, BaseExceptionGroup):
+        if not members:
+            cls = RemoteError
+        else:
+            group: RemoteError = cls.__new__(cls, message, members)
+            return group
+    try:
+        error: RemoteError = cls.__new__(cls, message)
+    except TypeError:  # MemoryError's __new__ serves MemoryError only
+        error = BaseException.__new__(cls, message)
+    return error
