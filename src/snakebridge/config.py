@@ -56,6 +56,7 @@ class LibrarySpec(_Strict, frozen=True):
     streaming: list[str] = []
     min_signature_tier: SignatureTier = "variadic"
     idempotent: bool | list[str] = False
+    allow_private: bool = False
 
     @property
     def is_stdlib(self) -> bool:
@@ -125,6 +126,16 @@ class Settings:
     def allow_all(self) -> bool:
         """True for the embedded default: everything in the host environment is callable."""
         return self.libraries is None
+
+    def allowlist(self) -> dict[str, dict[str, bool]] | None:
+        """What the workers enforce: ``{module root: {"allow_private": bool}}``; None when
+        there is no config table (no boundary). Sent to every worker in its INIT frame."""
+        if self.libraries is None:
+            return None
+        return {
+            spec.module or name: {"allow_private": spec.allow_private}
+            for name, spec in sorted(self.libraries.items())
+        }
 
     def library_for(self, name: str) -> tuple[str, LibrarySpec] | None:
         """The configured library that owns dotted module ``name`` (``numpy.linalg`` → numpy)."""
