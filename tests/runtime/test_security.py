@@ -8,7 +8,10 @@ host's routing and the ``snakebridge call`` command are refused the same way.
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +19,12 @@ from typing import Any
 import pytest
 
 import snakebridge
-from snakebridge import LibraryNotAllowed, Ref, SymbolNotFound
+import snakebridge_worker
+from snakebridge import LibraryNotAllowed, Ref, SymbolNotFound, paths
+from snakebridge.runtime import status_files
 from snakebridge.runtime.client import _prepare, runtime
 from snakebridge.runtime.codec import codec_for_thread
+from snakebridge.runtime.errors import UnsafePath
 from snakebridge_worker import protocol as p
 
 CONFIG = """
@@ -229,3 +235,90 @@ def test_the_command_line_is_fenced_too(configured: Callable[[str], Path]) -> No
         assert result.stderr.startswith(("error: LibraryNotAllowed", "error: SymbolNotFound"))
         assert "Traceback" not in result.stderr
     assert _cli(project, "json", "dumps", "[1]").stdout == '"[1]"\n'
+
+
+# -- private directories ----------------------------------------------------------------------
+@pytest.fixture
+def runtime_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An XDG_RUNTIME_DIR of our own; the runtime directory is ``<it>/snakebridge``."""
+    base = tmp_path / "xdg"
+    base.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(base))
+    return base
+
+
+def test_runtime_dir_is_created_private(runtime_base: Path) -> None:
+    directory = paths.runtime_dir()
+    assert directory == runtime_base / "snakebridge"
+    info = os.lstat(directory)
+    assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
+    assert stat.S_IMODE(os.lstat(paths.status_dir()).st_mode) == 0o700
+
+
+def test_tempdir_fallback_is_verified_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    planted = tmp_path / f"snakebridge-{os.getuid()}"
+    planted.mkdir(mode=0o700)
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(UnsafePath, match="owned by uid 65534"):
+        paths.runtime_dir()
+
+
+@pytest.mark.parametrize("where", ["snakebridge", "snakebridge/status"])
+def test_directory_of_another_user_is_refused(runtime_base: Path, where: str) -> None:
+    planted = runtime_base / where
+    planted.mkdir(mode=0o700, parents=True)
+    os.chmod(runtime_base / "snakebridge", 0o700)
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(UnsafePath, match=r"owned by uid 65534.*chmod 700"):
+        paths.status_dir()
+
+
+def test_directory_open_to_others_is_refused(runtime_base: Path) -> None:
+    (runtime_base / "snakebridge").mkdir(mode=0o700)
+    os.chmod(runtime_base / "snakebridge", 0o755)
+    with pytest.raises(UnsafePath, match="has mode 755"):
+        paths.runtime_dir()
+
+
+def test_planted_symlink_directory_is_refused(runtime_base: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "attacker"
+    elsewhere.mkdir(mode=0o700)
+    (runtime_base / "snakebridge").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UnsafePath, match="is a symbolic link"):
+        paths.runtime_dir()
+
+
+def test_planted_worker_path_dir_stops_worker_start(runtime_base: Path, tmp_path: Path) -> None:
+    """Another user's ``worker-path-*`` would run their code as us: no worker starts."""
+    source = Path(snakebridge_worker.__file__).resolve().parent
+    paths.worker_path_dir(source)  # creates it; now make it someone else's
+    (planted,) = (runtime_base / "snakebridge").glob("worker-path-*")
+    os.chown(planted, 65534, 65534)
+    snakebridge.shutdown()
+    with pytest.raises(UnsafePath, match="worker-path-"):
+        snakebridge.call("math", "sqrt", [4])
+    snakebridge.shutdown()
+    os.chown(planted, os.getuid(), os.getgid())
+    (planted / "snakebridge_worker").unlink()
+    (planted / "snakebridge_worker").symlink_to(tmp_path, target_is_directory=True)
+    assert snakebridge.call("math", "sqrt", [4]) == 2.0  # a stale link is repointed
+    assert os.readlink(planted / "snakebridge_worker") == str(source)
+
+
+def test_status_files_never_follow_symlinks(
+    runtime_base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    directory = paths.status_dir()
+    own = directory / f"{os.getpid()}.json"
+    own.symlink_to(victim)
+    status_files.publish([])
+    assert victim.read_text() == "precious" and not own.is_symlink()
+    assert stat.S_IMODE(os.lstat(own).st_mode) == 0o600
+    other = directory / "1.json"  # pid 1 is alive: a planted link must still not be read
+    other.symlink_to(victim)
+    assert [entry["pid"] for entry in status_files.read_live()] == [os.getpid()]
+    assert "ignoring status file" in capsys.readouterr().err

@@ -18,6 +18,7 @@
     ├── PoolSaturated                    the pool's queue is full
     │   └── QueueTimeout (TimeoutError)  no worker became free within ``queue_timeout``
     ├── PoolClosed                       the pool was shut down
+    ├── UnsafePath (PermissionError)     a private directory is someone else's or open to others
     └── RemoteError                      the library raised; subclasses also derive from the
         ├── RemoteKeyError (KeyError)    matching builtin, so ``except KeyError`` keeps working
         └── …                            (one class per builtin, made on first use)
@@ -45,6 +46,7 @@ __all__ = [
     "RemoteError",
     "SnakeBridgeError",
     "SymbolNotFound",
+    "UnsafePath",
     "WorkerCrashed",
     "WorkerStartError",
     "remote_error",
@@ -143,6 +145,11 @@ class QueueTimeout(PoolSaturated, TimeoutError):
 
 class PoolClosed(SnakeBridgeError):
     """The pool was shut down (``snakebridge.shutdown()`` or interpreter exit)."""
+
+
+class UnsafePath(SnakeBridgeError, PermissionError):
+    """A directory snakebridge keeps private files in is a symlink, another user's, or open to
+    group or others; it is refused (as ssh refuses such a ``~/.ssh``)."""
 
 
 class RemoteError(SnakeBridgeError):

@@ -5,14 +5,12 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import hashlib
 import os
 import queue
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +19,7 @@ from typing import Any
 
 import msgpack
 
+from snakebridge.paths import worker_path_dir
 from snakebridge.runtime.connection import Connection, PeerClosed
 from snakebridge.runtime.errors import ProtocolError, WorkerCrashed, WorkerStartError
 from snakebridge_worker import protocol as p
@@ -55,17 +54,7 @@ def describe_exit(returncode: int | None) -> tuple[int | None, int | None, str]:
 
 def _worker_path_dir() -> str:
     """A private directory holding only ``snakebridge_worker``, for the worker's sys.path."""
-    source = Path(__file__).resolve().parents[2] / "snakebridge_worker"
-    base = Path(tempfile.gettempdir()) / f"snakebridge-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
-    target = base / f"worker-path-{hashlib.sha256(str(source).encode()).hexdigest()[:16]}"
-    link = target / "snakebridge_worker"
-    if not link.exists():
-        target.mkdir(mode=0o700, exist_ok=True)
-        tmp = target / f".link-{os.getpid()}-{threading.get_ident()}"
-        tmp.symlink_to(source, target_is_directory=True)
-        os.replace(tmp, link)
-    return str(target)
+    return worker_path_dir(Path(__file__).resolve().parents[2] / "snakebridge_worker")
 
 
 class _Spawner:
