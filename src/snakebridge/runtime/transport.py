@@ -12,7 +12,6 @@ import abc
 import collections
 import concurrent.futures
 import contextlib
-import hashlib
 import os
 import queue
 import select
@@ -20,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from typing import Any
 
 import msgpack
 
+from snakebridge import paths
 from snakebridge.runtime.errors import ProtocolError, WorkerCrashed, WorkerStartError
 from snakebridge_worker import protocol as p
 from snakebridge_worker.framing import FrameBuffer, FrameTooLarge
@@ -159,18 +158,8 @@ def reset_after_fork() -> None:
 
 
 def worker_path_dir() -> str:
-    """A private directory holding only ``snakebridge_worker``, for the worker's sys.path."""
-    source = Path(__file__).resolve().parents[2] / "snakebridge_worker"
-    base = Path(tempfile.gettempdir()) / f"snakebridge-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
-    target = base / f"worker-path-{hashlib.sha256(str(source).encode()).hexdigest()[:16]}"
-    link = target / "snakebridge_worker"
-    if not link.exists():
-        target.mkdir(mode=0o700, exist_ok=True)
-        tmp = target / f".link-{os.getpid()}-{threading.get_ident()}"
-        tmp.symlink_to(source, target_is_directory=True)
-        os.replace(tmp, link)
-    return str(target)
+    """The private directory workers put on ``sys.path`` (only ``snakebridge_worker`` in it)."""
+    return paths.worker_path_dir(Path(__file__).resolve().parents[2] / "snakebridge_worker")
 
 
 def _pidfd(pid: int) -> int | None:
