@@ -16,10 +16,11 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
 
+from snakebridge_worker import hostrefs
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
 
@@ -93,7 +94,8 @@ class Registry:
 
 
 class WorkerCodec(v.ValueCodec):
-    """Opaque results become Refs registered in the current session."""
+    """Opaque results become Refs registered in the current session; host objects, by-name
+    values and in-out arrays from the host are rebuilt here."""
 
     def __init__(self, registry: Registry, host_numpy: bool, connection: "Connection") -> None:
         super().__init__()
@@ -102,21 +104,99 @@ class WorkerCodec(v.ValueCodec):
         self.connection = connection
         self.session = 0
         self.path_values = False
+        self.added: List[int] = []
+        self.inout: List[Tuple[int, Any]] = []
+        self.marks: List[int] = []
         self.decoders[p.EXT_REF] = lambda d: registry.get(msgpack.unpackb(d))
-        self.decoders[p.EXT_CALLBACK] = lambda d: HostCallback(connection, self, msgpack.unpackb(d))
+        self.decoders[p.EXT_CALLBACK] = lambda d: hostrefs.make(msgpack.unpackb(d), None)
+        self.decoders[p.EXT_NDARRAY] = lambda d: v.decode_ndarray(d, writable=False)
+        self.builders[p.EXT_NAME] = self._by_name
+        self.builders[p.EXT_HOSTREF] = lambda items: hostrefs.make(items[1], items[2])
+        self.builders[p.EXT_INOUT] = self._inout
+        hostrefs.install(_call_host)
 
     def fallback(self, obj: Any) -> Any:
+        if isinstance(obj, hostrefs.HostObject):  # back to the host as its own object
+            return msgpack.ExtType(p.EXT_CALLBACK, msgpack.packb(obj._sb_id))
         if self.path_values and v.is_path(obj):
             return v.encode_path(self, obj)
+        if v.is_namedtuple(obj):
+            return v.encode_namedtuple(obj)
         if self.host_numpy:
             kind = v.numpy_kind(obj)
             if kind == "ndarray":
                 return v.encode_ndarray(self, obj)
             if kind == "scalar":
                 return v.encode_npscalar(self, obj)
+            if kind == "dtype":
+                return v.encode_dtype(self, obj)
         cls = type(obj)
         ref_id = self.registry.add(self.session, obj)
+        self.added.append(ref_id)
         return msgpack.ExtType(p.EXT_REF, msgpack.packb([ref_id, cls.__module__, cls.__qualname__]))
+
+    def _by_name(self, items: List[Any]) -> Any:
+        _, module, qualname, fallback = items
+        try:
+            return resolve(module, qualname)
+        except Exception as exc:
+            if fallback is not None:
+                return fallback  # the host's object by reference (or an enum member's value)
+            raise ValueError(f"cannot resolve {module}.{qualname} in the worker: {exc}") from None
+
+    def _inout(self, items: List[Any]) -> Any:
+        _, array, host_id = items
+        for known_id, known in self.inout:  # the same host array twice: one array here too
+            if known_id == host_id:
+                return known
+        array = array.copy()  # writeable; copied back to the host before the answer
+        self.inout.append((host_id, array))
+        return array
+
+    def unpack(self, data: Union[bytes, bytearray]) -> Any:
+        """Decode a frame; ArgumentError (with the call id) when only its values are bad."""
+        mark = len(self.inout)
+        try:
+            message = super().unpack(data)
+        except Exception as exc:
+            del self.inout[mark:]
+            call_id = v.call_id_of(data)
+            if call_id is None:
+                raise
+            problem = f"the worker cannot decode the arguments: {exc}"
+            raise v.ArgumentError(problem, call_id) from None
+        if type(message) is list and message and message[0] == p.CALL:
+            self.marks.append(mark)  # in-out arrays from here on belong to this call
+        return message
+
+    def pack_reply(self, packer: msgpack.Packer, message: List[Any]) -> bytes:
+        """Pack a call's answer after copying its in-out arrays back; a failed pack leaves no
+        Refs registered."""
+        mark = self.marks.pop() if self.marks else 0
+        pending, self.inout[mark:] = self.inout[mark:], []
+        for host_id, array in pending:
+            _call_host(host_id, [array], {})
+        self.added = []
+        try:
+            body = packer.pack(message)
+        except BaseException as exc:
+            packer.reset()
+            self.registry.release(self.session, self.added)
+            raise v.as_depth_error(exc) from None
+        if len(body) > self.connection.max_frame:
+            self.registry.release(self.session, self.added)
+            raise v.Unsendable(
+                f"the answer encodes to {len(body):,} bytes, over the "
+                f"{self.connection.max_frame:,}-byte frame limit"
+            )
+        return body
+
+
+def _call_host(callback_id: int, args: List[Any], kwargs: Dict[str, Any]) -> Any:
+    worker = _CURRENT
+    if worker is None:
+        raise RuntimeError("snakebridge: no host connection")
+    return worker.callback(callback_id, args, kwargs)
 
 
 class Connection:
@@ -180,24 +260,6 @@ class Connection:
 
     def send(self, body: bytes) -> None:
         self.sock.sendall(p.frame(body))
-
-
-class HostCallback:
-    """A host callable passed as an argument: calling it asks the host to run it."""
-
-    def __init__(self, connection: Connection, codec: WorkerCodec, callback_id: int) -> None:
-        self.connection, self.codec, self.callback_id = connection, codec, callback_id
-
-    def __del__(self) -> None:
-        _RELEASED_CALLBACKS.append(self.callback_id)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        worker = _CURRENT
-        assert worker is not None
-        return worker.callback(self.callback_id, list(args), kwargs)
-
-    def __repr__(self) -> str:
-        return f"<snakebridge host callback #{self.callback_id}>"
 
 
 def _close_matches(name: str, candidates: Any) -> str:
@@ -265,6 +327,7 @@ def error_payload(kind: str, exc: BaseException, with_traceback: bool = True) ->
         "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__))
         if with_traceback
         else "",
+        "host_exception": getattr(exc, "_sb_host_exception", None),
     }
 
 
@@ -308,10 +371,10 @@ class Worker:
             del _RELEASED_CALLBACKS[: len(released)]
             self.send([p.CALLBACK_RELEASE, 0, released])
         try:
-            body = self.packer.pack([kind, call_id, payload])
+            body = self.codec.pack_reply(self.packer, [kind, call_id, payload])
         except Exception as exc:  # an unencodable result: report it instead of dying
-            self.packer.reset()
-            body = self.packer.pack([p.ERROR, call_id, error_payload(p.ERR_REMOTE, exc)])
+            error_kind = p.ERR_DECODE if isinstance(exc, v.Unsendable) else p.ERR_REMOTE
+            body = self.packer.pack([p.ERROR, call_id, error_payload(error_kind, exc)])
         self.connection.send(body)
 
     def run(self) -> None:
@@ -322,6 +385,9 @@ class Worker:
             try:
                 message = self.codec.unpack(body)
                 kind = message[0]
+            except v.ArgumentError as exc:  # a whole frame whose values did not decode
+                self.send([p.ERROR, exc.call_id, error_payload(p.ERR_DECODE, exc, False)])
+                continue
             except Exception as exc:
                 self.send([p.ERROR, 0, error_payload(p.ERR_PROTOCOL, exc, False)])
                 return
@@ -431,17 +497,11 @@ class Worker:
 
 
 def _callback_error(payload: Dict[str, Any]) -> BaseException:
-    cls = getattr(builtins, payload.get("builtin") or "", None)
-    if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        cls = RuntimeError
-    try:
-        return cls(f"host callback raised {payload['type']}: {payload['message']}")
-    except Exception:
-        return RuntimeError(f"host callback raised {payload['type']}: {payload['message']}")
+    return hostrefs.callback_exception(payload)
 
 
 _CURRENT: Optional[Worker] = None
-_RELEASED_CALLBACKS: List[int] = []
+_RELEASED_CALLBACKS: List[int] = hostrefs.RELEASED
 
 
 def _watch_parent(host_pid: int) -> None:

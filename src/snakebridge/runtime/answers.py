@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from snakebridge.runtime import hostobjects
 from snakebridge.runtime.codec import CALLBACKS, HostCodec
 from snakebridge.runtime.errors import (
     DecodeError,
@@ -12,6 +13,7 @@ from snakebridge.runtime.errors import (
     SymbolNotFound,
     remote_error_class,
 )
+from snakebridge_worker import hostrefs
 from snakebridge_worker import protocol as p
 
 __all__ = ["callback_reply", "error_from_payload"]
@@ -20,6 +22,8 @@ __all__ = ["callback_reply", "error_from_payload"]
 def error_from_payload(payload: dict[str, Any]) -> Exception:
     """The host exception for an ERROR frame's payload."""
     kind, message = payload.get("kind"), str(payload.get("message", ""))
+    if isinstance(payload.get("host_exception"), Exception):  # a host callback's own error
+        return payload["host_exception"]  # type: ignore[no-any-return]
     if kind == p.ERR_SYMBOL:
         return SymbolNotFound(message)
     if kind == p.ERR_REF:
@@ -39,21 +43,34 @@ def error_from_payload(payload: dict[str, Any]) -> Exception:
 
 
 def callback_reply(message: list[Any], codec: HostCodec) -> bytes:
-    """Run the host callable the worker asked for; framed CALLBACK_RESULT or CALLBACK_ERROR."""
+    """Run what the worker asked of the host: a host callable (``CALLBACK``) or an operation
+    on a host object (callback id ``HOST_OP``); framed CALLBACK_RESULT or CALLBACK_ERROR.
+
+    An error carries the exception's class (by name when the worker can import it) and the
+    exception itself by reference, so it is raised in the worker with its own type and, when
+    it propagates out of the call, the host raises the original exception object again.
+    """
     _, callback_id, args, kwargs = message
-    function = CALLBACKS.get(callback_id)
     try:
-        if function is None:
-            raise LookupError(f"no host callback #{callback_id} in this call")
-        result = function(*args, **(kwargs or {}))
+        if callback_id == hostrefs.HOST_OP:
+            result = hostobjects.operation(list(args), CALLBACKS)
+        else:
+            function = CALLBACKS.get(callback_id)
+            if function is None:
+                raise LookupError(f"no host callback #{callback_id} in this call")
+            result = function(*args, **(kwargs or {}))
         return codec.encode([p.CALLBACK_RESULT, callback_id, result], values=([result], None))
     except Exception as exc:
         builtin = next(
             (c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"), "Exception"
         )
-        payload = {
+        payload: dict[str, Any] = {
             "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
             "builtin": builtin,
             "message": str(exc),
         }
-        return codec.encode([p.CALLBACK_ERROR, callback_id, payload], values=([], None))
+        try:
+            full = {**payload, "class": type(exc), "args": list(exc.args), "exception": exc}
+            return codec.encode([p.CALLBACK_ERROR, callback_id, full], values=([], None))
+        except Exception:  # arguments that cannot travel: the type and message still do
+            return codec.encode([p.CALLBACK_ERROR, callback_id, payload], values=([], None))
