@@ -221,7 +221,8 @@ def test_oversized_arguments_fail_before_sending(monkeypatch: pytest.MonkeyPatch
 def test_a_reply_that_cannot_be_sent_leaves_no_refs_behind() -> None:
     pool = default_pool()
     before = registry_size(pool)
-    code = "[object(), object(), __import__('functools').reduce(lambda a, _: (a,), range(3000), ())]"
+    deep = "__import__('functools').reduce(lambda a, _: (a,), range(3000), ())"
+    code = f"[object(), object(), {deep}]"
     for _ in range(3):
         with pytest.raises(DecodeError):
             snakebridge.call("builtins", "eval", [code])
