@@ -178,7 +178,7 @@ class WorkerCodec(v.ValueCodec):
             _call_host(host_id, [array], {})
         self.added = []
         try:
-            body = packer.pack(message)
+            body = packer.pack(v.lift_message(message))
         except BaseException as exc:
             packer.reset()
             self.registry.release(self.session, self.added)

@@ -78,6 +78,7 @@ EXT_ELLIPSIS = 21  # flat, empty: Ellipsis
 EXT_BYTEARRAY = 22  # flat: the bytes of a bytearray
 EXT_HOSTREF = 23  # composite [host object id, meta]: a host object by reference
 EXT_INOUT = 24  # composite [array, host object id]: an array whose writes go back to the host
+EXT_RECORDS = 25  # flat: a list of tuples of plain scalars, packed as plain arrays
 
 # ERROR kinds.
 ERR_REMOTE = "remote"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import itertools
 import struct
 import sys
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -80,6 +81,66 @@ _TUPLE, _SET, _FROZENSET = HEADS[p.EXT_TUPLE], HEADS[p.EXT_SET], HEADS[p.EXT_FRO
 _BUILD = HEADS[p.EXT_BUILD]
 
 
+_SCALARS = frozenset((type(None), bool, int, float, str, bytes))
+_RECORDS_MIN = 8
+_LIFT_MAX = 64
+
+
+def as_records(items: List[Any]) -> Optional[msgpack.ExtType]:
+    """A list of tuples of plain scalars as one flat extension packed at C speed, or None.
+
+    The commonest large value (rows, pairs, points) then costs no Python call per tuple on
+    either side; anything else in the list (a nested container, a subclass, a big int) keeps
+    the general path.
+    """
+    if len(items) < _RECORDS_MIN or type(items[0]) is not tuple:
+        return None
+    if set(map(type, items)) != {tuple}:
+        return None
+    if not set(map(type, itertools.chain.from_iterable(items))) <= _SCALARS:
+        return None
+    try:  # not strict, no default: the tuples are plain arrays
+        return msgpack.ExtType(p.EXT_RECORDS, msgpack.packb(items, use_bin_type=True))
+    except (OverflowError, ValueError, TypeError):  # an int beyond 64 bits
+        return None
+
+
+def lift(value: Any, depth: int = 1) -> Any:
+    """``value`` with its lists of plain tuples (``depth`` levels down) as records; never
+    changes the caller's containers (changed ones are copies)."""
+    cls = type(value)
+    if cls is list:
+        records = as_records(value)
+        if records is not None:
+            return records
+    if not depth or cls not in (list, tuple, dict) or len(value) > _LIFT_MAX:
+        return value
+    if cls is dict:
+        lifted: Any = {key: lift(item, depth - 1) for key, item in value.items()}
+        changed = any(lifted[key] is not item for key, item in value.items())
+    else:
+        lifted = [lift(item, depth - 1) for item in value]
+        changed = any(lifted[index] is not item for index, item in enumerate(value))
+        if changed and cls is tuple:
+            lifted = tuple(lifted)
+    return lifted if changed else value
+
+
+def lift_message(message: List[Any]) -> List[Any]:
+    """A CALL's args and kwargs, or an answer's value, with records lifted (in place)."""
+    kind = message[0]
+    if kind == p.CALL and len(message) == 10:
+        message[8] = lift(message[8], 1)
+        message[9] = lift(message[9], 1)
+    elif kind in (p.RESULT, p.CALLBACK_RESULT) and len(message) == 3:
+        message[2] = lift(message[2], 2)
+    return message
+
+
+def _records(data: bytes) -> List[Any]:
+    return list(msgpack.unpackb(data, use_list=False, raw=False))
+
+
 def type_key(cls: type) -> str:
     """``module.qualname`` of a class."""
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -92,6 +153,8 @@ def _bigint(value: int) -> msgpack.ExtType:
 
 def _datetime(value: datetime.datetime) -> Any:
     tz = value.tzinfo
+    if not value.fold and (tz is None or type(tz) is datetime.timezone):
+        return msgpack.ExtType(p.EXT_DATETIME, value.isoformat().encode())
     key = getattr(tz, "key", None) if type_key(type(tz)) == "zoneinfo.ZoneInfo" else None
     if key is None and not value.fold:
         return msgpack.ExtType(p.EXT_DATETIME, value.isoformat().encode())
@@ -253,6 +316,7 @@ class ValueCodec:
             p.EXT_NPSCALAR: decode_npscalar,
             p.EXT_ELLIPSIS: lambda d: Ellipsis,
             p.EXT_BYTEARRAY: bytearray,
+            p.EXT_RECORDS: _records,
         }
         self.builders: Dict[int, Callable[[List[Any]], Any]] = {
             p.EXT_TUPLE: lambda items: tuple(items[1:]),
@@ -261,21 +325,59 @@ class ValueCodec:
             p.EXT_PATH: self._build_path,
             p.EXT_BUILD: lambda items: BUILDERS[items[1]](*items[2:]),
         }
+        self._hooks()
         self._packer = self.packer()
 
     # -- encoding -----------------------------------------------------------------------------
     def default(self, obj: Any) -> Any:
         """msgpack ``default`` hook: by-value types first, then :meth:`fallback`."""
-        cls = type(obj)
-        encoder = self.encoders.get(cls)
-        if encoder is None:
-            encoder = self.named_encoders.get(type_key(cls))
+        return self._default(obj)
+
+    def _hooks(self) -> None:
+        """The hot hooks as closures over their tables (no attribute lookups per element)."""
+        encoders, named, decoders, builders = (
+            self.encoders,
+            self.named_encoders,
+            self.decoders,
+            self.builders,
+        )
+        tuple_head, tuple_mark, marks = _TUPLE, MARKS[p.EXT_TUPLE], MARKS.get
+
+        def default(obj: Any) -> Any:
+            cls = type(obj)
+            if cls is tuple:
+                return [tuple_head, *obj]
+            encoder = encoders.get(cls)
             if encoder is None:
-                if isinstance(obj, enum.Enum):
-                    return self.enum_member(obj)
-                return self.fallback(obj)
-            self.encoders[cls] = encoder  # exact type: later values skip the name
-        return encoder(obj)
+                encoder = named.get(type_key(cls))
+                if encoder is None:
+                    if isinstance(obj, enum.Enum):
+                        return self.enum_member(obj)
+                    return self.fallback(obj)
+                encoders[cls] = encoder  # exact type: later values skip the name
+            return encoder(obj)
+
+        def ext_hook(code: int, data: bytes) -> Any:
+            if not data:
+                mark = marks(code)
+                if mark is not None:
+                    return mark
+            decoder = decoders.get(code)
+            if decoder is None:
+                raise ValueError(f"unknown extension type {code}")
+            return decoder(data)
+
+        def list_hook(items: List[Any]) -> Any:
+            if items:
+                head = items[0]
+                if head is tuple_mark:
+                    del items[0]
+                    return tuple(items)
+                if type(head) is Mark:
+                    return builders[head.code](items)
+            return items
+
+        self._default, self.ext_hook, self.list_hook = default, ext_hook, list_hook
 
     def enum_member(self, obj: enum.Enum) -> Any:
         """An enum member travels as its value unless a subclass knows better."""
@@ -287,7 +389,7 @@ class ValueCodec:
 
     def packer(self) -> msgpack.Packer:
         """A packer with this codec's hooks (one per thread: packers are not shared)."""
-        return msgpack.Packer(default=self.default, strict_types=True, use_bin_type=True)
+        return msgpack.Packer(default=self._default, strict_types=True, use_bin_type=True)
 
     def pack(self, obj: Any) -> bytes:
         """Pack ``obj``; DepthError when it nests too deep or contains itself."""
@@ -300,21 +402,6 @@ class ValueCodec:
     pack_nested = pack
 
     # -- decoding -----------------------------------------------------------------------------
-    def ext_hook(self, code: int, data: bytes) -> Any:
-        if not data:
-            mark = MARKS.get(code)
-            if mark is not None:
-                return mark
-        decoder = self.decoders.get(code)
-        if decoder is None:
-            raise ValueError(f"unknown extension type {code}")
-        return decoder(data)
-
-    def list_hook(self, items: List[Any]) -> Any:
-        if items and type(items[0]) is Mark:
-            return self.builders[items[0].code](items)
-        return items
-
     def unpack(self, data: Union[bytes, bytearray]) -> Any:
         """Decode one frame body; DepthError when it nests deeper than msgpack unpacks."""
         try:

@@ -133,7 +133,7 @@ class HostCodec(v.ValueCodec):
         self.callbacks = []
         self._sent = {}
         try:
-            body = self.pack(message)
+            body = self.pack(v.lift_message(message))
         except RefInvalid:
             self._forget_callbacks()
             raise
