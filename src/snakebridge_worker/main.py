@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
@@ -122,6 +123,10 @@ class WorkerCodec(v.ValueCodec):
             return v.encode_path(self, obj)
         if v.is_namedtuple(obj):
             return v.encode_namedtuple(obj)
+        if isinstance(obj, (type, types.BuiltinFunctionType)):
+            name = v.builtin_name(obj)
+            if name is not None:  # int, len, ValueError…: the host's own
+                return v.encode_builtin(name)
         if self.host_numpy:
             kind = v.numpy_kind(obj)
             if kind == "ndarray":

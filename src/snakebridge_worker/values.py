@@ -13,6 +13,7 @@ Exact types only (``type(decoded) is type(sent)``); side-specific subclasses dec
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import enum
 import itertools
@@ -113,6 +114,8 @@ def lift(value: Any, depth: int = 1) -> Any:
         records = as_records(value)
         if records is not None:
             return records
+    elif cls is bytearray:  # msgpack packs bytearrays as bytes without asking: say so here
+        return msgpack.ExtType(p.EXT_BYTEARRAY, bytes(value))
     if not depth or cls not in (list, tuple, dict) or len(value) > _LIFT_MAX:
         return value
     if cls is dict:
@@ -232,6 +235,18 @@ def loaded(module: str, qualname: str) -> Any:
 def is_namedtuple(obj: Any) -> bool:
     cls = type(obj)
     return isinstance(obj, tuple) and hasattr(cls, "_fields") and hasattr(cls, "_make")
+
+
+def builtin_name(obj: Any) -> Optional[str]:
+    """The name of a class or function of the ``builtins`` module (the same on every side)."""
+    name = getattr(obj, "__qualname__", None)
+    if not isinstance(name, str) or getattr(obj, "__module__", None) != "builtins":
+        return None
+    return name if getattr(builtins, name, None) is obj else None
+
+
+def encode_builtin(name: str) -> Any:
+    return [HEADS[p.EXT_NAME], "builtins", name, None]
 
 
 def encode_namedtuple(obj: Any) -> Any:

@@ -68,6 +68,7 @@ class HostCodec(v.ValueCodec):
         self._sent: dict[int, int] = {}
         self.decoders[p.EXT_REF] = self._decode_ref
         self.decoders[p.EXT_CALLBACK] = self._decode_host_object
+        self.builders[p.EXT_NAME] = _decode_name
 
     # -- encoding -----------------------------------------------------------------------------
     def fallback(self, obj: Any) -> Any:
@@ -93,11 +94,12 @@ class HostCodec(v.ValueCodec):
                 host_id = self.register(lambda written: target.__setitem__(..., written))
                 self._sent[id(target)] = host_id
             return [v.HEADS[p.EXT_INOUT], v.encode_ndarray(self, target), host_id]
-        if v.is_namedtuple(obj):
+        if v.is_namedtuple(obj):  # by class name; a class the worker lacks: a plain tuple
             name = hostobjects.importable_name(type(obj))
-            if name is not None:
-                cls = [v.HEADS[p.EXT_NAME], name[0], name[1], list(name)]
-                return [v.HEADS[p.EXT_BUILD], "namedtuple", cls, list(obj)]
+            if name is None:
+                return [v.HEADS[p.EXT_TUPLE], *obj]
+            cls = [v.HEADS[p.EXT_NAME], name[0], name[1], list(name)]
+            return [v.HEADS[p.EXT_BUILD], "namedtuple", cls, list(obj)]
         name = hostobjects.importable_name(obj)
         if name is not None:
             fallback = self.host_ref(obj) if hostobjects.needs_fallback(name[0]) else None
@@ -191,6 +193,16 @@ class HostCodec(v.ValueCodec):
             if isinstance(text, str) and "read-only" in text and "inout" not in text:
                 message[2]["message"] = text + _READ_ONLY_HINT
         return message
+
+
+def _decode_name(items: list[Any]) -> Any:
+    """A by-name value from the worker: only builtins travel this way (the host imports
+    nothing a worker names)."""
+    _, module, qualname, _ = items
+    found = v.loaded(module, qualname) if module == "builtins" else None
+    if found is None:
+        raise ValueError(f"the worker named {module}.{qualname}, which is not a builtin")
+    return found
 
 
 def _reason(exc: BaseException) -> str:
