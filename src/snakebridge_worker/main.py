@@ -6,8 +6,10 @@ Started by the host as ``python -I -u -c BOOT <worker-dir> <socket-fd> <host-pid
 from __future__ import annotations
 
 import builtins
+import collections
 import difflib
 import importlib
+import itertools
 import operator
 import os
 import signal
@@ -17,7 +19,7 @@ import threading
 import time
 import traceback
 import types
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
 
@@ -105,9 +107,10 @@ class WorkerCodec(v.ValueCodec):
         self.connection = connection
         self.session = 0
         self.path_values = False
+        self.classes_sent: Set[str] = set()
         self.added: List[int] = []
         self.inout: List[Tuple[int, Any]] = []
-        self.marks: List[int] = []
+        self.inout_calls: Dict[int, List[Tuple[int, Any]]] = {}
         self.decoders[p.EXT_REF] = lambda d: registry.get(msgpack.unpackb(d))
         self.decoders[p.EXT_CALLBACK] = lambda d: hostrefs.make(msgpack.unpackb(d), None)
         self.decoders[p.EXT_NDARRAY] = lambda d: v.decode_ndarray(d, writable=False)
@@ -117,6 +120,8 @@ class WorkerCodec(v.ValueCodec):
         hostrefs.install(_call_host)
 
     def fallback(self, obj: Any) -> Any:
+        if type(obj) is _Opaque:
+            return self.as_ref(obj.value)
         if isinstance(obj, hostrefs.HostObject):  # back to the host as its own object
             return msgpack.ExtType(p.EXT_CALLBACK, msgpack.packb(obj._sb_id))
         if self.path_values and v.is_path(obj):
@@ -135,10 +140,21 @@ class WorkerCodec(v.ValueCodec):
                 return v.encode_npscalar(self, obj)
             if kind == "dtype":
                 return v.encode_dtype(self, obj)
+        return self.as_ref(obj)
+
+    def as_ref(self, obj: Any) -> msgpack.ExtType:
+        """Register ``obj`` for the host and describe it as a Ref."""
         cls = type(obj)
         ref_id = self.registry.add(self.session, obj)
         self.added.append(ref_id)
-        return msgpack.ExtType(p.EXT_REF, msgpack.packb([ref_id, cls.__module__, cls.__qualname__]))
+        key = v.type_key(cls)
+        if key in self.classes_sent:
+            described = [ref_id, cls.__module__, cls.__qualname__]
+        else:  # the first Ref of a class on this connection carries its MRO (no extra trip)
+            self.classes_sent.add(key)
+            mro = [v.type_key(klass) for klass in cls.__mro__]
+            described = [ref_id, cls.__module__, cls.__qualname__, mro]
+        return msgpack.ExtType(p.EXT_REF, msgpack.packb(described))
 
     def _by_name(self, items: List[Any]) -> Any:
         _, module, qualname, fallback = items
@@ -159,28 +175,29 @@ class WorkerCodec(v.ValueCodec):
         return array
 
     def unpack(self, data: Union[bytes, bytearray]) -> Any:
-        """Decode a frame; ArgumentError (with the call id) when only its values are bad."""
+        """Decode a frame; ArgumentError (naming the frame) when only its values are bad."""
         mark = len(self.inout)
         try:
             message = super().unpack(data)
         except Exception as exc:
             del self.inout[mark:]
-            call_id = v.call_id_of(data)
-            if call_id is None:
+            head = v.frame_head(data)
+            if head is None:
                 raise
-            problem = f"the worker cannot decode the arguments: {exc}"
-            raise v.ArgumentError(problem, call_id) from None
-        if type(message) is list and message and message[0] == p.CALL:
-            self.marks.append(mark)  # in-out arrays from here on belong to this call
+            raise v.ArgumentError(f"the worker cannot decode the values: {exc}", *head) from None
+        if len(self.inout) > mark:  # in-out arrays belong to the call that brought them
+            if type(message) is list and len(message) > 1 and message[0] == p.CALL:
+                self.inout_calls[message[1]] = self.inout[mark:]
+            del self.inout[mark:]
         return message
 
-    def pack_reply(self, packer: msgpack.Packer, message: List[Any]) -> bytes:
-        """Pack a call's answer after copying its in-out arrays back; a failed pack leaves no
-        Refs registered."""
-        mark = self.marks.pop() if self.marks else 0
-        pending, self.inout[mark:] = self.inout[mark:], []
-        for host_id, array in pending:
+    def copy_back(self, call_id: int) -> None:
+        """Send the in-out arrays of call ``call_id`` back to the host (before its answer)."""
+        for host_id, array in self.inout_calls.pop(call_id, ()):
             _call_host(host_id, [array], {})
+
+    def pack_reply(self, packer: msgpack.Packer, message: List[Any]) -> bytes:
+        """Pack a call's answer; a failed pack leaves no Refs registered for it."""
         self.added = []
         try:
             body = packer.pack(v.lift_message(message))
@@ -195,6 +212,15 @@ class WorkerCodec(v.ValueCodec):
                 f"{self.connection.max_frame:,}-byte frame limit"
             )
         return body
+
+
+class _Opaque:
+    """Marks a value that must travel as a Ref even where its type travels by value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 def _call_host(callback_id: int, args: List[Any], kwargs: Dict[str, Any]) -> Any:
@@ -358,7 +384,14 @@ def _memory_rss() -> int:
 
 
 class Worker:
-    """One worker process: a registry, a codec and the dispatch loop."""
+    """One worker process: a registry, a codec and the dispatch loop.
+
+    Exactly one thread at a time reads the socket (the *reader role*): the main loop while
+    idle, or any thread waiting for a host callback's answer — callbacks may come from threads
+    the library started. What the reader reads is routed by id: callback answers to the thread
+    waiting for them, nested calls (sent from inside a host callback) run at once, other calls
+    wait until the running call has finished (``deferred``), so calls never interleave.
+    """
 
     def __init__(self, connection: Connection, host_numpy: bool) -> None:
         self.connection = connection
@@ -366,60 +399,141 @@ class Worker:
         self.codec = WorkerCodec(self.registry, host_numpy, connection)
         self.packer = self.codec.packer()
         self.calls = 0
+        self.options: Dict[str, Any] = {}
+        self.send_lock = threading.Lock()
+        self.cv = threading.Condition()
+        self.reading = False
+        self.replies: Dict[int, List[Any]] = {}
+        self.deferred: Deque[List[Any]] = collections.deque()
+        self.running: List[int] = []  # ids of the calls executing (nested ones on top)
+        self.stopping = False
+        self._requests = itertools.count(1)
 
     def send(self, message: List[Any]) -> None:
-        self.connection.send(self.packer.pack(message))
+        with self.send_lock:
+            body = self.packer.pack(message)
+            self.connection.send(body)
 
     def reply(self, kind: int, call_id: int, payload: Any) -> None:
+        try:
+            self.codec.copy_back(call_id)  # in-out arrays see the call's writes first
+        except Exception as exc:
+            kind, payload = p.ERROR, error_payload(p.ERR_REMOTE, exc)
         if _RELEASED_CALLBACKS:  # tell the host which of its callables we no longer hold
             released = _RELEASED_CALLBACKS[:]
             del _RELEASED_CALLBACKS[: len(released)]
             self.send([p.CALLBACK_RELEASE, 0, released])
-        try:
-            body = self.codec.pack_reply(self.packer, [kind, call_id, payload])
-        except Exception as exc:  # an unencodable result: report it instead of dying
-            error_kind = p.ERR_DECODE if isinstance(exc, v.Unsendable) else p.ERR_REMOTE
-            body = self.packer.pack([p.ERROR, call_id, error_payload(error_kind, exc)])
-        self.connection.send(body)
+        with self.send_lock:
+            try:
+                body = self.codec.pack_reply(self.packer, [kind, call_id, payload])
+            except Exception as exc:  # an unencodable result: report it instead of dying
+                error_kind = p.ERR_DECODE if isinstance(exc, v.Unsendable) else p.ERR_REMOTE
+                body = self.packer.pack([p.ERROR, call_id, error_payload(error_kind, exc)])
+            self.connection.send(body)
 
-    def run(self) -> None:
+    # -- the reader role ------------------------------------------------------------------------
+    def _read(self) -> List[Any]:
+        """One decoded frame (reader role held); exits when the host has gone."""
         while True:
             body = self.connection.read()
             if body is None:
-                return
+                os._exit(0)
             try:
-                message = self.codec.unpack(body)
-                kind = message[0]
+                message: List[Any] = self.codec.unpack(body)
             except v.ArgumentError as exc:  # a whole frame whose values did not decode
+                if exc.kind in (p.CALLBACK_RESULT, p.CALLBACK_ERROR):  # the waiter raises it
+                    failure = {"type": "ValueError", "builtin": "ValueError", "message": str(exc)}
+                    return [p.CALLBACK_ERROR, exc.call_id, failure, exc.request]
+                if exc.kind != p.CALL:
+                    raise
                 self.send([p.ERROR, exc.call_id, error_payload(p.ERR_DECODE, exc, False)])
                 continue
-            except Exception as exc:
-                self.send([p.ERROR, 0, error_payload(p.ERR_PROTOCOL, exc, False)])
-                return
-            if kind == p.CALL:
+            return message
+
+    def _lead_or_wait(self, ready: Any) -> bool:
+        """With ``cv`` held: wait until ``ready()`` or the reader role is free; True if taken."""
+        while self.reading and not ready():
+            self.cv.wait()
+        if ready():
+            return False
+        self.reading = True
+        return True
+
+    def _done_reading(self) -> None:
+        with self.cv:
+            self.reading = False
+            self.cv.notify_all()
+
+    def run(self) -> None:
+        while not self.stopping:
+            with self.cv:
+                message = self.deferred.popleft() if self.deferred else None
+                if message is None and not self._lead_or_wait(lambda: bool(self.deferred)):
+                    continue
+            if message is None:
+                try:
+                    message = self._read()
+                except Exception as exc:
+                    self.send([p.ERROR, 0, error_payload(p.ERR_PROTOCOL, exc, False)])
+                    return
+                finally:
+                    self._done_reading()
+            self.route(message, in_callback=False)
+
+    def route(self, message: Any, in_callback: bool) -> None:
+        """Act on one frame from the host."""
+        if type(message) is not list or len(message) < 2:
+            raise ValueError(f"a frame is not [kind, id, ...]: {message!r:.60}")
+        kind = message[0]
+        if kind == p.CALL:
+            nested = bool(message[3] & p.FLAG_NESTED) if len(message) > 3 else False
+            if in_callback and not nested:
+                with self.cv:
+                    self.deferred.append(message)
+                    self.cv.notify_all()
+            else:
                 self.handle_call(message)
-            elif kind == p.RELEASE:
-                self.registry.release(message[2], message[3])
-            elif kind == p.RELEASE_SESSION:
-                self.registry.release_session(message[2])
-            elif kind == p.PING:
-                stats = {
-                    "rss": _memory_rss(),
-                    "refs": len(self.registry.objects),
-                    "calls": self.calls,
-                }
-                self.send([p.PONG, message[1], stats])
-            elif kind == p.SHUTDOWN:
-                return
-            elif kind != p.CANCEL:  # a cancel for a call already answered is harmless
-                problem = ValueError(f"unexpected frame kind {kind!r}")
-                self.send([p.ERROR, message[1], error_payload(p.ERR_PROTOCOL, problem, False)])
+        elif kind in (p.CALLBACK_RESULT, p.CALLBACK_ERROR):
+            request = message[3] if len(message) > 3 else message[1]
+            with self.cv:
+                self.replies[request] = message
+                self.cv.notify_all()
+        elif kind == p.RELEASE:
+            self.registry.release(message[2], message[3])
+        elif kind == p.RELEASE_SESSION:
+            self.registry.release_session(message[2])
+        elif kind == p.PING:
+            stats = {"rss": _memory_rss(), "refs": len(self.registry.objects), "calls": self.calls}
+            self.send([p.PONG, message[1], stats])
+        elif kind == p.SHUTDOWN:
+            self.stopping = True
+        elif kind != p.CANCEL:  # a cancel for a call already answered is harmless
+            problem = ValueError(f"unexpected frame kind {kind!r}")
+            self.send([p.ERROR, message[1], error_payload(p.ERR_PROTOCOL, problem, False)])
 
     def handle_call(self, message: List[Any]) -> None:
         _, call_id, session, flags, module, qualname, ref_id, op, args, kwargs = message
         self.calls += 1
+        outer = self.codec.session, self.codec.path_values
         self.codec.session = session
         self.codec.path_values = bool(flags & p.FLAG_PATH_VALUES)
+        self.running.append(call_id)
+        try:
+            self._execute(call_id, module, qualname, ref_id, op, args, kwargs)
+        finally:
+            self.running.pop()
+            self.codec.session, self.codec.path_values = outer
+
+    def _execute(
+        self,
+        call_id: int,
+        module: Optional[str],
+        qualname: str,
+        ref_id: Optional[int],
+        op: str,
+        args: List[Any],
+        kwargs: Optional[Dict[str, Any]],
+    ) -> None:
         try:
             subject = self.registry.get(ref_id) if ref_id is not None else None
             if module is not None:
@@ -470,6 +584,9 @@ class Worker:
                 except StopIteration:
                     return [items, True]
             return [items, False]
+        if op == p.OP_ITER:
+            iterator = iter(subject)
+            return [True, None] if iterator is subject else [False, _Opaque(iterator)]
         if op == p.OP_TYPE_MRO:
             return [v.type_key(cls) for cls in type(subject).__mro__]
         if op == p.OP_EXIT:
@@ -477,28 +594,23 @@ class Worker:
         raise SymbolError(f"unknown operation {op!r}")
 
     def callback(self, callback_id: int, args: List[Any], kwargs: Dict[str, Any]) -> Any:
-        """Ask the host to run callback ``callback_id`` and wait for its answer."""
-        session = self.codec.session
-        self.send([p.CALLBACK, callback_id, args, kwargs])
+        """Ask the host to run callback ``callback_id`` and wait for its answer (any thread)."""
+        request = next(self._requests)
+        call_id = self.running[-1] if self.running else 0
+        self.send([p.CALLBACK, callback_id, args, kwargs, call_id, request])
         while True:
-            body = self.connection.read()
-            if body is None:
-                os._exit(0)
-            message = self.codec.unpack(body)
-            kind = message[0]
-            if kind == p.CALLBACK_RESULT:
-                self.codec.session = session
-                return message[2]
-            if kind == p.CALLBACK_ERROR:
-                self.codec.session = session
-                raise _callback_error(message[2])
-            if kind == p.RELEASE:
-                self.registry.release(message[2], message[3])
-            elif kind == p.RELEASE_SESSION:
-                self.registry.release_session(message[2])
-            elif kind == p.CALL:  # a call re-entering from inside the host callback
-                self.handle_call(message)
-                self.codec.session = session
+            with self.cv:
+                if not self._lead_or_wait(lambda: request in self.replies):
+                    message = self.replies.pop(request)
+                    break
+            try:
+                incoming = self._read()
+            finally:
+                self._done_reading()
+            self.route(incoming, in_callback=True)
+        if message[0] == p.CALLBACK_ERROR:
+            raise _callback_error(message[2])
+        return message[2]
 
 
 def _callback_error(payload: Dict[str, Any]) -> BaseException:
@@ -531,14 +643,15 @@ def _watch_parent(host_pid: int) -> None:
     threading.Thread(target=poll, name="snakebridge-parent-watch", daemon=True).start()
 
 
-def _read_init(connection: Connection) -> Tuple[bool, int]:
+def _read_init(connection: Connection) -> Dict[str, Any]:
+    """The host's INIT options (``host_numpy``, ``max_frame`` and any the host adds)."""
     body = connection.read()
     if body is None:
         os._exit(0)
     kind, _, options = msgpack.unpackb(body, raw=False)
-    if kind != p.INIT:
+    if kind != p.INIT or not isinstance(options, dict):
         raise SystemExit(f"snakebridge worker: expected INIT, got frame kind {kind}")
-    return bool(options.get("host_numpy")), int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
+    return options
 
 
 def main() -> None:
@@ -558,8 +671,10 @@ def main() -> None:
         "executable": sys.executable,
     }
     connection.send(msgpack.packb([p.HELLO, 0, hello]))
-    host_numpy, connection.max_frame = _read_init(connection)
-    worker = Worker(connection, host_numpy)
+    options = _read_init(connection)
+    connection.max_frame = int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
+    worker = Worker(connection, bool(options.get("host_numpy")))
+    worker.options = options
     _CURRENT = worker
     try:
         worker.run()

@@ -19,7 +19,7 @@ import enum
 import itertools
 import struct
 import sys
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import msgpack
 
@@ -57,11 +57,12 @@ class DepthError(Unsendable):
 
 
 class ArgumentError(ValueError):
-    """A well-formed frame holds a value this side cannot rebuild; ``call_id`` names the call."""
+    """A whole frame whose values this side cannot rebuild; ``kind``, ``call_id`` and
+    ``request`` (a callback answer's request id, else None) say which frame it was."""
 
-    def __init__(self, message: str, call_id: int) -> None:
+    def __init__(self, message: str, kind: int, call_id: int, request: Any = None) -> None:
         super().__init__(message)
-        self.call_id = call_id
+        self.kind, self.call_id, self.request = kind, call_id, request
 
 
 class Mark:
@@ -135,7 +136,7 @@ def lift_message(message: List[Any]) -> List[Any]:
     if kind == p.CALL and len(message) == 10:
         message[8] = lift(message[8], 1)
         message[9] = lift(message[9], 1)
-    elif kind in (p.RESULT, p.CALLBACK_RESULT) and len(message) == 3:
+    elif kind in (p.RESULT, p.CALLBACK_RESULT) and len(message) >= 3:
         message[2] = lift(message[2], 2)
     return message
 
@@ -448,17 +449,25 @@ def as_depth_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def call_id_of(body: Union[bytes, bytearray]) -> Optional[int]:
-    """The call id of a frame whose values did not decode (None when even that is unreadable)."""
+def frame_head(body: Union[bytes, bytearray]) -> Optional[Tuple[int, int, Any]]:
+    """``(kind, id, request)`` of a frame whose values did not decode, None if unreadable.
+
+    ``request`` is the fourth item of a callback answer (after its value), else None.
+    """
     try:
         unpacker = msgpack.Unpacker(raw=False)
         unpacker.feed(body)
-        unpacker.read_array_header()
-        unpacker.skip()
-        call_id = unpacker.unpack()
+        size = unpacker.read_array_header()
+        kind, call_id = unpacker.unpack(), unpacker.unpack()
+        request = None
+        if kind in (p.CALLBACK_RESULT, p.CALLBACK_ERROR) and size > 3:
+            unpacker.skip()
+            request = unpacker.unpack()
     except Exception:
         return None
-    return call_id if type(call_id) is int else None
+    if type(kind) is not int or type(call_id) is not int:
+        return None
+    return kind, call_id, request
 
 
 def encode_path(codec: ValueCodec, obj: Any) -> Any:

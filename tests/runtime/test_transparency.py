@@ -18,7 +18,7 @@ import pytest
 
 import snakebridge
 from snakebridge import Ref
-from snakebridge.runtime import pool as pool_module
+from snakebridge.runtime import exchange as exchange_module
 from snakebridge.runtime.codec import CALLBACKS, inout
 
 
@@ -30,13 +30,13 @@ def echo(value: Any) -> Any:
 def host_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the callbacks workers make into the host (one entry per round trip)."""
     trips: list[int] = []
-    real = pool_module.callback_reply
+    real = exchange_module.callback_reply
 
     def counted(message: list[Any], codec: Any) -> bytes:
         trips.append(message[1])
         return real(message, codec)
 
-    monkeypatch.setattr(pool_module, "callback_reply", counted)
+    monkeypatch.setattr(exchange_module, "callback_reply", counted)
     return trips
 
 

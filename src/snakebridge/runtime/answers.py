@@ -50,7 +50,8 @@ def callback_reply(message: list[Any], codec: HostCodec) -> bytes:
     exception itself by reference, so it is raised in the worker with its own type and, when
     it propagates out of the call, the host raises the original exception object again.
     """
-    _, callback_id, args, kwargs = message
+    callback_id, args, kwargs = message[1], message[2], message[3]
+    request = message[5] if len(message) > 5 else callback_id  # answers are matched by it
     try:
         if callback_id == hostrefs.HOST_OP:
             result = hostobjects.operation(list(args), CALLBACKS)
@@ -59,7 +60,8 @@ def callback_reply(message: list[Any], codec: HostCodec) -> bytes:
             if function is None:
                 raise LookupError(f"no host callback #{callback_id} in this call")
             result = function(*args, **(kwargs or {}))
-        return codec.encode([p.CALLBACK_RESULT, callback_id, result], values=([result], None))
+        reply = [p.CALLBACK_RESULT, callback_id, result, request]
+        return codec.encode(reply, values=([result], None))
     except Exception as exc:
         builtin = next(
             (c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"), "Exception"
@@ -71,6 +73,7 @@ def callback_reply(message: list[Any], codec: HostCodec) -> bytes:
         }
         try:
             full = {**payload, "class": type(exc), "args": list(exc.args), "exception": exc}
-            return codec.encode([p.CALLBACK_ERROR, callback_id, full], values=([], None))
+            return codec.encode([p.CALLBACK_ERROR, callback_id, full, request], values=([], None))
         except Exception:  # arguments that cannot travel: the type and message still do
-            return codec.encode([p.CALLBACK_ERROR, callback_id, payload], values=([], None))
+            reply = [p.CALLBACK_ERROR, callback_id, payload, request]
+            return codec.encode(reply, values=([], None))
