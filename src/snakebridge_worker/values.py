@@ -107,36 +107,57 @@ def as_records(items: List[Any]) -> Optional[msgpack.ExtType]:
         return None
 
 
+_CONTAINERS = frozenset((list, tuple, dict, bytearray))
+
+
 def lift(value: Any, depth: int = 1) -> Any:
     """``value`` with its lists of plain tuples (``depth`` levels down) as records; never
     changes the caller's containers (changed ones are copies)."""
     cls = type(value)
     if cls is list:
-        records = as_records(value)
-        if records is not None:
-            return records
+        if len(value) >= _RECORDS_MIN and type(value[0]) is tuple:
+            records = as_records(value)
+            if records is not None:
+                return records
     elif cls is bytearray:  # msgpack packs bytearrays as bytes without asking: say so here
         return msgpack.ExtType(p.EXT_BYTEARRAY, bytes(value))
-    if not depth or cls not in (list, tuple, dict) or len(value) > _LIFT_MAX:
+    elif cls is not tuple and cls is not dict:
+        return value
+    if not depth or len(value) > _LIFT_MAX:
         return value
     if cls is dict:
-        lifted: Any = {key: lift(item, depth - 1) for key, item in value.items()}
-        changed = any(lifted[key] is not item for key, item in value.items())
-    else:
-        lifted = [lift(item, depth - 1) for item in value]
-        changed = any(lifted[index] is not item for index, item in enumerate(value))
-        if changed and cls is tuple:
-            lifted = tuple(lifted)
-    return lifted if changed else value
+        copied: Optional[Dict[Any, Any]] = None
+        for key, item in value.items():
+            if type(item) in _CONTAINERS:
+                new = lift(item, depth - 1)
+                if new is not item:
+                    copied = dict(value) if copied is None else copied
+                    copied[key] = new
+        return value if copied is None else copied
+    items: Optional[List[Any]] = None
+    for index, item in enumerate(value):
+        if type(item) in _CONTAINERS:
+            new = lift(item, depth - 1)
+            if new is not item:
+                items = list(value) if items is None else items
+                items[index] = new
+    if items is None:
+        return value
+    return tuple(items) if cls is tuple else items
 
 
 def lift_message(message: List[Any]) -> List[Any]:
     """A CALL's args and kwargs, or an answer's value, with records lifted (in place)."""
     kind = message[0]
     if kind == p.CALL and len(message) == 10:
-        message[8] = lift(message[8], 1)
-        message[9] = lift(message[9], 1)
-    elif kind in (p.RESULT, p.CALLBACK_RESULT) and len(message) >= 3:
+        args, kwargs = message[8], message[9]
+        if type(args) is list and (
+            len(args) >= _RECORDS_MIN or not _CONTAINERS.isdisjoint(map(type, args))
+        ):
+            message[8] = lift(args, 1)
+        if type(kwargs) is dict and not _CONTAINERS.isdisjoint(map(type, kwargs.values())):
+            message[9] = lift(kwargs, 1)
+    elif kind in (p.RESULT, p.CALLBACK_RESULT) and type(message[2]) in _CONTAINERS:
         message[2] = lift(message[2], 2)
     return message
 

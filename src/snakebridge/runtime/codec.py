@@ -139,16 +139,20 @@ class HostCodec(v.ValueCodec):
         """
         self.refs_seen = []
         self.callbacks = []
-        self._sent = {}
+        if self._sent:
+            self._sent = {}
         try:
-            body = self.pack(v.lift_message(message))
+            body = self._packer.pack(v.lift_message(message))
         except RefInvalid:
+            self._packer.reset()
             self._forget_callbacks()
             raise
         except Exception as exc:
+            self._packer.reset()
             self._forget_callbacks()
             path, reason = _find_unsendable(values or (message[-2], message[-1]), self)
-            raise EncodeError(f"cannot send {path}: {reason or _reason(exc)}", path=path) from None
+            reason = reason or _reason(v.as_depth_error(exc))
+            raise EncodeError(f"cannot send {path}: {reason}", path=path) from None
         if len(body) > self.max_frame:
             self._forget_callbacks()
             raise EncodeError(
