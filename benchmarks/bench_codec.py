@@ -23,7 +23,8 @@ import msgpack
 
 import snakebridge
 from snakebridge.runtime.codec import HostCodec
-from snakebridge_worker.values import ValueCodec, lift
+from snakebridge_worker.records import lift
+from snakebridge_worker.values import ValueCodec
 
 N = 100_000
 

@@ -13,10 +13,8 @@ Exact types only (``type(decoded) is type(sent)``); side-specific subclasses dec
 
 from __future__ import annotations
 
-import builtins
 import datetime
 import enum
-import itertools
 import struct
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -24,6 +22,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import msgpack
 
 from snakebridge_worker import protocol as p
+from snakebridge_worker.kinds import BUILDERS, dtype_spec, dtype_wire, encode_datetime, encode_time
+from snakebridge_worker.kinds import builtin_name as builtin_name
+from snakebridge_worker.kinds import encode_builtin as encode_builtin
+from snakebridge_worker.kinds import encode_namedtuple as encode_namedtuple
+from snakebridge_worker.kinds import is_namedtuple as is_namedtuple
+from snakebridge_worker.kinds import loaded as loaded
+from snakebridge_worker.kinds import module as _module
+from snakebridge_worker.records import decode_records
+from snakebridge_worker.records import lift_message as lift_message
 
 MAX_DEPTH = 500
 """Nesting the codec always carries. Beyond msgpack's own limit (511 or 1024 levels, by
@@ -83,89 +90,6 @@ _TUPLE, _SET, _FROZENSET = HEADS[p.EXT_TUPLE], HEADS[p.EXT_SET], HEADS[p.EXT_FRO
 _BUILD = HEADS[p.EXT_BUILD]
 
 
-_SCALARS = frozenset((type(None), bool, int, float, str, bytes))
-_RECORDS_MIN = 8
-_LIFT_MAX = 64
-
-
-def as_records(items: List[Any]) -> Optional[msgpack.ExtType]:
-    """A list of tuples of plain scalars as one flat extension packed at C speed, or None.
-
-    The commonest large value (rows, pairs, points) then costs no Python call per tuple on
-    either side; anything else in the list (a nested container, a subclass, a big int) keeps
-    the general path.
-    """
-    if len(items) < _RECORDS_MIN or type(items[0]) is not tuple:
-        return None
-    if set(map(type, items)) != {tuple}:
-        return None
-    if not set(map(type, itertools.chain.from_iterable(items))) <= _SCALARS:
-        return None
-    try:  # not strict, no default: the tuples are plain arrays
-        return msgpack.ExtType(p.EXT_RECORDS, msgpack.packb(items, use_bin_type=True))
-    except (OverflowError, ValueError, TypeError):  # an int beyond 64 bits
-        return None
-
-
-_CONTAINERS = frozenset((list, tuple, dict, bytearray))
-
-
-def lift(value: Any, depth: int = 1) -> Any:
-    """``value`` with its lists of plain tuples (``depth`` levels down) as records; never
-    changes the caller's containers (changed ones are copies)."""
-    cls = type(value)
-    if cls is list:
-        if len(value) >= _RECORDS_MIN and type(value[0]) is tuple:
-            records = as_records(value)
-            if records is not None:
-                return records
-    elif cls is bytearray:  # msgpack packs bytearrays as bytes without asking: say so here
-        return msgpack.ExtType(p.EXT_BYTEARRAY, bytes(value))
-    elif cls is not tuple and cls is not dict:
-        return value
-    if not depth or len(value) > _LIFT_MAX:
-        return value
-    if cls is dict:
-        copied: Optional[Dict[Any, Any]] = None
-        for key, item in value.items():
-            if type(item) in _CONTAINERS:
-                new = lift(item, depth - 1)
-                if new is not item:
-                    copied = dict(value) if copied is None else copied
-                    copied[key] = new
-        return value if copied is None else copied
-    items: Optional[List[Any]] = None
-    for index, item in enumerate(value):
-        if type(item) in _CONTAINERS:
-            new = lift(item, depth - 1)
-            if new is not item:
-                items = list(value) if items is None else items
-                items[index] = new
-    if items is None:
-        return value
-    return tuple(items) if cls is tuple else items
-
-
-def lift_message(message: List[Any]) -> List[Any]:
-    """A CALL's args and kwargs, or an answer's value, with records lifted (in place)."""
-    kind = message[0]
-    if kind == p.CALL and len(message) == 10:
-        args, kwargs = message[8], message[9]
-        if type(args) is list and (
-            len(args) >= _RECORDS_MIN or not _CONTAINERS.isdisjoint(map(type, args))
-        ):
-            message[8] = lift(args, 1)
-        if type(kwargs) is dict and not _CONTAINERS.isdisjoint(map(type, kwargs.values())):
-            message[9] = lift(kwargs, 1)
-    elif kind in (p.RESULT, p.CALLBACK_RESULT) and type(message[2]) in _CONTAINERS:
-        message[2] = lift(message[2], 2)
-    return message
-
-
-def _records(data: bytes) -> List[Any]:
-    return list(msgpack.unpackb(data, use_list=False, raw=False))
-
-
 def type_key(cls: type) -> str:
     """``module.qualname`` of a class."""
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -174,132 +98,6 @@ def type_key(cls: type) -> str:
 def _bigint(value: int) -> msgpack.ExtType:
     data = value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True)
     return msgpack.ExtType(p.EXT_BIGINT, data)
-
-
-def _datetime(value: datetime.datetime) -> Any:
-    tz = value.tzinfo
-    if not value.fold and (tz is None or type(tz) is datetime.timezone):
-        return msgpack.ExtType(p.EXT_DATETIME, value.isoformat().encode())
-    key = getattr(tz, "key", None) if type_key(type(tz)) == "zoneinfo.ZoneInfo" else None
-    if key is None and not value.fold:
-        return msgpack.ExtType(p.EXT_DATETIME, value.isoformat().encode())
-    plain = value.replace(tzinfo=None) if key is not None else value
-    return [_BUILD, "datetime", plain.replace(fold=0).isoformat(), key, value.fold]
-
-
-def _time(value: datetime.time) -> Any:
-    tz = value.tzinfo
-    key = getattr(tz, "key", None) if type_key(type(tz)) == "zoneinfo.ZoneInfo" else None
-    if key is None and not value.fold:
-        return msgpack.ExtType(p.EXT_TIME, value.isoformat().encode())
-    plain = value.replace(tzinfo=None) if key is not None else value
-    return [_BUILD, "time", plain.replace(fold=0).isoformat(), key, value.fold]
-
-
-def _module(name: str) -> Any:
-    module = sys.modules.get(name)
-    if module is None:
-        __import__(name)
-        module = sys.modules[name]
-    return module
-
-
-def _zoned(kind: str, iso: str, key: Optional[str], fold: int) -> Any:
-    cls = datetime.datetime if kind == "datetime" else datetime.time
-    value = cls.fromisoformat(iso)
-    if key is not None:
-        value = value.replace(tzinfo=_module("zoneinfo").ZoneInfo(key))
-    return value.replace(fold=int(fold))
-
-
-def _build_range(start: int, stop: int, step: int) -> range:
-    return range(start, stop, step)
-
-
-def _build_slice(start: Any, stop: Any, step: Any) -> slice:
-    return slice(start, stop, step)
-
-
-def _build_ordered(items: Dict[Any, Any]) -> Any:
-    return _module("collections").OrderedDict(items)
-
-
-def _build_counter(items: Dict[Any, Any]) -> Any:
-    return _module("collections").Counter(items)
-
-
-def _build_defaultdict(factory: Any, items: Dict[Any, Any]) -> Any:
-    return _module("collections").defaultdict(factory, items)
-
-
-def _build_deque(items: List[Any], maxlen: Optional[int]) -> Any:
-    return _module("collections").deque(items, maxlen)
-
-
-def _build_namedtuple(cls: Any, fields: List[Any]) -> Any:
-    if isinstance(cls, list):  # [module, qualname]: only a class already imported here
-        cls = loaded(cls[0], cls[1])
-    if isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_make"):
-        return cls._make(fields)
-    return tuple(fields)  # the class does not exist on this side: its fields as a tuple
-
-
-def loaded(module: str, qualname: str) -> Any:
-    """``module.qualname`` if that module is already imported (never imports anything)."""
-    obj = sys.modules.get(module)
-    for part in qualname.split("."):
-        if obj is None or part.startswith("_"):
-            return None
-        obj = getattr(obj, part, None)
-    return obj
-
-
-def is_namedtuple(obj: Any) -> bool:
-    cls = type(obj)
-    return isinstance(obj, tuple) and hasattr(cls, "_fields") and hasattr(cls, "_make")
-
-
-def builtin_name(obj: Any) -> Optional[str]:
-    """The name of a class or function of the ``builtins`` module (the same on every side)."""
-    name = getattr(obj, "__qualname__", None)
-    if not isinstance(name, str) or getattr(obj, "__module__", None) != "builtins":
-        return None
-    return name if getattr(builtins, name, None) is obj else None
-
-
-def encode_builtin(name: str) -> Any:
-    return [HEADS[p.EXT_NAME], "builtins", name, None]
-
-
-def encode_namedtuple(obj: Any) -> Any:
-    """A namedtuple by its class name and fields (rebuilt where that class is loaded)."""
-    cls = type(obj)
-    return [_BUILD, "namedtuple", [cls.__module__, cls.__qualname__], list(obj)]
-
-
-def _build_dtype(spec: Any) -> Any:
-    return _module("numpy").dtype(dtype_spec(spec))
-
-
-def _build_npvoid(spec: Any, raw: bytes) -> Any:
-    np = _module("numpy")
-    return np.frombuffer(raw, dtype=np.dtype(dtype_spec(spec)))[0]
-
-
-BUILDERS: Dict[str, Callable[..., Any]] = {
-    "range": _build_range,
-    "slice": _build_slice,
-    "datetime": lambda iso, key, fold: _zoned("datetime", iso, key, fold),
-    "time": lambda iso, key, fold: _zoned("time", iso, key, fold),
-    "OrderedDict": _build_ordered,
-    "Counter": _build_counter,
-    "defaultdict": _build_defaultdict,
-    "deque": _build_deque,
-    "namedtuple": _build_namedtuple,
-    "dtype": _build_dtype,
-    "npvoid": _build_npvoid,
-}
-"""Composite ``EXT_BUILD`` kinds: ``[head, kind, *fields]`` → ``BUILDERS[kind](*fields)``."""
 
 
 class ValueCodec:
@@ -312,9 +110,9 @@ class ValueCodec:
             frozenset: lambda o: [_FROZENSET, *o],
             int: _bigint,
             complex: lambda o: msgpack.ExtType(p.EXT_COMPLEX, _COMPLEX.pack(o.real, o.imag)),
-            datetime.datetime: _datetime,
+            datetime.datetime: encode_datetime,
             datetime.date: lambda o: msgpack.ExtType(p.EXT_DATE, o.isoformat().encode()),
-            datetime.time: _time,
+            datetime.time: encode_time,
             datetime.timedelta: lambda o: msgpack.ExtType(
                 p.EXT_TIMEDELTA, _TIMEDELTA.pack(o.days, o.seconds, o.microseconds)
             ),
@@ -353,7 +151,7 @@ class ValueCodec:
             p.EXT_NPSCALAR: decode_npscalar,
             p.EXT_ELLIPSIS: lambda d: Ellipsis,
             p.EXT_BYTEARRAY: bytearray,
-            p.EXT_RECORDS: _records,
+            p.EXT_RECORDS: decode_records,
         }
         self.builders: Dict[int, Callable[[List[Any]], Any]] = {
             p.EXT_TUPLE: lambda items: tuple(items[1:]),
@@ -501,33 +299,6 @@ def encode_path(codec: ValueCodec, obj: Any) -> Any:
 def is_path(obj: Any) -> bool:
     pathlib = sys.modules.get("pathlib")
     return pathlib is not None and isinstance(obj, pathlib.PurePath)
-
-
-def dtype_wire(dtype: Any) -> Any:
-    """A dtype as msgpack carries it: ``dtype.str``, ``[base, shape]`` for a subarray, or a
-    ``{names, formats, offsets, itemsize}`` map for a structured dtype (padding kept)."""
-    if dtype.fields is not None:
-        names = list(dtype.names)
-        return {
-            "names": names,
-            "formats": [dtype_wire(dtype.fields[name][0]) for name in names],
-            "offsets": [dtype.fields[name][1] for name in names],
-            "itemsize": dtype.itemsize,
-        }
-    if dtype.subdtype is not None:
-        base, shape = dtype.subdtype
-        return [dtype_wire(base), list(shape)]
-    return dtype.str
-
-
-def dtype_spec(wire: Any) -> Any:
-    """What :func:`dtype_wire` produced, in the form ``numpy.dtype`` takes."""
-    if isinstance(wire, dict):
-        formats = [dtype_spec(part) for part in wire["formats"]]
-        return {**wire, "formats": formats}
-    if isinstance(wire, list):
-        return (dtype_spec(wire[0]), tuple(wire[1]))
-    return wire
 
 
 def numpy_kind(obj: Any) -> str:
