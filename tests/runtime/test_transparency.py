@@ -151,6 +151,13 @@ def test_types_functions_and_modules_are_the_workers_own(host_trips: list[int]) 
     assert host_trips == []  # len ran in the worker: no host round trip per item
 
 
+def test_facade_classes_travel_as_the_remote_class() -> None:
+    class float32:  # what a generated facade class carries
+        __sb_remote__ = ("numpy", "float32")
+
+    assert snakebridge.call("numpy", "zeros", [2], {"dtype": float32}).dtype == np.float32
+
+
 def host_key(value: int) -> int:
     """A module-level function of a module the worker cannot import."""
     return -value

@@ -229,6 +229,33 @@ def test_a_reply_that_cannot_be_sent_leaves_no_refs_behind() -> None:
     assert registry_size(pool) == before
 
 
+class Unknown:
+    """Sent as an extension code the worker does not know (see the fixture below)."""
+
+
+@pytest.fixture
+def unknown_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = codec_for_thread()
+    real = codec.fallback
+
+    def fallback(obj: Any) -> Any:
+        return msgpack.ExtType(99, b"?") if type(obj) is Unknown else real(obj)
+
+    monkeypatch.setattr(codec, "fallback", fallback)
+
+
+@pytest.mark.usefixtures("unknown_extension")
+def test_arguments_the_worker_cannot_decode_fail_the_call_not_the_worker() -> None:
+    pool = default_pool()
+    pids = {worker.pid for worker in pool.workers}
+    with pytest.raises(DecodeError, match="unknown extension type 99"):
+        snakebridge.call("copy", "copy", [[1, Unknown()]])
+    with pytest.raises(ValueError, match="unknown extension type 99"):  # a callback's answer
+        snakebridge.call("builtins", "sorted", [[1, 2]], {"key": lambda _: Unknown()})
+    assert snakebridge.call("operator", "add", [1, 2]) == 3
+    assert {worker.pid for worker in pool.workers} == pids
+
+
 def test_hostile_frames_decode_to_errors_on_both_ends() -> None:
     from snakebridge_worker.values import DepthError, ValueCodec
 

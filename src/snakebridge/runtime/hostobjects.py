@@ -126,7 +126,7 @@ def describe(obj: Any) -> dict[str, Any]:
             value = getattr(obj, f"__{key}__", None)
             if isinstance(value, str):
                 meta[key] = value
-        if isinstance(obj, types.FunctionType | types.MethodType | types.BuiltinMethodType):
+        if not isinstance(obj, type):
             meta["signature"] = _signature(obj)
     return meta
 
