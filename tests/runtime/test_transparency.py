@@ -19,7 +19,7 @@ import pytest
 import snakebridge
 from snakebridge import Ref
 from snakebridge.runtime import exchange as exchange_module
-from snakebridge.runtime.codec import CALLBACKS, inout
+from snakebridge.runtime.codec import CALLBACKS
 
 
 def echo(value: Any) -> Any:
@@ -236,16 +236,16 @@ def test_writes_to_host_arrays_fail_clearly_unless_marked_inout() -> None:
 
 def test_inout_arrays_see_the_workers_writes() -> None:
     a = np.arange(5.0)
-    marked = inout(a)
+    marked = snakebridge.inout(a)
     assert snakebridge.call("numpy", "multiply", [marked, 2], {"out": marked}) is not None
     assert a.tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
-    snakebridge.call("numpy", "copyto", [inout(a), 7.0])
+    snakebridge.call("numpy", "copyto", [snakebridge.inout(a), 7.0])
     assert a.tolist() == [7.0] * 5
     deck = np.arange(50)
-    snakebridge.call("numpy.random", "shuffle", [inout(deck)])
+    snakebridge.call("numpy.random", "shuffle", [snakebridge.inout(deck)])
     assert sorted(deck.tolist()) == list(range(50)) and deck.tolist() != list(range(50))
     with pytest.raises(TypeError, match="writeable numpy array"):
-        inout([1, 2])
+        snakebridge.inout([1, 2])
 
 
 # -- item 7: values are exact -----------------------------------------------------------------
