@@ -183,7 +183,7 @@ class WorkerCodec(v.ValueCodec):
             del self.inout[mark:]
             head = v.frame_head(data)
             if head is None:
-                raise
+                raise ValueError(f"a malformed frame: {exc}") from None
             raise v.ArgumentError(f"the worker cannot decode the values: {exc}", *head) from None
         if len(self.inout) > mark:  # in-out arrays belong to the call that brought them
             if type(message) is list and len(message) > 1 and message[0] == p.CALL:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import decimal
 import enum
@@ -293,3 +294,44 @@ def test_callbacks_the_worker_dropped_are_forgotten() -> None:
     for _ in range(20):
         assert snakebridge.call("builtins", "sorted", [[1, 2]], {"key": lambda x: -x}) == [2, 1]
     assert len(CALLBACKS) <= before + 2
+
+
+def test_mutated_frames_never_escape_as_anything_but_decode_errors() -> None:
+    """20,000 seeded mutations of real frames: each end raises only its decode errors."""
+    import random
+
+    from snakebridge.runtime.errors import ProtocolError
+    from snakebridge_worker import main as worker_main
+    from snakebridge_worker import protocol as p
+
+    class NoConnection:
+        max_frame = p.DEFAULT_MAX_FRAME
+
+    worker = worker_main.WorkerCodec(worker_main.Registry(), True, NoConnection())  # type: ignore[arg-type]
+    host = codec_for_thread()
+    samples = [
+        [p.RESULT, 7, value]
+        for value in (
+            (1, (2, (3,))),
+            {frozenset({1}): [datetime.date(2020, 1, 2), decimal.Decimal("1.5")]},
+            [(i, str(i), None) for i in range(10)],
+            collections.deque([range(3), slice(1, 2), ...], maxlen=4),
+            np.arange(6.0).reshape(2, 3),
+            uuid.UUID(int=5),
+        )
+    ]
+    frames = [worker.pack(sample) for sample in samples]
+    rng = random.Random(11)
+    for _ in range(20_000):
+        frame = bytearray(rng.choice(frames))
+        for _ in range(rng.randint(1, 4)):
+            position = rng.randrange(len(frame) or 1)
+            if rng.random() < 0.2:
+                del frame[position:]
+                frame += bytes(rng.randrange(256) for _ in range(rng.randint(0, 3)))
+            else:
+                frame[position : position + 1] = bytes([rng.randrange(256)])
+        with contextlib.suppress(DecodeError, ProtocolError):
+            host.decode(bytes(frame), None, None)  # type: ignore[arg-type]
+        with contextlib.suppress(ValueError):  # ArgumentError, DepthError or a malformed frame
+            worker.unpack(bytes(frame))
