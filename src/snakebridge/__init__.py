@@ -25,6 +25,7 @@ from snakebridge.runtime.client import (
     status,
 )
 from snakebridge.runtime.client import map_ as map
+from snakebridge.runtime.codec import inout
 from snakebridge.runtime.errors import (
     CallTimeout,
     ConfigError,
@@ -90,6 +91,7 @@ __all__ = [
     "attr",
     "call",
     "get",
+    "inout",
     "map",
     "method",
     "options",
