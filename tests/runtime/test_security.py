@@ -21,10 +21,10 @@ import pytest
 import snakebridge
 import snakebridge_worker
 from snakebridge import LibraryNotAllowed, Ref, SymbolNotFound, paths
+from snakebridge.errors import UnsafePath
 from snakebridge.runtime import status_files
 from snakebridge.runtime.calls import prepare
 from snakebridge.runtime.client import runtime
-from snakebridge.runtime.errors import UnsafePath
 from snakebridge_worker import protocol as p
 
 CONFIG = """
