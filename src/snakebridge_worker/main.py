@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Set
 import msgpack
 
 from snakebridge_worker import protocol as p
+from snakebridge_worker import startup
 from snakebridge_worker import values as v
 
 _BUILTIN_OPS = {
@@ -502,8 +503,13 @@ def main() -> None:
         "pid": os.getpid(),
         "executable": sys.executable,
     }
-    connection.send(msgpack.packb([p.HELLO, 0, hello]))
     options = _read_init(connection)
+    try:  # streams (#14): helpers, preload and init run before HELLO, off every call's clock
+        hello["startup"] = startup.prepare(options)
+    except startup.StartupError as exc:
+        sys.stderr.write(f"snakebridge worker {os.getpid()}: {exc}\n")
+        os._exit(3)
+    connection.send(msgpack.packb([p.HELLO, 0, hello]))
     connection.max_frame = int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
     worker = Worker(connection, bool(options.get("host_numpy")))
     worker.options = options

@@ -21,6 +21,7 @@ from snakebridge.config import Settings, load_settings
 from snakebridge.runtime import status_files
 from snakebridge.runtime.codec import codec_for_thread
 from snakebridge.runtime.errors import EncodeError, LibraryNotAllowed, RefInvalid
+from snakebridge.runtime.helpers import init_options
 from snakebridge.runtime.interpreters import interpreter_for
 from snakebridge.runtime.pool import Call, Pool
 from snakebridge.runtime.process import reset_after_fork
@@ -119,7 +120,9 @@ class _Runtime:
                 env = dict(os.environ)
                 env.update(settings.envs.get(spec.env, settings.envs["default"]).env_vars)
                 env.update(spec.env_vars)
-                pool = Pool(name, spec, interpreter_for(settings, spec.env), env)
+                interpreter = interpreter_for(settings, spec.env)
+                options = init_options(settings, name)  # streams (#14): helpers, preload, init
+                pool = Pool(name, spec, interpreter, env, init_options=options)
                 self.pools[name] = pool
                 self._start_housekeeping()
         return pool

@@ -136,7 +136,13 @@ class Pool:
                 except WorkerStartError as exc:
                     errors.append(exc)
                     continue
-                emit("runtime.worker", "start", pool=self.name, pid=worker.pid)
+                emit(
+                    "runtime.worker",
+                    "start",
+                    pool=self.name,
+                    pid=worker.pid,
+                    startup=worker.startup,
+                )
                 with self._lock:
                     self._workers.append(worker)
                 self._release(worker)
@@ -182,7 +188,8 @@ class Pool:
                 "size": self.size,
                 "queued": len(self._waiters),
                 "workers": [
-                    {"pid": w.pid, "state": w.state, "calls": w.calls} for w in self._workers
+                    {"pid": w.pid, "state": w.state, "calls": w.calls, "startup": w.startup}
+                    for w in self._workers
                 ],
             }
 
@@ -401,7 +408,7 @@ class Pool:
                     worker.stop(0.5)
                     return
                 self._workers.append(worker)
-            emit("runtime.worker", "start", pool=self.name, pid=worker.pid)
+            emit("runtime.worker", "start", pool=self.name, pid=worker.pid, startup=worker.startup)
             if old is not None:
                 self._retire(old, reason="recycle", replace=False)
                 old.stop(1.0)

@@ -218,6 +218,12 @@ class WorkerProcess:
         self.info = hello
         self.state = "idle"
 
+    @property
+    def startup(self) -> dict[str, Any]:
+        """What the worker did before HELLO: ``preload`` and ``init`` seconds (streams, #14)."""
+        startup = self.info.get("startup")
+        return dict(startup) if isinstance(startup, dict) else {}
+
     def _tail_text(self) -> str:
         self._output.join(timeout=0.5)
         tail = self.stderr_tail()
