@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -217,3 +218,37 @@ def test_helper_calls_go_to_the_pool_whose_init_they_provide(
     )
     pid = snakebridge.call("gpu_helpers", "setup")
     assert [w.pid for w in runtime().pools["gpu"].workers] == [pid]
+
+
+def test_sync_writes_typed_helper_facades_and_check_flags_edits(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snakebridge.config import load_settings
+    from snakebridge.runtime.helper_facades import stale_helpers, write_helper_facades
+
+    settings = load_settings()
+    assert "no facade for helper myproj.sb_helpers" in " ".join(stale_helpers(settings))
+    written = write_helper_facades(settings)
+    assert "snakebridge_generated/myproj/sb_helpers/__init__.py" in written
+    assert write_helper_facades(settings) == []  # unchanged: nothing rewritten
+    assert stale_helpers(settings) == []
+    facade = (project / "snakebridge_generated/myproj/sb_helpers/__init__.py").read_text()
+    assert "def total_sqrt(n: int) -> float:" in facade
+    assert "A loop of many small library calls" in facade
+
+    monkeypatch.syspath_prepend(str(project))
+    import importlib
+
+    module = importlib.import_module("snakebridge_generated.myproj.sb_helpers")
+    try:
+        assert module.total_sqrt(4) == pytest.approx(1 + 2**0.5 + 3**0.5)
+    finally:
+        for name in [n for n in sys.modules if n.startswith("snakebridge_generated")]:
+            del sys.modules[name]
+
+    helper = project / "myproj" / "sb_helpers.py"
+    helper.write_text(helper.read_text() + "\n\ndef added() -> int:\n    return 1\n")
+    (problem,) = stale_helpers(settings)
+    assert "changed since its facade was generated" in problem
+    write_helper_facades(settings)
+    assert stale_helpers(settings) == []
