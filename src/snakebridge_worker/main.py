@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Set
 import msgpack
 
 from snakebridge_worker import protocol as p
-from snakebridge_worker import startup
+from snakebridge_worker import startup, streams
 from snakebridge_worker import values as v
 
 _BUILTIN_OPS = {
@@ -350,7 +350,7 @@ class Worker:
                 self.send([p.PONG, message[1], stats])
             elif kind == p.SHUTDOWN:
                 return
-            elif kind != p.CANCEL:  # a cancel for a call already answered is harmless
+            elif kind not in (p.CANCEL, p.CREDIT):  # late, for a call that ended: harmless
                 problem = ValueError(f"unexpected frame kind {kind!r}")
                 self.send([p.ERROR, message[1], error_payload(p.ERR_PROTOCOL, problem, False)])
 
@@ -371,7 +371,10 @@ class Worker:
         except BaseException as exc:  # SystemExit from a library is an answer, not our exit
             self.reply(p.ERROR, call_id, error_payload(p.ERR_REMOTE, exc))
         else:
-            self.reply(p.RESULT, call_id, result)
+            if flags & p.FLAG_STREAM:  # streams (#14): CHUNK frames under credit
+                streams.push(self, call_id, result, error_payload)
+            else:
+                self.reply(p.RESULT, call_id, result)
 
     def apply(
         self, subject: Any, op: str, qualname: str, args: List[Any], kwargs: Dict[str, Any]
