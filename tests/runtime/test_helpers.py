@@ -44,6 +44,12 @@ def preloaded_before_call():
 
 def fail():
     raise KeyError("missing")
+
+
+def countdown(n: int, *, step: int = 1):
+    while n > 0:
+        yield n
+        n -= step
 '''
 
 SLOW = """
@@ -235,6 +241,7 @@ def test_sync_writes_typed_helper_facades_and_check_flags_edits(
     facade = (project / "snakebridge_generated/myproj/sb_helpers/__init__.py").read_text()
     assert "def total_sqrt(n: int) -> float:" in facade
     assert "A loop of many small library calls" in facade
+    assert "def countdown_stream(n: int, *, step: int = 1) -> _sb_streams.Stream:" in facade
 
     monkeypatch.syspath_prepend(str(project))
     import importlib
@@ -242,6 +249,7 @@ def test_sync_writes_typed_helper_facades_and_check_flags_edits(
     module = importlib.import_module("snakebridge_generated.myproj.sb_helpers")
     try:
         assert module.total_sqrt(4) == pytest.approx(1 + 2**0.5 + 3**0.5)
+        assert list(module.countdown_stream(6, step=2)) == [6, 4, 2]  # the generator's twin
     finally:
         for name in [n for n in sys.modules if n.startswith("snakebridge_generated")]:
             del sys.modules[name]

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from snakebridge.codegen.generator import render_module
+from snakebridge.codegen.generator import _def, _Params, render_module, sanitize
 from snakebridge.codegen.manifest import atomic_write
 from snakebridge.config import Settings
 from snakebridge.runtime.helpers import HelperSource, find_helper
@@ -108,19 +108,42 @@ def helper_symbols(helper: HelperSource) -> dict[str, dict[str, Any]]:
     return symbols
 
 
+def _stream_twin(name: str, info: dict[str, Any]) -> list[str]:
+    """``name_stream(...)``: the same parameters, the items as the worker produces them."""
+    params = _Params(info["signature"]["params"], frozenset(), skip_first=False)
+    lines = _def("", f"{sanitize(name)}_stream", params.defs, "_sb_streams.Stream")
+    lines.append(
+        f'    """Stream the items of :func:`{sanitize(name)}` as the worker yields them."""'
+    )
+    call = f"_sb_streams.invoke_stream(_LIB, {info['qualname']!r}, {params.forward()})"
+    return [*lines, f"    return {call}"]
+
+
 def render_helper(helper: HelperSource, version: str = "") -> str:
-    """The facade module source for one helper."""
+    """The facade module source for one helper (with ``_stream`` twins of its generators)."""
     from snakebridge.codegen.pipeline import _version
 
+    symbols = helper_symbols(helper)
     text = render_module(
         version=version or _version(),
         library=helper.name,
         resolved=f"helper source sha256:{helper.digest}",
         lib_path=helper.name,
-        symbols=helper_symbols(helper),
+        symbols=symbols,
         children=(),
     )
-    return text
+    streaming = sorted(n for n, info in symbols.items() if info["streaming"])
+    if not streaming:
+        return text
+    twins = [line for n in streaming for line in ["", "", *_stream_twin(n, symbols[n])]]
+    names = sorted({sanitize(n) for n in symbols} | {f"{sanitize(n)}_stream" for n in streaming})
+    head, tail = text.split("\n\n\ndef __getattr__(", 1)
+    head = re.sub(r"^__all__ = \[.*\]$", "__all__ = " + repr(names), head, count=1, flags=re.M)
+    head = head.replace(
+        "import snakebridge.facade as _sb\n",
+        "import snakebridge.facade as _sb\nimport snakebridge.runtime.streams as _sb_streams\n",
+    )
+    return "\n".join([head, *twins]) + "\n\n\ndef __getattr__(" + tail
 
 
 def helper_facade_path(settings: Settings, name: str) -> Path:
