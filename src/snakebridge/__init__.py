@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
+from snakebridge.runtime.client import ClientSession as Session
 from snakebridge.runtime.client import (
+    aattr,
     acall,
     aget,
+    amap,
+    amethod,
     attr,
     call,
     get,
@@ -39,7 +43,7 @@ from snakebridge.runtime.errors import (
     WorkerCrashed,
     WorkerStartError,
 )
-from snakebridge.runtime.refs import Ref, Session
+from snakebridge.runtime.refs import Ref
 
 
 def __getattr__(name: str) -> _Any:
@@ -78,8 +82,11 @@ __all__ = [
     "WorkerCrashed",
     "WorkerStartError",
     "__version__",
+    "aattr",
     "acall",
     "aget",
+    "amap",
+    "amethod",
     "attr",
     "call",
     "get",

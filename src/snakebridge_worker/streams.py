@@ -11,20 +11,16 @@ the items that preceded it.
 
 from __future__ import annotations
 
-import os
 import select
 import sys
 import time
-from typing import Any, Callable, List, Optional
-
-import msgpack
+from typing import Any, Callable, Dict, List
 
 from snakebridge_worker import protocol as p
 
 MAX_ITEMS = 1024  # items per CHUNK at most
 MAX_BYTES = 1 << 20  # flush a chunk once its items hold about this many bytes
 FLUSH_S = 2e-3  # flush a chunk whose oldest item waited this long
-_CONTROL_PREFIXES = (b"\x93\x0a", b"\x92\x07")  # [CREDIT, id, n] and [CANCEL, id]
 
 
 def _size(item: Any) -> int:
@@ -38,107 +34,98 @@ def _size(item: Any) -> int:
 
 
 class _Stream:
-    """Credit and cancellation of the one stream a worker is pushing."""
+    """Credit and cancellation of one stream the worker is pushing."""
 
     def __init__(self, call_id: int) -> None:
         self.call_id = call_id
         self.credit = 0
         self.cancelled = False
 
-    def take(self, body: bytes) -> bool:
-        """Consume ``body`` if it is CREDIT or CANCEL for this stream (else leave it)."""
-        if body[:2] not in _CONTROL_PREFIXES:
-            return False
-        message = msgpack.unpackb(body)
-        if message[1] != self.call_id:
-            return True  # for a stream that already ended: harmless, dropped
-        if message[0] == p.CREDIT:
-            self.credit += int(message[2])
-        else:
-            self.cancelled = True
-        return True
+
+ACTIVE: Dict[int, _Stream] = {}
 
 
-def _readable(sock: Any, buffered: bytearray) -> bool:
-    if len(buffered) >= 4:
+def control(message: List[Any]) -> None:
+    """A CREDIT or CANCEL frame from the host (one for a stream that ended is dropped)."""
+    stream = ACTIVE.get(message[1])
+    if stream is None:
+        return
+    if message[0] == p.CREDIT:
+        stream.credit += int(message[2])
+    else:
+        stream.cancelled = True
+
+
+def _frame_waiting(connection: Any) -> bool:
+    if len(connection.buffer) >= 4:
         return True
-    ready, _, _ = select.select([sock], [], [], 0)
+    ready, _, _ = select.select([connection.sock], [], [], 0)
     return bool(ready)
 
 
 class _Pusher:
-    """Drives one iterator on the worker's main thread and sends its items."""
+    """Drives one iterator on the calling thread and sends its items.
+
+    Frames that arrive meanwhile go through the worker's own ``route`` (as inside a host
+    callback: a call that is not nested waits until the stream is over), so CREDIT and CANCEL
+    reach :func:`control` wherever they are read, even by a callback's loop.
+    """
 
     def __init__(self, worker: Any, call_id: int, error_payload: Callable[..., Any]) -> None:
         self.worker = worker
-        self.connection = worker.connection
         self.stream = _Stream(call_id)
         self.error_payload = error_payload
-        self._read = self.connection.read
 
-    def read_filtered(self) -> Optional[bytes]:
-        """The connection's read with this stream's CREDIT/CANCEL taken out.
-
-        Installed on the connection while the stream runs, so frames that arrive while the
-        iterator calls back into the host (whose loop reads the socket) are never lost.
-        """
-        while True:
-            body: Optional[bytes] = self._read()
-            if body is None or not self.stream.take(body):
-                return body
-
-    def control(self, block: bool) -> None:
-        """Handle frames that arrived; with ``block``, wait until there is credit or a cancel."""
-        connection, stream = self.connection, self.stream
-        while True:
-            if block and (stream.credit > 0 or stream.cancelled):
-                return
-            if not block and not _readable(connection.sock, connection.buffer):
-                return
-            body = self._read()
-            if body is None:  # the host is gone
-                os._exit(0)
-            if not stream.take(body):
-                self.other(body)
-
-    def other(self, body: bytes) -> None:
-        """A frame that is not this stream's control: releases, pings, a stray call."""
+    def _read_one(self) -> None:
         worker = self.worker
-        message = worker.codec.unpack(body)
-        kind = message[0]
-        if kind == p.RELEASE:
-            worker.registry.release(message[2], message[3])
-        elif kind == p.RELEASE_SESSION:
-            worker.registry.release_session(message[2])
-        elif kind == p.SHUTDOWN:
-            os._exit(0)
-        elif kind in (p.CALL, p.PING):
-            problem = RuntimeError(f"the worker is busy streaming call {self.stream.call_id}")
-            worker.send([p.ERROR, message[1], self.error_payload(p.ERR_PROTOCOL, problem, False)])
+        try:
+            incoming = worker._read()
+        finally:
+            worker._done_reading()
+        worker.route(incoming, in_callback=True)
+
+    def wait_for_credit(self) -> None:
+        stream, worker = self.stream, self.worker
+
+        def ready() -> bool:
+            return stream.credit > 0 or stream.cancelled
+
+        while True:
+            with worker.cv:
+                if not worker._lead_or_wait(ready):
+                    return
+            self._read_one()
+
+    def poll(self) -> None:
+        """Handle frames that already arrived, without waiting."""
+        worker = self.worker
+        while _frame_waiting(worker.connection):
+            with worker.cv:
+                if worker.reading:
+                    return
+                worker.reading = True
+            self._read_one()
 
     def send_chunk(self, items: List[Any]) -> bool:
         """Send one CHUNK (waiting for credit first); False when the stream was cancelled."""
-        while self.stream.credit <= 0 and not self.stream.cancelled:
-            self.control(block=True)
+        if self.stream.credit <= 0 and not self.stream.cancelled:
+            self.wait_for_credit()
         if self.stream.cancelled:
             return False
-        worker = self.worker
         try:
-            body = worker.packer.pack([p.CHUNK, self.stream.call_id, items])
+            self.worker.send([p.CHUNK, self.stream.call_id, items])
         except Exception:
-            worker.packer.reset()
+            self.worker.packer.reset()
             raise
-        worker.connection.send(body)
         self.stream.credit -= 1
         return True
 
     def run(self, iterator: Any) -> None:
-        connection = self.connection
-        connection.read = self.read_filtered
+        ACTIVE[self.stream.call_id] = self.stream
         try:
             self._pump(iterator)
         finally:
-            del connection.read  # back to the class's own method
+            ACTIVE.pop(self.stream.call_id, None)
 
     def _pump(self, iterator: Any) -> None:
         call_id, stream, worker = self.stream.call_id, self.stream, self.worker
@@ -175,7 +162,7 @@ class _Pusher:
                 break
             target = min(target * 2, MAX_ITEMS) if full else max(1, len(items))
             items, size = [], 0
-            self.control(block=False)
+            self.poll()
         _close(iterator)
         worker.send([p.STREAM_END, call_id, {"cancelled": True}])
 

@@ -85,7 +85,7 @@ class RawWorker:
             cwd="/",
         )
         child.close()
-        self.sock.settimeout(60)
+        self.sock.settimeout(20)
         self.buffer = b""
         self.ids = iter(range(1, 1_000_000))
         helpers = {"gens": {"source": GENERATORS, "filename": "gens.py", "package": False}}
@@ -215,7 +215,8 @@ def test_credit_sent_while_the_generator_calls_back_is_not_lost(worker: RawWorke
         message = worker.read()
         if message[0] == p.CALLBACK:
             # the credit lands while the worker waits for the callback's answer
-            worker.send([p.CREDIT, call_id, 1], [p.CALLBACK_RESULT, message[1], message[2][0] * 10])
+            reply = [p.CALLBACK_RESULT, message[1], message[2][0] * 10, message[5]]
+            worker.send([p.CREDIT, call_id, 1], reply)
         elif message[0] == p.CHUNK:
             items += message[2]
         else:

@@ -40,13 +40,15 @@ def error_from_payload(payload: dict[str, Any]) -> Exception:
 
 def callback_reply(message: list[Any], codec: HostCodec) -> bytes:
     """Run the host callable the worker asked for; framed CALLBACK_RESULT or CALLBACK_ERROR."""
-    _, callback_id, args, kwargs = message
+    callback_id, args, kwargs = message[1], message[2], message[3]
+    request = message[5] if len(message) > 5 else callback_id  # answers are matched by it
     function = CALLBACKS.get(callback_id)
     try:
         if function is None:
             raise LookupError(f"no host callback #{callback_id} in this call")
         result = function(*args, **(kwargs or {}))
-        return codec.encode([p.CALLBACK_RESULT, callback_id, result], values=([result], None))
+        reply = [p.CALLBACK_RESULT, callback_id, result, request]
+        return codec.encode(reply, values=([result], None))
     except Exception as exc:
         builtin = next(
             (c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"), "Exception"
@@ -56,4 +58,4 @@ def callback_reply(message: list[Any], codec: HostCodec) -> bytes:
             "builtin": builtin,
             "message": str(exc),
         }
-        return codec.encode([p.CALLBACK_ERROR, callback_id, payload], values=([], None))
+        return codec.encode([p.CALLBACK_ERROR, callback_id, payload, request], values=([], None))

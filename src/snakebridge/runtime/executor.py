@@ -1,7 +1,7 @@
 """``snakebridge.executor``: the pool as a :class:`concurrent.futures.Executor`.
 
 Work is pipelined: a dispatcher thread takes everything queued, sends it to every free worker
-of the pool at once (up to ``window`` calls in flight per worker, answers matched by id) and
+of the pool at once (up to 32 calls in flight per worker, answers matched by id) and
 completes the futures as answers arrive. Work that must run on one particular worker (its
 arguments hold Refs) and arbitrary host callables run on a few helper threads instead.
 """
@@ -16,10 +16,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from snakebridge.runtime.client import _prepare, runtime
-from snakebridge.runtime.codec import codec_for_thread
+from snakebridge.runtime.calls import Call, prepare
+from snakebridge.runtime.client import runtime
 from snakebridge.runtime.errors import SnakeBridgeError
-from snakebridge.runtime.pool import Call, Pool
+from snakebridge.runtime.pool import Pool
 from snakebridge.runtime.refs import current_session
 from snakebridge_worker import protocol as p
 
@@ -51,14 +51,12 @@ class Executor(cf.Executor):
         pool: str | None = None,
         *,
         timeout: float | None = None,
-        window: int = 32,
         max_threads: int | None = None,
     ) -> None:
         if lib is None and pool is None:
             pool = "default"
         self.lib = lib
         self._timeout = timeout
-        self._window = window
         self._pool_name = pool
         self._pool: Pool | None = runtime().pool(pool) if pool is not None else None
         self._queue: collections.deque[_Item] = collections.deque()
@@ -104,8 +102,8 @@ class Executor(cf.Executor):
         idempotent = configured is True or (isinstance(configured, list) and symbol in configured)
         if self._pool is not None:
             pool = self._pool
-        call = _prepare(
-            pool,
+        call = prepare(
+            pool.spec.call_timeout,
             module,
             symbol,
             None,
@@ -133,7 +131,7 @@ class Executor(cf.Executor):
             return self._thread_pool().submit(fn, *args, **kwargs)
         pool, call = self._prepared(*target, args, kwargs)
         if call.want is not None:  # Refs in the arguments: that worker, through the plain path
-            return self._thread_pool().submit(pool.run, call, codec_for_thread())
+            return self._thread_pool().submit(pool.run, call)
         future: cf.Future[Any] = cf.Future()
         self._put([_Item(future, pool, [call], many=False)])
         return future
@@ -243,7 +241,7 @@ class Executor(cf.Executor):
     def _run_batch(self, pool: Pool, items: list[_Item]) -> None:
         calls = [call for item in items for call in item.calls]
         try:
-            answers = pool.run_many(calls, codec_for_thread(), window=self._window)
+            answers = pool.run_many(calls)
         except BaseException as exc:  # the pool is closed, no worker could start, ...
             for item in items:
                 item.future.set_exception(exc)
@@ -278,7 +276,7 @@ def _run_each(pool: Pool, calls: list[Call]) -> list[Any]:
     answers: list[Any] = []
     for call in calls:
         try:
-            answers.append(pool.run(call, codec_for_thread()))
+            answers.append(pool.run(call))
         except Exception as exc:
             answers.append(exc)
     return answers
@@ -289,11 +287,10 @@ def executor(
     pool: str | None = None,
     *,
     timeout: float | None = None,
-    window: int = 32,
 ) -> Executor:
     """A :class:`concurrent.futures.Executor` over a pool.
 
     ``lib`` is the library (or helper module) whose symbols ``submit("name", ...)`` names;
     ``pool`` overrides the pool its library routes to; ``timeout`` applies to every call.
     """
-    return Executor(lib, pool, timeout=timeout, window=window)
+    return Executor(lib, pool, timeout=timeout)

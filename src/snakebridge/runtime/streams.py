@@ -18,10 +18,10 @@ from typing import Any
 
 import msgpack
 
-from snakebridge.runtime._channel import open_channel
-from snakebridge.runtime.client import _prepare, runtime
+from snakebridge.runtime.calls import Call, prepare
+from snakebridge.runtime.client import runtime
 from snakebridge.runtime.errors import CallTimeout, ProtocolError, SnakeBridgeError, WorkerCrashed
-from snakebridge.runtime.pool import Call, Pool
+from snakebridge.runtime.pool import Pool
 from snakebridge.runtime.refs import Session
 from snakebridge_worker import protocol as p
 
@@ -65,9 +65,12 @@ class _Base:
         channel.send(_control(p.CREDIT, self.call.call_id, self.window))
         if self.timeout is not None:
             self._until = time.monotonic() + self.timeout
-        marker = getattr(channel, "worker", None)
-        if marker is not None and hasattr(marker, "state"):
-            marker.state = "streaming"
+        channel.worker.streaming = True  # status() shows the worker as "streaming"
+
+    def _close_channel(self, error: BaseException | None) -> None:
+        """Give the worker back (``error`` None) or have it replaced."""
+        self.channel.worker.streaming = False
+        self.channel.close(error)
 
     def _deadline(self) -> float | None:
         item = None if self.item_timeout is None else time.monotonic() + self.item_timeout
@@ -94,7 +97,7 @@ class _Base:
                 self._taken = 0
         elif kind == p.STREAM_END:
             self.ended = True
-            self.channel.close(None)
+            self._close_channel(None)
         else:
             raise SnakeBridgeError(f"unexpected frame kind {kind} in a stream")
 
@@ -102,7 +105,7 @@ class _Base:
         """The stream cannot go on: a remote error (worker healthy) or a lost/overrun worker."""
         self.ended = self.closed = True
         if self.channel is not None:
-            self.channel.close(exc if _lost(exc) else None)
+            self._close_channel(exc if _lost(exc) else None)
 
     def _cancel(self) -> None:
         """Send CANCEL and read until the worker acknowledges (blocking), then let it go."""
@@ -120,11 +123,11 @@ class _Base:
                     self.ended = True
         except BaseException as exc:
             self.ended = True
-            self.channel.close(exc)  # no acknowledgement in time: the worker is replaced
+            self._close_channel(exc)  # no acknowledgement in time: the worker is replaced
             if not isinstance(exc, Exception):
                 raise
         else:
-            self.channel.close(None)
+            self._close_channel(None)
 
 
 class Stream(_Base, Iterator[Any]):
@@ -138,7 +141,7 @@ class Stream(_Base, Iterator[Any]):
             if self.ended or self.closed:
                 raise StopIteration
             if self.channel is None:
-                self._opened(open_channel(self.pool, self.call))
+                self._opened(self.pool.open_channel(self.call))
             try:
                 self._check_overall()
                 message = self.channel.next_message(self._deadline())
@@ -179,7 +182,7 @@ class AsyncStream(_Base, AsyncIterator[Any]):
                 raise StopAsyncIteration
             if self.channel is None:
                 loop = asyncio.get_running_loop()
-                self._opened(await loop.run_in_executor(None, open_channel, self.pool, self.call))
+                self._opened(await loop.run_in_executor(None, self.pool.open_channel, self.call))
             try:
                 self._check_overall()
                 message = await self.channel.anext_message(self._deadline())
@@ -204,10 +207,10 @@ class AsyncStream(_Base, AsyncIterator[Any]):
                 message = await self.channel.anext_message(grace)
                 if message[0] == p.STREAM_END:
                     self.ended = True
-            self.channel.close(None)
+            self._close_channel(None)
         except Exception as exc:
             self.ended = True
-            self.channel.close(exc)
+            self._close_channel(exc)
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -247,7 +250,9 @@ def _prepared(
     session: Session | None,
 ) -> tuple[Pool, Call]:
     pool, module, _ = runtime().route(lib)
-    call = _prepare(pool, module, symbol, None, p.OP_CALL, args, kwargs, None, False, session)
+    call = prepare(
+        pool.spec.call_timeout, module, symbol, None, p.OP_CALL, args, kwargs, None, False, session
+    )
     call.frame = with_stream_flag(call.frame)
     return pool, call
 
