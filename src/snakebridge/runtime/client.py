@@ -79,7 +79,10 @@ class _Runtime:
                 env.update(settings.envs.get(spec.env, settings.envs["default"]).env_vars)
                 env.update(spec.env_vars)
                 interpreter = interpreter_for(settings, spec.env)
-                options = init_options(settings, name)  # streams (#14): helpers, preload, init
+                options = {  # the allowlist, enforced by the workers; helpers, preload, init (#14)
+                    "allowlist": settings.allowlist(),
+                    **init_options(settings, name),
+                }
                 pool = Pool(name, spec, interpreter, env, init_options=options)
                 self.pools[name] = pool
                 self._start_housekeeping()

@@ -88,6 +88,10 @@ def init_options(settings: Settings, pool: str) -> dict[str, Any]:
         options["helpers"] = {
             name: find_helper(settings, name).wire() for name in sorted(settings.helpers)
         }
+        allowlist = settings.allowlist()
+        if allowlist is not None:  # helpers are callable like the libraries listed
+            helpers = {name: {"allow_private": False} for name in settings.helpers}
+            options["allowlist"] = {**allowlist, **helpers}
     if spec.preload:
         options["preload"] = list(spec.preload)
     if spec.init:
