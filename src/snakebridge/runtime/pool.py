@@ -165,7 +165,7 @@ class Pool:
                     "pid": w.pid,
                     "state": "streaming" if getattr(w, "streaming", False) else w.state.value,
                     "calls": w.calls,
-                    "startup": w.info.get("startup", {}),  # streams (#14)
+                    **({"startup": w.info["startup"]} if w.info.get("startup") else {}),  # 14
                 }
                 for w in self.workers
             ],
