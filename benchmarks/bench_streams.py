@@ -178,7 +178,7 @@ def bench_executor(results: dict[str, Any]) -> None:
     import snakebridge
 
     n = 20_000
-    map_s, ex_s = [], []
+    map_s, ex_s, chunked_s = [], [], []
     from snakebridge.runtime.executor import executor
 
     with executor(lib="operator") as ex:
@@ -191,9 +191,14 @@ def bench_executor(results: dict[str, Any]) -> None:
             for future in futures:
                 future.result()
             ex_s.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            assert len(list(ex.map("pos", range(n), chunksize=256))) == n
+            chunked_s.append(time.perf_counter() - started)
     results["executor_submit_calls_per_s"] = n / _best(ex_s)
     results["map_calls_per_s"] = n / _best(map_s)
     results["executor_vs_map"] = _best(map_s) / _best(ex_s)
+    results["executor_map_chunk256_calls_per_s"] = n / _best(chunked_s)
+    results["executor_map_chunk256_vs_map"] = _best(map_s) / _best(chunked_s)
 
 
 def main() -> None:
