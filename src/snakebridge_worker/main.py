@@ -23,7 +23,7 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
 
-from snakebridge_worker import hostrefs
+from snakebridge_worker import hostrefs, startup, streams
 from snakebridge_worker import policy as pol
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
@@ -536,7 +536,9 @@ class Worker:
             self.send([p.PONG, message[1], stats])
         elif kind == p.SHUTDOWN:
             self.stopping = True
-        elif kind != p.CANCEL:  # a cancel for a call already answered is harmless
+        elif kind in (p.CREDIT, p.CANCEL):  # streams (#14); late ones are dropped
+            streams.control(message)
+        else:
             problem = ValueError(f"unexpected frame kind {kind!r}")
             self.send([p.ERROR, message[1], error_payload(p.ERR_PROTOCOL, problem, False)])
 
@@ -548,7 +550,7 @@ class Worker:
         self.codec.path_values = bool(flags & p.FLAG_PATH_VALUES)
         self.running.append(call_id)
         try:
-            self._execute(call_id, module, qualname, ref_id, op, args, kwargs)
+            self._execute(call_id, module, qualname, ref_id, op, args, kwargs, flags)
         finally:
             self.running.pop()
             self.codec.session, self.codec.path_values = outer
@@ -562,6 +564,7 @@ class Worker:
         op: str,
         args: List[Any],
         kwargs: Optional[Dict[str, Any]],
+        flags: int = 0,
     ) -> None:
         try:
             subject = self.registry.get(ref_id) if ref_id is not None else None
@@ -577,7 +580,10 @@ class Worker:
         except BaseException as exc:  # SystemExit from a library is an answer, not our exit
             self.reply(p.ERROR, call_id, error_payload(p.ERR_REMOTE, exc))
         else:
-            self.reply(p.RESULT, call_id, result)
+            if flags & p.FLAG_STREAM:  # streams (#14): CHUNK frames under credit
+                streams.push(self, call_id, result, error_payload)
+            else:
+                self.reply(p.RESULT, call_id, result)
 
     def apply(
         self, subject: Any, op: str, qualname: str, args: List[Any], kwargs: Dict[str, Any]
@@ -715,8 +721,13 @@ def main() -> None:
         "pid": os.getpid(),
         "executable": sys.executable,
     }
-    connection.send(msgpack.packb([p.HELLO, 0, hello]))
     options = _read_init(connection)
+    try:  # streams (#14): helpers, preload and init run before HELLO, off every call's clock
+        hello["startup"] = startup.prepare(options)
+    except startup.StartupError as exc:
+        sys.stderr.write(f"snakebridge worker {os.getpid()}: {exc}\n")
+        os._exit(3)
+    connection.send(msgpack.packb([p.HELLO, 0, hello]))
     connection.max_frame = int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
     worker = Worker(connection, bool(options.get("host_numpy")))
     worker.options = options
