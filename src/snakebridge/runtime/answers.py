@@ -10,6 +10,7 @@ from snakebridge.runtime.errors import (
     ProtocolError,
     RefInvalid,
     SymbolNotFound,
+    registered_exception,
     remote_error_class,
 )
 from snakebridge_worker import protocol as p
@@ -28,7 +29,9 @@ def error_from_payload(payload: dict[str, Any]) -> Exception:
         return DecodeError(message)
     if kind == p.ERR_PROTOCOL:
         return ProtocolError(f"the worker rejected a frame: {message}")
-    cls = remote_error_class(payload.get("builtin"))
+    mro = payload.get("mro")
+    cls = registered_exception(str(payload.get("type", "")), mro if isinstance(mro, list) else None)
+    cls = cls or remote_error_class(payload.get("builtin"))
     exc = cls.__new__(cls, message)
     exc.remote_type = str(payload.get("type", ""))
     exc.remote_message = message

@@ -47,6 +47,8 @@ __all__ = [
     "SymbolNotFound",
     "WorkerCrashed",
     "WorkerStartError",
+    "register_remote_exception",
+    "registered_exception",
     "remote_error_class",
 ]
 
@@ -181,3 +183,25 @@ def remote_error_class(builtin_name: str | None) -> type[RemoteError]:
             cls = RemoteError
     _REMOTE_CLASSES[key] = cls
     return cls
+
+
+# Exception classes of generated facades (codegen): a remote exception whose type, or a class in
+# its MRO, has a registered type key is raised as that class, so ``except JSONDecodeError``
+# through a facade works.
+_REGISTERED: dict[str, type[RemoteError]] = {}
+
+
+def register_remote_exception(type_key: str, cls: type[RemoteError]) -> None:
+    """Raise remote exceptions of ``type_key`` (``module.qualname``) as ``cls``."""
+    if not (isinstance(cls, type) and issubclass(cls, RemoteError)):
+        raise TypeError(f"{cls!r} must be a RemoteError subclass")
+    _REGISTERED[type_key] = cls
+
+
+def registered_exception(type_key: str, mro: list[str] | None = None) -> type[RemoteError] | None:
+    """The class registered for ``type_key``, else for the nearest class in ``mro``."""
+    for key in [type_key, *(mro or [])]:
+        cls = _REGISTERED.get(key)
+        if cls is not None:
+            return cls
+    return None

@@ -1,0 +1,253 @@
+"""Functions, classes and exception classes of a facade module, as formatted source lines.
+
+Every parameter is forwarded as ``(name, value, kind)`` or ``(name, value, kind, default)``
+(kind 0 positional-only, 1 positional-or-keyword, 2 keyword-only): the facade sends only what
+the caller passed, so the library applies its own defaults, sentinels included.
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+from dataclasses import replace
+from typing import Any
+
+from snakebridge.codegen.hints import ANY, HintContext, hint
+from snakebridge.codegen.source import Call, Expr, Seq, def_lines, docstring, quote, statement
+
+__all__ = ["SPECIAL", "render_class", "render_exception", "render_function", "sanitize"]
+
+RESERVED = frozenset({"_sb", "_t", "_LIB", "_CONSTANTS", "_builtins"})
+BINARY = [
+    "add",
+    "sub",
+    "mul",
+    "matmul",
+    "truediv",
+    "floordiv",
+    "mod",
+    "pow",
+    "lshift",
+    "rshift",
+    "and",
+    "or",
+    "xor",
+]
+SPECIAL = frozenset(
+    ["__call__", "__getitem__", "__setitem__", "__delitem__", "__iter__", "__enter__"]
+    + [f"__{op}__" for op in ("neg", "pos", "abs", "invert", "lt", "le", "gt", "ge", "eq", "ne")]
+    + [f"__{p}{op}__" for op in BINARY for p in ("", "r", "i")]
+)
+_KINDS = {"POSITIONAL_ONLY": "0", "POSITIONAL_OR_KEYWORD": "1", "KEYWORD_ONLY": "2"}
+
+
+def sanitize(name: str) -> str:
+    """A Python identifier for ``name``: keywords and names the facade uses get a ``_``."""
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED:
+        return name + "_"
+    return name if name.isidentifier() else "_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _widen(annotation: str, default: str) -> str:
+    """Keep a literal default type-correct under its hint (``x: int = None`` → ``int | None``)."""
+    try:
+        value = ast.literal_eval(default)
+    except (ValueError, SyntaxError):
+        return ANY
+    kind = "None" if value is None else type(value).__name__
+    members = [m.rpartition(".")[2] for m in annotation.split(" | ")]
+    if annotation == ANY or kind in members or (kind in ("int", "bool") and "float" in members):
+        return annotation
+    if kind == "bool" and "int" in members:
+        return annotation
+    if kind == "None":
+        return f"{annotation} | None"
+    if kind in ("int", "str", "float", "bytes", "bool") and "[" not in annotation:
+        return ANY
+    return ANY
+
+
+class Params:
+    """A signature as a def's parameter list and as the forwarding arguments."""
+
+    def __init__(self, params: list[dict[str, Any]], ctx: HintContext, literal: bool) -> None:
+        self.defs: list[str] = []
+        self.entries: list[Expr] = []
+        self.var_args = "()"
+        self.var_kwargs = "None"
+        seen_default = slash_needed = star_done = False
+        for param in params:
+            name, kind = str(param["name"]), str(param["kind"])
+            local = sanitize(name)
+            annotation = hint(param.get("annotation"), ctx)
+            if slash_needed and kind != "POSITIONAL_ONLY":
+                self.defs.append("/")
+                slash_needed = False
+            if kind == "VAR_POSITIONAL":
+                self.defs.append(f"*{local}: {annotation}")
+                self.var_args, star_done = local, True
+                continue
+            if kind == "VAR_KEYWORD":
+                self.defs.append(f"**{local}: {annotation}")
+                self.var_kwargs = local
+                continue
+            slash_needed = kind == "POSITIONAL_ONLY"
+            if kind == "KEYWORD_ONLY" and not star_done:
+                self.defs.append("*")
+                star_done = True
+            entry: list[Expr] = [quote(name), local, _KINDS[kind]]
+            default = ""
+            text = param.get("default") if literal else None
+            if param.get("has_default") and text is not None:
+                default = f" = {text}"
+                annotation = _widen(annotation, text)
+                entry.append(text)
+                seen_default = True
+            elif param.get("has_default") or (seen_default and kind != "KEYWORD_ONLY"):
+                default = " = _sb.NOT_GIVEN"
+                seen_default = True
+            self.defs.append(f"{local}: {annotation}{default}")
+            self.entries.append(Seq(tuple(entry)))
+        if slash_needed:
+            self.defs.append("/")
+
+    def forward(self) -> tuple[Expr, ...]:
+        rest: tuple[Expr, ...] = ()
+        if self.var_kwargs != "None":
+            rest = (self.var_args, self.var_kwargs)
+        elif self.var_args != "()":
+            rest = (self.var_args,)
+        return (Seq(tuple(self.entries)), *rest)
+
+
+def _returning(indent: str, returns: str, call: Call) -> list[str]:
+    if returns == ANY:
+        return statement(indent, "return ", call)
+    if returns == "None":
+        return statement(indent, "", call)
+    return statement(indent, "return ", Call("_t.cast", (quote(returns), call)))
+
+
+def _overloads(
+    indent: str, name: str, info: dict[str, Any], ctx: HintContext, first: list[str]
+) -> list[str]:
+    """``@_t.overload`` variants (empty when fewer than two distinct ones)."""
+    blocks: list[list[str]] = []
+    seen: set[tuple[str, ...]] = set()
+    for overload in info.get("overloads") or []:
+        params = Params(overload["params"], ctx, literal=False)
+        defs = [d.replace("= _sb.NOT_GIVEN", "= ...") for d in params.defs]
+        key = tuple(defs)
+        if key in seen:
+            continue
+        seen.add(key)
+        lines = def_lines(indent, name, [*first, *defs], hint(overload.get("returns"), ctx))
+        blocks.append([f"{indent}@_t.overload", *lines[:-1], lines[-1] + " ..."])
+    return [line for block in blocks for line in block] if len(blocks) > 1 else []
+
+
+def render_function(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
+    """A module-level function that calls ``info['qualname']`` in a worker."""
+    local = sanitize(name)
+    doc = docstring(str(info.get("doc", "")), "    ")
+    target = (quote(str(info["qualname"])),)
+    overloads = _overloads("", local, info, ctx, [])
+    if overloads:
+        lines = [*overloads, *def_lines("", local, ["*args: _t.Any", "**kwargs: _t.Any"], ANY)]
+        call = Call("_sb.invoke", ("_LIB", *target, "()", "args", "kwargs"))
+        return [*lines, *doc, *statement("    ", "return ", call)]
+    signature = info.get("signature") or {"params": [], "returns": None}
+    params = Params(signature["params"], ctx, literal=info.get("tier") == "runtime")
+    returns = "_t.Iterator[_t.Any]" if info.get("streaming") else hint(signature["returns"], ctx)
+    call = Call("_sb.invoke", ("_LIB", *target, *params.forward()))
+    return [*def_lines("", local, params.defs, returns), *doc, *_returning("    ", returns, call)]
+
+
+def _member(cls: dict[str, Any], member: dict[str, Any], ctx: HintContext) -> list[str]:
+    name, kind = str(member["name"]), str(member["kind"])
+    local = sanitize(name)
+    doc = docstring(str(member.get("doc", "")), "        ")
+    if kind == "property":
+        returns = hint(member.get("type"), ctx)
+        call = Call("_sb.attribute", ("self", quote(name)))
+        lines = ["    @property", *def_lines("    ", local, ["self"], returns), *doc]
+        lines += _returning("        ", returns, call)
+        if member.get("settable"):
+            lines += ["", f"    @{local}.setter"]
+            lines += def_lines("    ", local, ["self", f"value: {returns}"], "None")
+            lines += statement(
+                "        ", "", Call("_sb.set_attribute", ("self", quote(name), "value"))
+            )
+        return lines
+    signature = member.get("signature") or {"params": [], "returns": None}
+    first = {"staticmethod": [], "classmethod": ["cls"]}.get(kind, ["self"])
+    decorator = [f"    @{kind}"] if kind in ("staticmethod", "classmethod") else []
+    overloads = _overloads("    ", local, member, ctx, first)
+    if overloads and name not in SPECIAL:
+        defs = [*first, "*args: _t.Any", "**kwargs: _t.Any"]
+        lines = [*overloads, *decorator, *def_lines("    ", local, defs, ANY), *doc]
+        forward: tuple[Expr, ...] = ("()", "args", "kwargs")
+        returns = ANY
+    else:
+        params = Params(signature["params"], ctx, literal=member.get("tier") == "runtime")
+        returns = hint(signature.get("returns"), ctx)
+        lines = [*decorator, *def_lines("    ", local, [*first, *params.defs], returns), *doc]
+        forward = params.forward()
+    if name == "__call__":
+        call = Call("_sb.call", ("self", *forward))
+    elif name in SPECIAL:
+        call = Call("_sb.special", ("self", quote(name), *_plain(signature["params"])))
+    elif kind in ("staticmethod", "classmethod"):
+        call = Call("_sb.invoke", ("_LIB", quote(f"{cls['qualname']}.{name}"), *forward))
+    else:
+        call = Call("_sb.method", ("self", quote(name), *forward))
+    return lines + _returning("        ", returns, call)
+
+
+def _plain(params: list[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(sanitize(str(p["name"])) for p in params if p["kind"] != "VAR_KEYWORD")
+
+
+def _special_ok(member: dict[str, Any]) -> bool:
+    """Dunders forward positionally: only fixed positional signatures qualify."""
+    if member["name"] == "__call__":
+        return True
+    params = (member.get("signature") or {}).get("params", [])
+    return all(p["kind"] in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD") for p in params)
+
+
+def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
+    """A proxy class: a Ref subclass whose instances are the remote objects themselves."""
+    local = sanitize(name)
+    members = sorted(info.get("members", []), key=lambda m: str(m["name"]))
+    members = [m for m in members if m["name"] not in SPECIAL or _special_ok(m)]
+    names = {sanitize(str(m["name"])) for m in members}
+    ctx = replace(ctx, self_name=local, shadowed=ctx.shadowed | names)
+    lines = [f"class {local}(_sb.Ref, metaclass=_sb.ProxyMeta):"]
+    doc = docstring(str(info.get("doc", "")), "    ")
+    lines += [*doc, ""] if doc else []
+    lines += ["    __slots__ = ()", f"    __sb_type__ = {quote(str(info.get('remote_type', '')))}"]
+    lines += [f"    __sb_remote__ = (_LIB, {quote(str(info['qualname']))})"]
+    if info.get("constructible", True):
+        signature = info.get("signature") or {"params": [], "returns": None}
+        params = Params(signature["params"], ctx, literal=info.get("tier") == "runtime")
+        call = Call("_sb.construct", ("cls", *params.forward()))
+        lines += ["", *def_lines("    ", "__new__", ["cls", *params.defs], local)]
+        lines += _returning("        ", local, call)
+    taken = {"__new__", "__slots__"}
+    for member in members:
+        if sanitize(str(member["name"])) in taken:
+            continue
+        taken.add(sanitize(str(member["name"])))
+        lines += ["", *_member(info, member, ctx)]
+    return lines
+
+
+def render_exception(name: str, info: dict[str, Any], base: str) -> list[str]:
+    """A real exception class: ``except`` catches the remote exception raised as it."""
+    local = sanitize(name)
+    lines = [f"class {local}({base}):"]
+    doc = docstring(str(info.get("doc", "")), "    ")
+    lines += [*doc, *([""] if doc else [])]
+    lines += [f"    __sb_type__ = {quote(str(info.get('remote_type', '')))}"]
+    return [*lines, "", "", f"_sb.register_exception({local})"]
