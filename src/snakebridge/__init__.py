@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
-from snakebridge.runtime.client import acall, aget, call, get, options, shutdown, status
+from snakebridge.runtime.client import (
+    acall,
+    aget,
+    attr,
+    call,
+    get,
+    method,
+    options,
+    shutdown,
+    status,
+)
 from snakebridge.runtime.client import map_ as map
 from snakebridge.runtime.errors import (
     CallTimeout,
@@ -70,9 +80,11 @@ __all__ = [
     "__version__",
     "acall",
     "aget",
+    "attr",
     "call",
     "get",
     "map",
+    "method",
     "options",
     "session",
     "shutdown",

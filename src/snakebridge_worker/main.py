@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set
 
 import msgpack
 
@@ -102,6 +102,7 @@ class WorkerCodec(v.ValueCodec):
         self.connection = connection
         self.session = 0
         self.path_values = False
+        self.classes_sent: Set[str] = set()
         self.decoders[p.EXT_REF] = lambda d: registry.get(msgpack.unpackb(d))
         self.decoders[p.EXT_CALLBACK] = lambda d: HostCallback(connection, self, msgpack.unpackb(d))
 
@@ -116,7 +117,14 @@ class WorkerCodec(v.ValueCodec):
                 return v.encode_npscalar(self, obj)
         cls = type(obj)
         ref_id = self.registry.add(self.session, obj)
-        return msgpack.ExtType(p.EXT_REF, msgpack.packb([ref_id, cls.__module__, cls.__qualname__]))
+        key = v.type_key(cls)
+        if key in self.classes_sent:
+            described = [ref_id, cls.__module__, cls.__qualname__]
+        else:  # the first Ref of a class on this connection carries its MRO (no extra trip)
+            self.classes_sent.add(key)
+            mro = [v.type_key(klass) for klass in cls.__mro__]
+            described = [ref_id, cls.__module__, cls.__qualname__, mro]
+        return msgpack.ExtType(p.EXT_REF, msgpack.packb(described))
 
 
 class Connection:
@@ -299,6 +307,7 @@ class Worker:
         self.codec = WorkerCodec(self.registry, host_numpy, connection)
         self.packer = self.codec.packer()
         self.calls = 0
+        self.options: Dict[str, Any] = {}
 
     def send(self, message: List[Any]) -> None:
         self.connection.send(self.packer.pack(message))
@@ -467,14 +476,15 @@ def _watch_parent(host_pid: int) -> None:
     threading.Thread(target=poll, name="snakebridge-parent-watch", daemon=True).start()
 
 
-def _read_init(connection: Connection) -> Tuple[bool, int]:
+def _read_init(connection: Connection) -> Dict[str, Any]:
+    """The host's INIT options (``host_numpy``, ``max_frame`` and any the host adds)."""
     body = connection.read()
     if body is None:
         os._exit(0)
     kind, _, options = msgpack.unpackb(body, raw=False)
-    if kind != p.INIT:
+    if kind != p.INIT or not isinstance(options, dict):
         raise SystemExit(f"snakebridge worker: expected INIT, got frame kind {kind}")
-    return bool(options.get("host_numpy")), int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
+    return options
 
 
 def main() -> None:
@@ -494,8 +504,10 @@ def main() -> None:
         "executable": sys.executable,
     }
     connection.send(msgpack.packb([p.HELLO, 0, hello]))
-    host_numpy, connection.max_frame = _read_init(connection)
-    worker = Worker(connection, host_numpy)
+    options = _read_init(connection)
+    connection.max_frame = int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
+    worker = Worker(connection, bool(options.get("host_numpy")))
+    worker.options = options
     _CURRENT = worker
     try:
         worker.run()

@@ -37,9 +37,11 @@ __all__ = [
     "Options",
     "acall",
     "aget",
+    "attr",
     "call",
     "get",
     "map_",
+    "method",
     "options",
     "ref_operation",
     "runtime",
@@ -374,6 +376,16 @@ def ref_operation(
     pool: Pool = ref._sb_worker.owner
     prepared = _prepare(pool, None, name, ref, op, args, kwargs, None, False, None)
     return pool.run(prepared, codec_for_thread())
+
+
+def method(ref: Ref, name: str, /, *args: Any, **kwargs: Any) -> Any:
+    """``ref.name(*args, **kwargs)`` in one round trip, even where the name is a Ref attribute."""
+    return ref._sb_method(name, list(args), kwargs or None)
+
+
+def attr(ref: Ref, name: str, /) -> Any:
+    """The attribute ``name`` of the remote object (``getattr`` for names a Ref class shadows)."""
+    return ref._sb_op(p.OP_GETATTR, args=[name])
 
 
 def status() -> list[dict[str, Any]]:

@@ -45,7 +45,7 @@ class HostCodec(v.ValueCodec):
     def fallback(self, obj: Any) -> Any:
         from snakebridge.runtime.refs import Ref, check_valid
 
-        if type(obj) is Ref:
+        if isinstance(obj, Ref):
             check_valid(obj)
             self.refs_seen.append(obj)
             return msgpack.ExtType(p.EXT_REF, msgpack.packb(obj._sb_id))
@@ -86,11 +86,15 @@ class HostCodec(v.ValueCodec):
 
     # -- decoding -----------------------------------------------------------------------------
     def _decode_ref(self, data: bytes) -> Ref:
-        from snakebridge.runtime.refs import make_ref
+        from snakebridge.runtime.refs import learn_mro, make_ref
 
-        ref_id, module, qualname = msgpack.unpackb(data, raw=False)
+        described = msgpack.unpackb(data, raw=False)
+        ref_id, module, qualname = described[:3]
+        type_name = f"{module}.{qualname}"
+        if len(described) > 3:
+            learn_mro(type_name, described[3])
         assert self.worker is not None and self.session is not None
-        return make_ref(self.worker, self.session, ref_id, f"{module}.{qualname}")
+        return make_ref(self.worker, self.session, ref_id, type_name)
 
     def decode(self, body: bytes | bytearray, worker: WorkerProcess, session: Session) -> list[Any]:
         """Decode a reply frame body; Refs in it belong to ``worker`` and ``session``."""

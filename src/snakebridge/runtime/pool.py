@@ -75,8 +75,16 @@ class _Waiter:
 class Pool:
     """N workers running one interpreter; thread-safe; async twins for every entry point."""
 
-    def __init__(self, name: str, spec: PoolSpec, interpreter: str, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: PoolSpec,
+        interpreter: str,
+        env: dict[str, str],
+        init_options: dict[str, Any] | None = None,
+    ) -> None:
         self.name, self.spec, self.interpreter, self.env = name, spec, interpreter, env
+        self.init_options = dict(init_options or {})
         self.size = spec.size
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -98,6 +106,7 @@ class Pool:
             env=self.env,
             max_frame=p.DEFAULT_MAX_FRAME,
             host_numpy=HOST_HAS_NUMPY,
+            init_options=self.init_options,
         )
         worker.owner = self
         return worker

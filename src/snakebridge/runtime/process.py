@@ -120,6 +120,7 @@ class WorkerProcess:
         env: dict[str, str],
         max_frame: int,
         host_numpy: bool,
+        init_options: dict[str, Any] | None = None,
     ) -> None:
         self.pool_name = pool_name
         self.state = "starting"
@@ -170,7 +171,8 @@ class WorkerProcess:
             worker_sock.close()
         self.pid = self.proc.pid
         self.conn = Connection(host_sock, max_frame)
-        init = [p.INIT, 0, {"host_numpy": host_numpy, "max_frame": max_frame}]
+        options = {**(init_options or {}), "host_numpy": host_numpy, "max_frame": max_frame}
+        init = [p.INIT, 0, options]
         with contextlib.suppress(OSError):  # it died already: the handshake reports why
             self.conn.send_body(msgpack.packb(init))
         self._output = threading.Thread(

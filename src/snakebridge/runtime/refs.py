@@ -14,7 +14,17 @@ from snakebridge_worker import protocol as p
 if TYPE_CHECKING:
     from snakebridge.runtime.process import WorkerProcess
 
-__all__ = ["Ref", "Session", "current_session", "make_ref", "remote_mro", "remote_type"]
+__all__ = [
+    "Ref",
+    "Session",
+    "as_proxy",
+    "current_session",
+    "learn_mro",
+    "make_ref",
+    "register_proxy",
+    "remote_mro",
+    "remote_type",
+]
 
 _session_ids = itertools.count(1)
 
@@ -151,6 +161,12 @@ class Ref:
         from snakebridge.runtime.client import ref_operation
 
         return ref_operation(self, op, name, args or [], kwargs)
+
+    def _sb_method(
+        self, name: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        """``self.name(*args, **kwargs)`` in one round trip (no bound-method Ref)."""
+        return self._sb_op(p.OP_METHOD, args=[name, *(args or ())], kwargs=kwargs)
 
     # attributes and calls
     def __getattr__(self, name: str) -> Any:
@@ -315,9 +331,48 @@ for _compare in ("eq", "ne", "lt", "le", "gt", "ge"):
     setattr(Ref, f"__{_compare}__", _binary(_compare, reflected=False))
 
 
+_PROXIES: dict[str, type[Ref]] = {}
+_MRO_CACHE: dict[str, tuple[str, ...]] = {}
+_CLASS_FOR: dict[str, type[Ref]] = {}  # remote type key -> the class its Refs are made as
+
+
+def register_proxy(type_key: str, cls: type[Ref]) -> None:
+    """Make Refs whose remote class has ``type_key`` in its MRO instances of ``cls``.
+
+    ``cls`` must subclass :class:`Ref` and declare ``__slots__ = ()``. The most specific
+    registered class in the remote MRO wins.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Ref)) or "__slots__" not in vars(cls):
+        raise TypeError(f"{cls!r} must be a Ref subclass with __slots__ = ()")
+    _PROXIES[type_key] = cls
+    _CLASS_FOR.clear()
+
+
+def learn_mro(type_key: str, mro: list[str] | tuple[str, ...]) -> None:
+    """Remember the remote MRO of ``type_key`` (the worker sends it with a class's first Ref)."""
+    _MRO_CACHE[type_key] = tuple(str(name) for name in mro)
+    _CLASS_FOR.pop(type_key, None)
+
+
+def _class_for(type_key: str) -> type[Ref]:
+    cls = _CLASS_FOR.get(type_key)
+    if cls is None:
+        cls = Ref
+        if _PROXIES:
+            for name in _MRO_CACHE.get(type_key, (type_key,)):
+                if name in _PROXIES:
+                    cls = _PROXIES[name]
+                    break
+        _CLASS_FOR[type_key] = cls
+    return cls
+
+
 def make_ref(worker: WorkerProcess, session: Session, ref_id: int, type_name: str) -> Ref:
-    """A Ref to object ``ref_id`` held by ``worker`` for ``session``."""
-    ref = object.__new__(Ref)
+    """A Ref to object ``ref_id`` held by ``worker`` for ``session``.
+
+    Its class is the registered proxy class of the remote type, else :class:`Ref`.
+    """
+    ref = object.__new__(_class_for(type_name))
     object.__setattr__(ref, "_sb_worker", worker)
     object.__setattr__(ref, "_sb_session", session)
     object.__setattr__(ref, "_sb_id", ref_id)
@@ -328,12 +383,16 @@ def make_ref(worker: WorkerProcess, session: Session, ref_id: int, type_name: st
     return ref
 
 
+def as_proxy(ref: Ref, cls: type[Ref]) -> Ref:
+    """``ref`` re-classed as proxy class ``cls`` (same object, no round trip)."""
+    if type(ref) is not cls:
+        object.__setattr__(ref, "__class__", cls)
+    return ref
+
+
 def remote_type(ref: Ref) -> str:
     """``module.qualname`` of the remote object's class."""
     return ref._sb_type
-
-
-_MRO_CACHE: dict[str, tuple[str, ...]] = {}
 
 
 def remote_mro(ref: Ref) -> tuple[str, ...]:
