@@ -59,6 +59,7 @@ SPECIAL |= {
 }
 VALUE_MODULES = ("builtins", "datetime", "decimal", "fractions", "uuid")
 TYPESHED: List[str] = []
+TYPING_MODULES = ("typing.", "typing_extensions.", "collections.abc.", "_collections_abc.")
 
 
 def type_key(cls: Any) -> str:
@@ -686,7 +687,7 @@ def pull_types(out: Dict[str, Any], root: str, known: List[str]) -> None:
             if dotted in seen or len(out["types"]) >= PULL_MAX:
                 continue
             seen.add(dotted)
-            if dotted.split(".")[0] != root.split(".")[0]:
+            if dotted.split(".")[0] != root.split(".")[0] or dotted.startswith(TYPING_MODULES):
                 continue
             try:
                 cls = _lookup(dotted)

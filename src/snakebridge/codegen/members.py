@@ -36,8 +36,10 @@ BINARY = [
 SPECIAL = frozenset(
     ["__call__", "__getitem__", "__setitem__", "__delitem__", "__iter__", "__enter__"]
     + [f"__{op}__" for op in ("neg", "pos", "abs", "invert", "lt", "le", "gt", "ge", "eq", "ne")]
-    + [f"__{p}{op}__" for op in BINARY for p in ("", "r", "i")]
+    + [f"__{p}{op}__" for op in BINARY for p in ("", "r")]
 )
+# Ref declares these with these parameter names; an override must keep them
+_REF_PARAMS = {"__getitem__": ["key"], "__setitem__": ["key", "value"], "__delitem__": ["key"]}
 _KINDS = {"POSITIONAL_ONLY": "0", "POSITIONAL_OR_KEYWORD": "1", "KEYWORD_ONLY": "2"}
 
 
@@ -125,42 +127,128 @@ def _returning(indent: str, returns: str, call: Call) -> list[str]:
         return statement(indent, "return ", call)
     if returns == "None":
         return statement(indent, "", call)
+    if returns in ("_t.NoReturn", "_t.Never"):
+        return [*statement(indent, "", call), f'{indent}raise AssertionError("unreachable")']
     return statement(indent, "return ", Call("_t.cast", (quote(returns), call)))
 
 
 def _overloads(
-    indent: str, name: str, info: dict[str, Any], ctx: HintContext, first: list[str]
+    indent: str,
+    name: str,
+    info: dict[str, Any],
+    ctx: HintContext,
+    first: list[str],
+    decorator: list[str],
 ) -> list[str]:
     """``@_t.overload`` variants (empty when fewer than two distinct ones)."""
     blocks: list[list[str]] = []
-    seen: set[tuple[str, ...]] = set()
+    kept: list[list[str]] = []
+    if _indistinct(info.get("overloads") or [], ctx):
+        return []
     for overload in info.get("overloads") or []:
         params = Params(overload["params"], ctx, literal=False)
         defs = [d.replace("= _sb.NOT_GIVEN", "= ...") for d in params.defs]
-        key = tuple(defs)
-        if key in seen:
-            continue
-        seen.add(key)
+        if any(_covers(earlier, defs) for earlier in kept):
+            continue  # types the host cannot spell made it the same as an earlier one
+        kept.append(defs)
         lines = def_lines(indent, name, [*first, *defs], hint(overload.get("returns"), ctx))
-        blocks.append([f"{indent}@_t.overload", *lines[:-1], lines[-1] + " ..."])
+        blocks.append([f"{indent}@_t.overload", *decorator, *lines[:-1], lines[-1] + " ..."])
     return [line for block in blocks for line in block] if len(blocks) > 1 else []
+
+
+def _indistinct(overloads: list[dict[str, Any]], ctx: HintContext) -> bool:
+    """Whether overloads differ in a parameter type that the host can only write as Any."""
+    texts: dict[str, set[str]] = {}
+    for overload in overloads:
+        for param in overload["params"]:
+            texts.setdefault(str(param["name"]), set()).add(str(param.get("annotation") or ""))
+    return any(
+        len(found) > 1 and any(hint(t, ctx) == ANY for t in found) for found in texts.values()
+    )
+
+
+def _covers(earlier: list[str], later: list[str]) -> bool:
+    """Whether every call that matches overload ``later`` also matches ``earlier``."""
+
+    def split(defs: list[str]) -> dict[str, tuple[str, bool]]:
+        out = {}
+        for d in defs:
+            head, _, default = d.partition(" = ")
+            name, _, annotation = head.partition(": ")
+            if name not in ("*", "/"):
+                out[name] = (annotation, bool(default) or name.startswith("*"))
+        return out
+
+    first, second = split(earlier), split(later)
+    for name, (annotation, optional) in second.items():
+        if name not in first:
+            return False
+        if first[name][0] not in (ANY, annotation) or (optional and not first[name][1]):
+            return False
+    return all(optional or name in second for name, (_, optional) in first.items())
+
+
+def _fits(overload: list[dict[str, Any]], runtime: list[dict[str, Any]]) -> bool:
+    """Whether a def with the runtime parameters accepts every call the overload allows."""
+    positional = [p for p in runtime if p["kind"] in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")]
+    by_name = {p["name"]: p for p in runtime}
+    kinds = {p["kind"] for p in runtime}
+    for index, param in enumerate(overload):
+        kind = param["kind"]
+        if kind in ("VAR_POSITIONAL", "VAR_KEYWORD"):
+            if kind not in kinds:
+                return False
+            continue
+        match = by_name.get(param["name"])
+        if kind in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD"):
+            if index >= len(positional) or positional[index]["name"] != param["name"]:
+                return False
+            if kind == "POSITIONAL_OR_KEYWORD" and positional[index]["kind"] == "POSITIONAL_ONLY":
+                return False
+        elif match is None or match["kind"] not in ("KEYWORD_ONLY", "POSITIONAL_OR_KEYWORD"):
+            return False
+    given = {p["name"] for p in overload if not p.get("has_default")}
+    return all(p.get("has_default") or p["name"] in given for p in runtime if p["kind"] in _KINDS)
+
+
+def _body(
+    indent: str,
+    name: str,
+    info: dict[str, Any],
+    ctx: HintContext,
+    first: list[str],
+    decorator: list[str],
+) -> tuple[list[str], tuple[Expr, ...], str]:
+    """(def lines with any overloads, forwarded arguments, return hint) of a callable."""
+    signature = info.get("signature") or {"params": [], "returns": None}
+    params_info = _renamed(name, signature["params"])
+    literal = info.get("tier") == "runtime"
+    overloads = [] if name in SPECIAL else _overloads(indent, name, info, ctx, first, decorator)
+    runtime = info.get("tier") in ("runtime", "text_signature")
+    if overloads and runtime and all(_fits(o["params"], params_info) for o in info["overloads"]):
+        untyped = [{**p, "annotation": None} for p in params_info]
+        params = Params(untyped, ctx, literal)
+        lines = def_lines(indent, name, [*first, *params.defs], ANY)
+        return [*overloads, *decorator, *lines], params.forward(), ANY
+    if overloads:
+        defs = [*first, *(["/"] if first else []), "*args: _t.Any", "**kwargs: _t.Any"]
+        lines = def_lines(indent, name, defs, ANY)
+        return [*overloads, *decorator, *lines], ("()", "args", "kwargs"), ANY
+    params = Params(params_info, ctx, literal)
+    returns = hint(signature.get("returns"), ctx)
+    if info.get("streaming"):
+        returns = "_t.Iterator[_t.Any]"
+    lines = def_lines(indent, name, [*first, *params.defs], returns)
+    return [*decorator, *lines], params.forward(), returns
 
 
 def render_function(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
     """A module-level function that calls ``info['qualname']`` in a worker."""
     local = sanitize(name)
     doc = docstring(str(info.get("doc", "")), "    ")
-    target = (quote(str(info["qualname"])),)
-    overloads = _overloads("", local, info, ctx, [])
-    if overloads:
-        lines = [*overloads, *def_lines("", local, ["*args: _t.Any", "**kwargs: _t.Any"], ANY)]
-        call = Call("_sb.invoke", ("_LIB", *target, "()", "args", "kwargs"))
-        return [*lines, *doc, *statement("    ", "return ", call)]
-    signature = info.get("signature") or {"params": [], "returns": None}
-    params = Params(signature["params"], ctx, literal=info.get("tier") == "runtime")
-    returns = "_t.Iterator[_t.Any]" if info.get("streaming") else hint(signature["returns"], ctx)
-    call = Call("_sb.invoke", ("_LIB", *target, *params.forward()))
-    return [*def_lines("", local, params.defs, returns), *doc, *_returning("    ", returns, call)]
+    lines, forward, returns = _body("", local, info, ctx, [], [])
+    call = Call("_sb.invoke", ("_LIB", quote(str(info["qualname"])), *forward))
+    return [*lines, *doc, *_returning("    ", returns, call)]
 
 
 def _member(cls: dict[str, Any], member: dict[str, Any], ctx: HintContext) -> list[str]:
@@ -182,26 +270,29 @@ def _member(cls: dict[str, Any], member: dict[str, Any], ctx: HintContext) -> li
     signature = member.get("signature") or {"params": [], "returns": None}
     first = {"staticmethod": [], "classmethod": ["cls"]}.get(kind, ["self"])
     decorator = [f"    @{kind}"] if kind in ("staticmethod", "classmethod") else []
-    overloads = _overloads("    ", local, member, ctx, first)
-    if overloads and name not in SPECIAL:
-        defs = [*first, "*args: _t.Any", "**kwargs: _t.Any"]
-        lines = [*overloads, *decorator, *def_lines("    ", local, defs, ANY), *doc]
-        forward: tuple[Expr, ...] = ("()", "args", "kwargs")
-        returns = ANY
-    else:
-        params = Params(signature["params"], ctx, literal=member.get("tier") == "runtime")
-        returns = hint(signature.get("returns"), ctx)
-        lines = [*decorator, *def_lines("    ", local, [*first, *params.defs], returns), *doc]
-        forward = params.forward()
+    lines, forward, returns = _body("    ", local, member, ctx, first, decorator)
+    lines += doc
     if name == "__call__":
         call = Call("_sb.call", ("self", *forward))
     elif name in SPECIAL:
-        call = Call("_sb.special", ("self", quote(name), *_plain(signature["params"])))
+        call = Call(
+            "_sb.special", ("self", quote(name), *_plain(_renamed(name, signature["params"])))
+        )
     elif kind in ("staticmethod", "classmethod"):
         call = Call("_sb.invoke", ("_LIB", quote(f"{cls['qualname']}.{name}"), *forward))
     else:
         call = Call("_sb.method", ("self", quote(name), *forward))
     return lines + _returning("        ", returns, call)
+
+
+def _renamed(name: str, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    names = _REF_PARAMS.get(name)
+    if names is None or len(names) != len(params):
+        return params
+    return [
+        {**p, "name": n, "kind": "POSITIONAL_OR_KEYWORD"}
+        for n, p in zip(names, params, strict=True)
+    ]
 
 
 def _plain(params: list[dict[str, Any]]) -> tuple[str, ...]:
@@ -220,7 +311,11 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
     """A proxy class: a Ref subclass whose instances are the remote objects themselves."""
     local = sanitize(name)
     members = sorted(info.get("members", []), key=lambda m: str(m["name"]))
-    members = [m for m in members if m["name"] not in SPECIAL or _special_ok(m)]
+    members = [
+        m
+        for m in members
+        if not str(m["name"]).startswith("_") or (m["name"] in SPECIAL and _special_ok(m))
+    ]
     names = {sanitize(str(m["name"])) for m in members}
     ctx = replace(ctx, self_name=local, shadowed=ctx.shadowed | names)
     lines = [f"class {local}(_sb.Ref, metaclass=_sb.ProxyMeta):"]
