@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
+import enum
 import importlib
 import inspect
 import json
@@ -57,7 +58,15 @@ SPECIAL |= {
     ]
     for p in ("", "r", "i")
 }
-VALUE_MODULES = ("builtins", "datetime", "decimal", "fractions", "uuid")
+VALUE_TYPES = {
+    "datetime.datetime",
+    "datetime.date",
+    "datetime.time",
+    "datetime.timedelta",
+    "decimal.Decimal",
+    "fractions.Fraction",
+    "uuid.UUID",
+}
 TYPESHED: List[str] = []
 TYPING_MODULES = ("typing.", "typing_extensions.", "collections.abc.", "_collections_abc.")
 
@@ -83,7 +92,9 @@ def literal_default(value: Any) -> Optional[str]:
 
 def by_value(cls: Any) -> bool:
     """Whether instances of ``cls`` come back to the host as values, not Refs."""
-    if cls.__module__ in VALUE_MODULES:
+    if cls.__module__ == "builtins" or type_key(cls) in VALUE_TYPES:
+        return True
+    if issubclass(cls, enum.Enum):  # enum members travel as their value
         return True
     numpy = sys.modules.get("numpy")
     return bool(numpy is not None and issubclass(cls, (numpy.ndarray, numpy.generic)))
@@ -641,7 +652,7 @@ def describe(obj: Any, module: str, qualname: str) -> Dict[str, Any]:
     elif kind == "object":
         info.update(type=type_key(type(obj)), tier="runtime")
     elif kind == "constant":
-        value_type = type(obj)
+        value_type = type(obj.value if isinstance(obj, enum.Enum) else obj)
         info["value_type"] = value_type.__name__ if value_type.__module__ == "builtins" else None
         info["tier"] = "runtime"
     else:

@@ -105,8 +105,10 @@ class Manifest:
             head, rest = ".".join(parts[:i]), ".".join(parts[i:])
             if head in symbols:
                 return head, rest
-            if aliases.get(head) in symbols:
-                return aliases[head], rest
+            target = aliases.get(head)
+            if target in symbols:
+                beyond = head[len(target) + 1 :] if head.startswith(target + ".") else ""
+                return target, ".".join(p for p in (beyond, rest) if p)
         return None
 
     def dump(self) -> str:

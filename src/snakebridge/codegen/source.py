@@ -2,8 +2,8 @@
 
 The generator builds calls and tuples as small trees (:class:`Call`, :class:`Seq`) and asks
 :func:`statement` for lines: a statement that fits stays on one line; otherwise its last bracket
-opens and the contents go on one indented line if they fit there, else one item per line with a
-trailing comma, nested brackets split the same way. That is the right-hand split black and ruff
+opens and a call's arguments go on one indented line if they fit there, else (and always for a
+collection literal) one item per line with a trailing comma, nested brackets split the same way. That is the right-hand split black and ruff
 apply, so the output is a fixed point of ``ruff format`` (default settings, 88 columns).
 """
 
@@ -74,7 +74,7 @@ def _split(indent: str, head: str, expr: Expr, tail: str) -> list[str]:
     inner = indent + "    "
     body = ", ".join(flat(i) for i in items)
     single_tuple = len(items) == 1 and opener == "("
-    if len(inner + body) + int(single_tuple) <= WIDTH:
+    if isinstance(expr, Call) and len(inner + body) + int(single_tuple) <= WIDTH:
         return [
             f"{indent}{head}{opener}",
             inner + body + ("," if single_tuple else ""),
