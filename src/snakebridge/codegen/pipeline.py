@@ -269,6 +269,8 @@ class Project:
                 pulled = bool(info.pop("pulled", False))
                 if not canonical or (pulled and canonical in entry["symbols"]):
                     continue
+                if _excluded(dotted, spec.exclude) or _excluded(canonical, spec.exclude):
+                    continue
                 if canonical != dotted and not pulled:
                     entry["aliases"][dotted] = canonical
                 tier = str(info.get("tier", "variadic"))

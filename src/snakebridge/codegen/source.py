@@ -1,10 +1,11 @@
 """Python source in the layout ``ruff format`` produces, for the few shapes facades use.
 
 The generator builds calls and tuples as small trees (:class:`Call`, :class:`Seq`) and asks
-:func:`statement` for lines: a statement that fits stays on one line; otherwise its last bracket
-opens and a call's arguments go on one indented line if they fit there, else (and always for a
-collection literal) one item per line with a trailing comma, nested brackets split the same way. That is the right-hand split black and ruff
-apply, so the output is a fixed point of ``ruff format`` (default settings, 88 columns).
+:func:`statement` for lines: a statement that fits stays on one line; otherwise its last
+bracket opens and a call's arguments go on one indented line if they fit there, else (and
+always for a collection literal) one item per line with a trailing comma, nested brackets split
+the same way. That is the right-hand split black and ruff apply, so the output is a fixed point
+of ``ruff format`` (default settings, 88 columns).
 """
 
 from __future__ import annotations
