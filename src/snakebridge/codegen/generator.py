@@ -7,6 +7,7 @@ private helpers ``_sb``, ``_t``, ``_LIB`` and ``_CONSTANTS``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,13 +125,18 @@ def render_module(spec: ModuleSpec) -> str:
 
 
 def _hint_imports(ctx: HintContext, spec: ModuleSpec, taken: set[str]) -> list[str]:
-    lines = []
+    """``from M import A, B`` lines (indented, for a TYPE_CHECKING block), one per module."""
+    names: dict[str, list[str]] = {}
     for module, name in sorted(ctx.imports):
         if (module, name) in spec.reexports.values():
             continue
         alias = name if name not in taken else f"_{module.rpartition('.')[2]}_{name}"
         taken.add(alias)
-        lines.append(f"    from {module} import {name}" + (f" as {alias}" if alias != name else ""))
+        names.setdefault(module, []).append(name if alias == name else f"{name} as {alias}")
+    lines = []
+    for module, imported in names.items():
+        items = tuple(sorted(imported, key=lambda n: n.split(" as ")[0]))
+        lines += statement("    ", f"from {module} import ", Seq(items, bare=True))
     return lines
 
 
@@ -152,6 +158,8 @@ def _head(
     if any("_builtins." in line for line in body):
         out.append("import builtins as _builtins")
     out += ["import typing as _t", "", "import snakebridge.facade as _sb", ""]
+    used = set(re.findall(r"[A-Za-z_]\w*", "\n".join(body)))
+    ctx.imports = {(m, n) for m, n in ctx.imports if n in used}
     imports = _hint_imports(ctx, spec, set(locals_))
     if imports:
         out += ["if _t.TYPE_CHECKING:", *imports, ""]

@@ -72,6 +72,9 @@ _TYPING = frozenset(
     ]
 )
 _TYPING_MODULES = ("typing", "typing_extensions", "collections.abc")
+_ARITY = {"dict": 2, "Mapping": 2, "MutableMapping": 2, "ItemsView": 2, "Generator": 3}
+_ARITY |= {"Coroutine": 3, "AsyncGenerator": 2, "NoReturn": 0, "Never": 0, "Hashable": 0}
+_ARITY |= {"Sized": 0}
 _ALIASES = {"List": "list", "Dict": "dict", "Set": "set", "FrozenSet": "frozenset"}
 _ALIASES |= {"Tuple": "tuple", "Type": "type", "Text": "str"}
 
@@ -128,7 +131,7 @@ class _Renderer:
             if leaf in _ALIASES:
                 return self.builtin(_ALIASES[leaf])
             if leaf == "Self" and ctx.self_name:
-                return ctx.self_name
+                return "_t.Self" if ctx.self_name in ctx.shadowed else ctx.self_name
             if leaf in _TYPING:
                 return f"_t.{leaf}"
             return ANY
@@ -139,6 +142,8 @@ class _Renderer:
             return ANY
         facade_module, local = target
         if facade_module != ctx.module:
+            if local.startswith("_"):  # private to its module: not imported elsewhere
+                return ANY
             ctx.imports.add((facade_module, local))
         elif local in ctx.shadowed:
             return ANY
@@ -196,6 +201,20 @@ class _Renderer:
             return f"_t.Callable[[{rendered}], {self.render(returns)}]"
         return f"_t.Callable[..., {self.render(returns)}]"
 
+    def bare(self, rendered: str) -> str:
+        """A generic written without its parameters gets ``Any`` ones (mypy --strict)."""
+        leaf = rendered.rpartition(".")[2]
+        if rendered == ANY or leaf == "Self":
+            return rendered
+        if leaf == "tuple":
+            return f"{rendered}[_t.Any, ...]"
+        if leaf == "Callable":
+            return "_t.Callable[..., _t.Any]"
+        if leaf in _GENERIC_BUILTINS or rendered.startswith("_t."):
+            count = _ARITY.get(leaf, 1)
+            return f"{rendered}[{', '.join([ANY] * count)}]" if count else rendered
+        return rendered
+
     def render(self, node: ast.expr) -> str:
         if isinstance(node, ast.Constant):
             if node.value is None:
@@ -208,7 +227,7 @@ class _Renderer:
         if isinstance(node, ast.Subscript):
             return self.subscript(node)
         dotted = _dotted(node)
-        return self.name(dotted) if dotted else ANY
+        return self.bare(self.name(dotted)) if dotted else ANY
 
 
 def parse_hint(text: str, renderer: _Renderer) -> str:

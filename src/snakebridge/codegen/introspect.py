@@ -158,6 +158,8 @@ def _lookup(dotted: str) -> Any:
 
 def _name_of(obj: Any, fallback: str) -> str:
     module = getattr(obj, "__module__", None)
+    if getattr(obj, "__origin__", None) is not None and hasattr(obj, "__args__"):
+        return str(obj).replace("NoneType", "None")  # an alias: its content, names qualified
     if module in ("typing", "typing_extensions"):
         name = getattr(obj, "_name", None) or getattr(obj, "__name__", None)
         return "typing.%s" % name if name else fallback
@@ -171,8 +173,18 @@ def _name_of(obj: Any, fallback: str) -> str:
 class Qualifier(ast.NodeTransformer):
     """Rewrites the names of an annotation to qualified ones, seen from one module."""
 
-    def __init__(self, module: str, extra: Optional[Dict[str, str]] = None) -> None:
-        self.module, self.extra = module, extra or {}
+    def __init__(
+        self,
+        module: str,
+        extra: Optional[Dict[str, str]] = None,
+        typevars: Optional[Dict[Any, Any]] = None,
+    ) -> None:
+        self.module, self.extra, self.typevars = module, extra or {}, typevars or {}
+
+    def named(self, obj: Any, fallback: str) -> str:
+        if isinstance(obj, typing.TypeVar) and obj in self.typevars:
+            return _name_of(self.typevars[obj], fallback)
+        return _name_of(obj, fallback)
 
     def qualify(self, dotted: str) -> str:
         head, _, rest = dotted.partition(".")
@@ -183,7 +195,7 @@ class Qualifier(ast.NodeTransformer):
             obj = namespace[head]
             for part in rest.split(".") if rest else []:
                 obj = getattr(obj, part, None)
-            return _name_of(obj, dotted)
+            return self.named(obj, dotted)
         elif head in _source_imports(self.module):
             target = _source_imports(self.module)[head] + ("." + rest if rest else "")
         elif hasattr(builtins, head) and not rest:
@@ -191,7 +203,7 @@ class Qualifier(ast.NodeTransformer):
         else:
             return dotted
         try:
-            return _name_of(_lookup(target), target)
+            return self.named(_lookup(target), target)
         except Exception:
             return target
 
@@ -330,7 +342,7 @@ def _flatten(body: List[ast.stmt], all_branches: bool = False) -> List[ast.stmt]
     return out
 
 
-def _stub_defs(module: str, qualname: str, hops: int = 3) -> Tuple[List[Any], str]:
+def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], str]:
     """Stub defs of ``qualname`` and the stub module they are in (re-exports followed)."""
     found = stub_module(module)
     if found is None:
@@ -464,6 +476,14 @@ def _merge_annotations(target: Signature, stub: Signature) -> None:
         target["returns"] = stub["returns"]
 
 
+_RETURNS_SELF = re.compile(r"\n\s*Returns\n\s*-+\n\s*self\b")
+
+
+def _returns_self(obj: Any) -> bool:
+    """A numpydoc ``Returns`` section that names ``self`` (scikit-learn's ``fit``)."""
+    return bool(_RETURNS_SELF.search(getattr(obj, "__doc__", None) or ""))
+
+
 def _runtime_overloads(obj: Any, qualifier: Qualifier) -> List[Signature]:
     get_overloads = getattr(typing, "get_overloads", None)
     try:
@@ -473,8 +493,35 @@ def _runtime_overloads(obj: Any, qualifier: Qualifier) -> List[Signature]:
         return []
 
 
+def typevar_map(cls: type) -> Dict[Any, Any]:
+    """TypeVars of generic base classes → what ``cls`` binds them to (``GroupBy[DataFrame]``)."""
+    bound: Dict[Any, Any] = {}
+    for klass in cls.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            origin = typing.get_origin(base)
+            params = getattr(origin, "__parameters__", ())
+            for param, arg in zip(params, typing.get_args(base)):
+                arg = bound.get(arg, arg)
+                if isinstance(arg, type) or arg in bound.values():
+                    bound.setdefault(param, arg)
+    return bound
+
+
+def _defined_in(obj: Any, fallback: str) -> str:
+    """The module whose namespace an object's annotations are written in.
+
+    A function's globals say it even when a library rewrites ``__module__`` to a public one.
+    """
+    function = getattr(obj, "__func__", obj)
+    name = getattr(function, "__globals__", {}).get("__name__")
+    if isinstance(name, str) and name in sys.modules:
+        return name
+    home = getattr(obj, "__module__", None)
+    return home if isinstance(home, str) and home in sys.modules else fallback
+
+
 def signature_of(
-    obj: Any, module: str, qualname: str, name: str
+    obj: Any, module: str, qualname: str, name: str, typevars: Optional[Dict[Any, Any]] = None
 ) -> Tuple[Signature, str, List[Signature]]:
     """(signature, tier, overloads); annotations qualified."""
     overloads = stub_signatures(module, qualname)
@@ -487,11 +534,12 @@ def signature_of(
         signature = None
     if signature is not None:
         tier = "text_signature" if getattr(obj, "__text_signature__", None) else "runtime"
-        where = home if isinstance(home, str) and home in sys.modules else module
-        qualifier = Qualifier(where)
+        qualifier = Qualifier(_defined_in(obj, module), typevars=typevars)
         described = params_of(signature, qualifier)
         if len(overloads) == 1:
             _merge_annotations(described, overloads[0])
+        if described["returns"] is None and _returns_self(obj):
+            described["returns"] = "typing.Self"
         if len(overloads) < 2:
             overloads = _runtime_overloads(obj, qualifier)
         return described, tier, overloads if len(overloads) > 1 else []
@@ -532,13 +580,14 @@ def _defining(cls: type, name: str) -> type:
     return cls
 
 
-def _property(name: str, raw: Any, owner: type) -> Dict[str, Any]:
+def _property(name: str, raw: Any, owner: type, typevars: Dict[Any, Any]) -> Dict[str, Any]:
     info: Dict[str, Any] = {"name": name, "kind": "property", "doc": trimmed_doc(raw, MEMBER_DOC)}
     fget = getattr(raw, "fget", None)
     if fget is not None:
         try:
             returns = inspect.signature(fget).return_annotation
-            info["type"] = Qualifier(fget.__module__).text(annotation_text(returns))
+            qualifier = Qualifier(_defined_in(fget, owner.__module__), typevars=typevars)
+            info["type"] = qualifier.text(annotation_text(returns))
         except Exception:
             pass
         info["settable"] = getattr(raw, "fset", None) is not None
@@ -549,7 +598,7 @@ def _property(name: str, raw: Any, owner: type) -> Dict[str, Any]:
     return info
 
 
-def member_info(cls: type, name: str) -> Optional[Dict[str, Any]]:
+def member_info(cls: type, name: str, typevars: Dict[Any, Any]) -> Optional[Dict[str, Any]]:
     raw = inspect.getattr_static(cls, name)
     owner = _defining(cls, name)
     kind = "method"
@@ -558,7 +607,7 @@ def member_info(cls: type, name: str) -> Optional[Dict[str, Any]]:
     elif isinstance(raw, classmethod):
         kind = "classmethod"
     elif isinstance(raw, property) or inspect.isdatadescriptor(raw):
-        return _property(name, raw, owner)
+        return _property(name, raw, owner, typevars)
     target: Any = getattr(cls, name, None)
     if inspect.isclass(target) and not inspect.isclass(raw) and hasattr(type(raw), "__get__"):
         doc = trimmed_doc(target, MEMBER_DOC)
@@ -566,7 +615,7 @@ def member_info(cls: type, name: str) -> Optional[Dict[str, Any]]:
     if not callable(target) or inspect.isclass(target):
         return None
     qualname = "%s.%s" % (owner.__qualname__, name)
-    signature, tier, overloads = signature_of(target, owner.__module__, qualname, name)
+    signature, tier, overloads = signature_of(target, owner.__module__, qualname, name, typevars)
     params = signature["params"]
     if kind == "method" and params and (params[0]["name"] == "self" or tier in STUBBY):
         signature = dict(signature, params=params[1:])
@@ -602,11 +651,15 @@ def class_info(cls: type, module: str) -> Dict[str, Any]:
         info["builtin"] = builtin.__name__
         return info
     members = []
+    try:
+        typevars = typevar_map(cls)
+    except Exception:
+        typevars = {}
     for name in sorted(set(dir(cls)) | set(vars(cls))):
         if not _wanted_member(cls, name):
             continue
         try:
-            member = member_info(cls, name)
+            member = member_info(cls, name, typevars)
         except Exception:
             continue
         if member is not None:
@@ -678,6 +731,8 @@ def home_of(cls: type, root: str, near: str) -> Optional[Tuple[str, str]]:
     """(module, name) a facade defines a pulled class at: a public place if there is one."""
     if "." in cls.__qualname__ or "<" in cls.__qualname__:
         return None
+    if cls.__name__.startswith("_"):  # a private class lives beside what returns it
+        return near, cls.__name__
     for place in (root, near):
         module = sys.modules.get(place)
         if module is not None and getattr(module, cls.__name__, None) is cls:

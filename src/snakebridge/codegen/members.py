@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import keyword
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -148,6 +149,8 @@ def _overloads(
     for overload in info.get("overloads") or []:
         params = Params(overload["params"], ctx, literal=False)
         defs = [d.replace("= _sb.NOT_GIVEN", "= ...") for d in params.defs]
+        if first and "/" not in defs:  # self is positional-only in every variant and the def
+            defs = ["/", *defs]
         if any(_covers(earlier, defs) for earlier in kept):
             continue  # types the host cannot spell made it the same as an earlier one
         kept.append(defs)
@@ -156,15 +159,45 @@ def _overloads(
     return [line for block in blocks for line in block] if len(blocks) > 1 else []
 
 
-def _indistinct(overloads: list[dict[str, Any]], ctx: HintContext) -> bool:
-    """Whether overloads differ in a parameter type that the host can only write as Any."""
-    texts: dict[str, set[str]] = {}
-    for overload in overloads:
-        for param in overload["params"]:
-            texts.setdefault(str(param["name"]), set()).add(str(param.get("annotation") or ""))
-    return any(
-        len(found) > 1 and any(hint(t, ctx) == ANY for t in found) for found in texts.values()
+def _slots(params: list[dict[str, Any]], ctx: HintContext) -> dict[Any, tuple[str, bool]]:
+    """Parameter slot (position, or name when keyword-only) → (hint, required)."""
+    slots: dict[Any, tuple[str, bool]] = {}
+    for index, param in enumerate(params):
+        if param["kind"] in ("VAR_POSITIONAL", "VAR_KEYWORD"):
+            continue
+        key = param["name"] if param["kind"] == "KEYWORD_ONLY" else index
+        slots[key] = (hint(param.get("annotation"), ctx), not param.get("has_default"))
+    return slots
+
+
+def _disjoint(first: str, second: str) -> bool:
+    """Whether no value has both hints (only cases that are certain)."""
+    if ANY in (first, second):
+        return False
+    literal = re.compile(r"^_t\.Literal\[(.*)\]$")
+    a, b = literal.match(first), literal.match(second)
+    if a and b:
+        return not set(a.group(1).split(", ")) & set(b.group(1).split(", "))
+    parts_a, parts_b = set(first.split(" | ")), set(second.split(" | "))
+    if parts_a == {"None"} or parts_b == {"None"}:
+        return "None" not in (parts_b if parts_a == {"None"} else parts_a)
+    scalar = {"str", "bytes", "int", "float", "list", "dict", "tuple"}
+    return bool(parts_a <= scalar and parts_b <= scalar and not parts_a & parts_b) and not (
+        {"int", "float"} <= parts_a | parts_b
     )
+
+
+def _indistinct(overloads: list[dict[str, Any]], ctx: HintContext) -> bool:
+    """Whether two overloads can no longer be told apart with the hints the host can write."""
+    slots = [_slots(o["params"], ctx) for o in overloads]
+    for i, first in enumerate(slots):
+        for second in slots[i + 1 :]:
+            told = any(_disjoint(first[k][0], second[k][0]) for k in set(first) & set(second))
+            told = told or any(first[k][1] for k in set(first) - set(second))
+            told = told or any(second[k][1] for k in set(second) - set(first))
+            if not told:
+                return True
+    return False
 
 
 def _covers(earlier: list[str], later: list[str]) -> bool:
@@ -228,7 +261,8 @@ def _body(
     if overloads and runtime and all(_fits(o["params"], params_info) for o in info["overloads"]):
         untyped = [{**p, "annotation": None} for p in params_info]
         params = Params(untyped, ctx, literal)
-        lines = def_lines(indent, name, [*first, *params.defs], ANY)
+        defs = params.defs if "/" in params.defs or not first else ["/", *params.defs]
+        lines = def_lines(indent, name, [*first, *defs], ANY)
         return [*overloads, *decorator, *lines], params.forward(), ANY
     if overloads:
         defs = [*first, *(["/"] if first else []), "*args: _t.Any", "**kwargs: _t.Any"]
@@ -236,6 +270,8 @@ def _body(
         return [*overloads, *decorator, *lines], ("()", "args", "kwargs"), ANY
     params = Params(params_info, ctx, literal)
     returns = hint(signature.get("returns"), ctx)
+    if set(re.findall(r"[A-Za-z_]\w*", returns)) & {sanitize(p["name"]) for p in params_info}:
+        returns = ANY  # the body's cast would read a parameter of that name
     if info.get("streaming"):
         returns = "_t.Iterator[_t.Any]"
     lines = def_lines(indent, name, [*first, *params.defs], returns)
@@ -327,8 +363,8 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
         signature = info.get("signature") or {"params": [], "returns": None}
         params = Params(signature["params"], ctx, literal=info.get("tier") == "runtime")
         call = Call("_sb.construct", ("cls", *params.forward()))
-        lines += ["", *def_lines("    ", "__new__", ["cls", *params.defs], local)]
-        lines += _returning("        ", local, call)
+        lines += ["", *def_lines("    ", "__new__", ["cls", *params.defs], "_t.Self")]
+        lines += _returning("        ", "_t.Self", call)
     taken = {"__new__", "__slots__"}
     for member in members:
         if sanitize(str(member["name"])) in taken:

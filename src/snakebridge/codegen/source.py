@@ -25,6 +25,7 @@ class Seq:
     items: tuple[Expr, ...]
     open: str = "("
     close: str = ")"
+    bare: bool = False  # no brackets while on one line (the names of a ``from`` import)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def flat(expr: Expr) -> str:
     if isinstance(expr, Call):
         return f"{expr.func}({', '.join(flat(a) for a in expr.args)})"
     inner = ", ".join(flat(i) for i in expr.items)
+    if expr.bare:
+        return inner
     if len(expr.items) == 1 and expr.open == "(":
         inner += ","
     return f"{expr.open}{inner}{expr.close}"
