@@ -113,6 +113,7 @@ class WorkerCodec(v.ValueCodec):
         self.inout: List[Tuple[int, Any]] = []
         self.inout_calls: Dict[int, List[Tuple[int, Any]]] = {}
         self.decoders[p.EXT_REF] = lambda d: registry.get(msgpack.unpackb(d))
+        self.decoders[p.EXT_METHOD] = lambda d: _bound_method(registry, msgpack.unpackb(d))
         self.decoders[p.EXT_CALLBACK] = lambda d: hostrefs.make(msgpack.unpackb(d), None)
         self.decoders[p.EXT_NDARRAY] = lambda d: v.decode_ndarray(d, writable=False)
         self.builders[p.EXT_NAME] = self._by_name
@@ -213,6 +214,15 @@ class WorkerCodec(v.ValueCodec):
                 f"{self.connection.max_frame:,}-byte frame limit"
             )
         return body
+
+
+def _bound_method(registry: "Registry", described: Any) -> Any:
+    """``getattr(object, name)`` for a method the host looked up on a Ref (EXT_METHOD)."""
+    ref_id, name = described
+    subject = registry.get(ref_id)
+    policy = _CURRENT.policy if _CURRENT is not None else _OPEN
+    policy.check_attribute(subject, name)
+    return getattr(subject, name)
 
 
 class _Opaque:
