@@ -23,7 +23,8 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
 
-from snakebridge_worker import hostrefs
+from snakebridge_worker import hostrefs, kinds
+from snakebridge_worker import policy as pol
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
 
@@ -158,8 +159,12 @@ class WorkerCodec(v.ValueCodec):
 
     def _by_name(self, items: List[Any]) -> Any:
         _, module, qualname, fallback = items
+        plain = kinds.plain_builtin(module, qualname)
+        if plain is not None:  # len, str, ValueError: every library has them anyway
+            return plain
         try:
-            return resolve(module, qualname)
+            worker = _CURRENT
+            return resolve(module, qualname, worker.policy if worker is not None else _OPEN)
         except Exception as exc:
             if fallback is not None:
                 return fallback  # the host's object by reference (or an enum member's value)
@@ -319,26 +324,42 @@ def _import(module_name: str) -> Any:
         raise
 
 
-def resolve(module_name: str, qualname: str) -> Any:
+_OPEN = pol.Policy(None)
+
+
+def resolve(module_name: Any, qualname: Any, policy: pol.Policy = _OPEN) -> Any:
+    """The object ``module_name.qualname``, walked one attribute at a time under ``policy``."""
+    if not isinstance(module_name, str) or not isinstance(qualname, str) or not module_name:
+        raise SymbolError(f"a call names a module and a symbol, got {module_name!r}, {qualname!r}")
+    policy.check_module_name(module_name)
     obj = _import(module_name)
     if not qualname:
         return obj
     path = module_name
     for part in qualname.split("."):
+        policy.check_attribute(obj, part)
         try:
             obj = getattr(obj, part)
         except AttributeError:
             if isinstance(obj, type(sys)):
+                submodule = f"{obj.__name__}.{part}"
                 try:
-                    obj = _import(f"{obj.__name__}.{part}")
+                    policy.check_module_name(submodule)
+                    obj = _import(submodule)
                     path = f"{path}.{part}"
                     continue
-                except SymbolError:
+                except (SymbolError, pol.NotAllowed):
                     pass
-            hint = _close_matches(part, dir(obj))
+            hint = _close_matches(part, _public(dir(obj), policy))
             raise SymbolError(f"{path} has no attribute {part!r}{hint}") from None
         path = f"{path}.{part}"
+        policy.check_reached(obj, path)
     return obj
+
+
+def _public(names: List[str], policy: pol.Policy) -> List[str]:
+    """Names worth suggesting: the public ones when a boundary is set."""
+    return names if policy.open else [name for name in names if not name.startswith("_")]
 
 
 def _builtin_base(exc: BaseException) -> Optional[str]:
@@ -348,9 +369,14 @@ def _builtin_base(exc: BaseException) -> Optional[str]:
     return None
 
 
-def error_payload(kind: str, exc: BaseException, with_traceback: bool = True) -> Dict[str, Any]:
+_GROUP = getattr(builtins, "BaseExceptionGroup", None)  # Python >= 3.11
+
+
+def error_payload(
+    kind: str, exc: BaseException, with_traceback: bool = True, depth: int = 0
+) -> Dict[str, Any]:
     cls = type(exc)
-    return {
+    payload: Dict[str, Any] = {
         "kind": kind,
         "type": v.type_key(cls),
         "builtin": _builtin_base(exc),
@@ -360,6 +386,12 @@ def error_payload(kind: str, exc: BaseException, with_traceback: bool = True) ->
         else "",
         "host_exception": getattr(exc, "_sb_host_exception", None),
     }
+    if _GROUP is not None and isinstance(exc, _GROUP):  # members travel too, for except*
+        payload["message"] = exc.message
+        if depth < 8:
+            members = exc.exceptions[:1000]
+            payload["exceptions"] = [error_payload(kind, e, False, depth + 1) for e in members]
+    return payload
 
 
 def _exit_exception(spec: Any) -> Any:
@@ -400,6 +432,7 @@ class Worker:
         self.packer = self.codec.packer()
         self.calls = 0
         self.options: Dict[str, Any] = {}
+        self.policy = _OPEN
         self.send_lock = threading.Lock()
         self.cv = threading.Condition()
         self.reading = False
@@ -537,10 +570,12 @@ class Worker:
         try:
             subject = self.registry.get(ref_id) if ref_id is not None else None
             if module is not None:
-                subject = resolve(module, qualname)
+                subject = resolve(module, qualname, self.policy)
             result = self.apply(subject, op, qualname, args, kwargs or {})
-        except SymbolError as exc:
+        except (SymbolError, pol.NameRefused) as exc:
             self.reply(p.ERROR, call_id, error_payload(p.ERR_SYMBOL, exc, False))
+        except pol.NotAllowed as exc:
+            self.reply(p.ERROR, call_id, error_payload(p.ERR_NOT_ALLOWED, exc, False))
         except RefError as exc:
             self.reply(p.ERROR, call_id, error_payload(p.ERR_REF, exc, False))
         except BaseException as exc:  # SystemExit from a library is an answer, not our exit
@@ -556,18 +591,23 @@ class Worker:
         if op == p.OP_GET:
             return subject
         if op == p.OP_METHOD:
+            self.policy.check_attribute(subject, args[0])
             return getattr(subject, args[0])(*args[1:], **kwargs)
         if op == p.OP_GETATTR:
-            return getattr(subject, args[0])
+            self.policy.check_attribute(subject, args[0])
+            found = getattr(subject, args[0])
+            self.policy.check_reached(found, f"attribute {args[0]!r}")
+            return found
         if op == p.OP_SETATTR:
+            self.policy.check_attribute(subject, args[0], write=True)
             setattr(subject, args[0], args[1])
             return None
         if op == p.OP_DELATTR:
+            self.policy.check_attribute(subject, args[0], write=True)
             delattr(subject, args[0])
             return None
         if op == p.OP_OPERATOR:
-            if qualname.startswith("_") or not hasattr(operator, qualname):
-                raise SymbolError(f"operator has no function {qualname!r}")
+            self.policy.check_operator(qualname)
             return getattr(operator, qualname)(*args)
         if op == p.OP_BUILTIN:
             function = _BUILTIN_OPS.get(qualname)
@@ -654,6 +694,15 @@ def _read_init(connection: Connection) -> Dict[str, Any]:
     return options
 
 
+def _policy_from(options: Dict[str, Any]) -> pol.Policy:
+    """The allowlist the host sent; a malformed one allows nothing (fail closed)."""
+    try:
+        return pol.Policy.from_options(options.get("allowlist"))
+    except ValueError as exc:
+        sys.stderr.write(f"snakebridge worker {os.getpid()}: {exc}; nothing is allowed\n")
+        return pol.Policy({})
+
+
 def main() -> None:
     global _CURRENT
     fd, host_pid = int(sys.argv[2]), int(sys.argv[3])
@@ -675,6 +724,7 @@ def main() -> None:
     connection.max_frame = int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
     worker = Worker(connection, bool(options.get("host_numpy")))
     worker.options = options
+    worker.policy = _policy_from(options)
     _CURRENT = worker
     try:
         worker.run()

@@ -88,6 +88,7 @@ ERR_SYMBOL = "symbol"
 ERR_REF = "ref"
 ERR_DECODE = "decode"
 ERR_PROTOCOL = "protocol"
+ERR_NOT_ALLOWED = "not_allowed"  # security: the allowlist refused a library, module or name
 
 
 def frame(body: bytes) -> bytes:

@@ -166,7 +166,8 @@ def test_idempotent_is_retried_once_never_more(events: list[Any]) -> None:
 
 def test_idempotent_from_config(configured: Callable[[str], Path], events: list[Any]) -> None:
     configured(
-        '[tool.snakebridge.libraries]\nos = { version = "stdlib", idempotent = ["_exit"] }\n'
+        "[tool.snakebridge.libraries]\n"
+        'os = { version = "stdlib", idempotent = ["_exit"], allow_private = true }\n'
     )
     with pytest.raises(WorkerCrashed):
         snakebridge.call("os", "_exit", [1])
@@ -180,10 +181,10 @@ def test_max_requests_recycles_without_failing_a_call(
         '[tool.snakebridge.libraries]\noperator = "stdlib"\n'
         "[tool.snakebridge.pools.default]\nmax_requests = 10\n"
     )
-    results = [snakebridge.call("operator", "mul", [i, 2]) for i in range(1000)]
-    assert results == [i * 2 for i in range(1000)]
+    results = [snakebridge.call("operator", "mul", [i, 2]) for i in range(30)]
+    assert results == [i * 2 for i in range(30)]
     recycles = [e for e in events if e[:2] == ("runtime.worker", "recycle")]
-    assert len(recycles) >= 90
+    assert len(recycles) >= 2
     assert all("max_requests (10)" in e[2]["reason"] for e in recycles)
     wait_full()
     assert all(w["calls"] <= 10 for w in snakebridge.status()[0]["workers"])

@@ -77,7 +77,9 @@ class _Runtime:
                 env = dict(os.environ)
                 env.update(settings.envs.get(spec.env, settings.envs["default"]).env_vars)
                 env.update(spec.env_vars)
-                pool = Pool(name, spec, interpreter_for(settings, spec.env), env)
+                interpreter = interpreter_for(settings, spec.env)
+                options = {"allowlist": settings.allowlist()}  # enforced by the workers
+                pool = Pool(name, spec, interpreter, env, init_options=options)
                 self.pools[name] = pool
                 self._start_housekeeping()
         return pool

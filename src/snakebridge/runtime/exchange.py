@@ -166,6 +166,22 @@ class Line:
             except OSError as exc:
                 self.lose(PeerClosed(str(exc)))
 
+    def submit_many(self, pendings: list[Pending], data: bytes) -> None:
+        """:meth:`submit` for several calls whose frames ``data`` holds, in one write."""
+        with self._send_lock:
+            with self._lock:
+                if self.lost is not None:
+                    raise Lost
+                for pending in pendings:
+                    self._pending[pending.call_id] = pending
+                    if not self._order:
+                        pending.clock = time.monotonic()
+                    self._order.append(pending)
+            try:
+                self.transport.send(data)
+            except OSError as exc:
+                self.lose(PeerClosed(str(exc)))
+
     def send(self, data: bytes) -> None:
         """Frames that need no answer (releases, callback results); a lost worker ignores them."""
         if not data or self.lost is not None:
@@ -189,10 +205,12 @@ class Line:
             if self._reader is None or self._reader is me:
                 self._reader = me
                 return _LEAD, None
-            if me.event is not None:
-                me.event.clear()
-            elif me.loop is not None:
+            if me.loop is not None:
                 me.future = me.loop.create_future()
+            elif me.event is None:
+                me.event = threading.Event()
+            else:
+                me.event.clear()
             return _WAIT, None
 
     def _hand_off(self) -> None:
@@ -335,8 +353,6 @@ class Line:
         With ``stream``, a stream frame for ``me`` (CHUNK) is returned as soon as it arrives.
         """
         codec = codec_for_thread()
-        if me.event is None:
-            me.event = threading.Event()
         while True:
             action, message = self._step(me)
             if action == _DONE:
@@ -358,10 +374,28 @@ class Line:
                         raise
                     self._lead_failed(me, exc)
             else:
+                assert me.event is not None
                 deadline = me.deadline()
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if not me.event.wait(timeout) and me.deadline() is not None:
                     self._overran(me)
+
+    def pump(self) -> None:
+        """Dispatch every frame that can be read without blocking (if nobody is reading)."""
+        with self._lock:
+            if self._reader is not None or self.lost is not None:
+                return
+            holder = Pending(-1, None, None)
+            self._reader = holder
+        codec = codec_for_thread()
+        try:
+            while (body := self.transport.recv_now()) is not None:
+                self._dispatch(body, codec)
+        except Exception as exc:
+            self._give_up_reading(holder)
+            self._lead_failed(holder, exc)
+            return
+        self._give_up_reading(holder)
 
     async def await_(self, me: Pending, stream: bool = False) -> list[Any] | None:
         """Async twin of :meth:`wait`: reads on the event loop, woken by a future."""

@@ -18,11 +18,10 @@ import sys
 import types
 from typing import Any
 
-from snakebridge_worker import hostrefs
+from snakebridge_worker import hostrefs, kinds
 
 __all__ = ["describe", "importable_name", "operation"]
 
-_ALWAYS = frozenset({"builtins"})
 _NAMES: dict[Any, tuple[str, str]] = {}
 _OPS: dict[type, list[str]] = {}
 _NAMED_KINDS = (
@@ -79,9 +78,10 @@ def importable_name(obj: Any) -> tuple[str, str] | None:
     return found
 
 
-def needs_fallback(module: str) -> bool:
-    """Whether a by-name value should carry a callback in case the worker cannot import it."""
-    return module.split(".")[0] not in _ALWAYS
+def needs_fallback(module: str, qualname: str) -> bool:
+    """Whether a by-name value should carry a host object in case the worker cannot resolve
+    it (outside the allowlist or not installed there); plain builtins always resolve."""
+    return kinds.plain_builtin(module, qualname) is None
 
 
 def _special_methods(cls: type) -> list[str]:

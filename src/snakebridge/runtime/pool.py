@@ -59,6 +59,11 @@ class Pool:
         self._factory = transport_factory or self._process_transport
         self.leaser = Leaser(name, spec.max_queue, spec.queue_timeout)
         self.supervisor = Supervisor(self)
+        self._recycles = (
+            spec.max_requests is not None
+            or spec.ttl_s is not None
+            or spec.max_memory_bytes is not None
+        )
         self._started = False
         import threading
 
@@ -155,8 +160,7 @@ class Pool:
             "size": self.size,
             "queued": self.leaser.queued,
             "workers": [
-                {"pid": w.pid, "state": w.state.value, "calls": w.calls}
-                for w in self.workers
+                {"pid": w.pid, "state": w.state.value, "calls": w.calls} for w in self.workers
             ],
         }
 
@@ -290,11 +294,7 @@ class Pool:
 
     def _finished(self, worker: Worker) -> None:
         self.leaser.release(worker)
-        if worker.state is State.IDLE and (
-            self.spec.max_requests is not None
-            or self.spec.ttl_s is not None
-            or self.spec.max_memory_bytes is not None
-        ):
+        if self._recycles and worker.state is State.IDLE:
             self.supervisor.maybe_recycle(worker)
 
     def run_many(self, calls: list[Call]) -> list[Any]:
@@ -321,16 +321,22 @@ class Pool:
             lease_more()
             while todo or any(flights.values()):
                 for worker, held in list(flights.items()):
-                    while todo and len(held) < _MAP_WINDOW and worker.alive:
+                    batch: list[tuple[int, Pending]] = []
+                    while todo and len(held) + len(batch) < _MAP_WINDOW and worker.alive:
                         index, call = todo.popleft()
-                        pending = self._pending(call)
-                        try:
-                            worker.line.submit(pending, worker.flush_releases() + call.frame)
-                        except Lost:
-                            todo.appendleft((index, call))
-                            break
-                        worker.calls += 1
-                        held.append((index, pending))
+                        batch.append((index, self._pending(call)))
+                    if not batch:
+                        continue
+                    frames = b"".join(calls[index].frame for index, _ in batch)
+                    try:
+                        worker.line.submit_many(
+                            [pending for _, pending in batch], worker.flush_releases() + frames
+                        )
+                    except Lost:
+                        todo.extendleft((index, calls[index]) for index, _ in reversed(batch))
+                        continue
+                    worker.calls += len(batch)
+                    held.extend(batch)
                 busy = [(w, held) for w, held in flights.items() if held]
                 if not busy:
                     for worker in [w for w in flights if not w.alive]:
@@ -341,6 +347,8 @@ class Pool:
                     continue
                 worker, held = min(busy, key=lambda item: item[1][0][1].call_id)
                 worker.line.wait(held[0][1])
+                for other in flights:  # and every answer that is already there
+                    other.line.pump()
                 while held and held[0][1].done:
                     index, pending = held.popleft()
                     call = calls[index]

@@ -116,9 +116,10 @@ class Supervisor:
                 )
                 worker.transport.kill()
         if worker.state is State.IDLE and worker.transport.exited():
-            if self.pool.leaser.drain(worker):
+            if self.pool.leaser.take_idle(worker):  # nobody else may lease it meanwhile
                 worker.death = worker.transport.death("no call (it died while idle)")
                 self.pool.retire(worker, reason="crash")
+                self.pool.leaser.release(worker)
         elif worker.state is State.IDLE:
             self.maybe_recycle(worker)
 

@@ -12,7 +12,6 @@ import abc
 import collections
 import concurrent.futures
 import contextlib
-import hashlib
 import os
 import queue
 import select
@@ -20,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from typing import Any
 
 import msgpack
 
+from snakebridge import paths
 from snakebridge.runtime.errors import ProtocolError, WorkerCrashed, WorkerStartError
 from snakebridge_worker import protocol as p
 from snakebridge_worker.framing import FrameBuffer, FrameTooLarge
@@ -159,18 +158,8 @@ def reset_after_fork() -> None:
 
 
 def worker_path_dir() -> str:
-    """A private directory holding only ``snakebridge_worker``, for the worker's sys.path."""
-    source = Path(__file__).resolve().parents[2] / "snakebridge_worker"
-    base = Path(tempfile.gettempdir()) / f"snakebridge-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
-    target = base / f"worker-path-{hashlib.sha256(str(source).encode()).hexdigest()[:16]}"
-    link = target / "snakebridge_worker"
-    if not link.exists():
-        target.mkdir(mode=0o700, exist_ok=True)
-        tmp = target / f".link-{os.getpid()}-{threading.get_ident()}"
-        tmp.symlink_to(source, target_is_directory=True)
-        os.replace(tmp, link)
-    return str(target)
+    """The private directory workers put on ``sys.path`` (only ``snakebridge_worker`` in it)."""
+    return paths.worker_path_dir(Path(__file__).resolve().parents[2] / "snakebridge_worker")
 
 
 def _pidfd(pid: int) -> int | None:
@@ -208,6 +197,7 @@ class ProcessTransport(WorkerTransport):
         self._closed = False
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL_LINES)
         self._frames = FrameBuffer(self.max_frame)
+        self._early: list[bytes] = []  # whole frames read ahead of the buffer, in order
         self._poll_misses = 0
         self._poll_skip = 0
         host_sock, worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -303,7 +293,24 @@ class ProcessTransport(WorkerTransport):
         with self._send_lock:
             self.sock.sendall(data)
 
+    def _recv_now(self) -> bool:
+        """Read what is there without blocking (into the scratch buffer: no allocation).
+
+        True if bytes arrived; PeerClosed at EOF."""
+        try:
+            got = self.sock.recv_into(self._frames.received, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        if not got:
+            raise PeerClosed
+        whole = self._frames.take(got)
+        if whole is not None:
+            self._early.append(whole)
+        return True
+
     def _next(self) -> bytes | None:
+        if self._early:
+            return self._early.pop(0)
         try:
             return self._frames.next_body()
         except FrameTooLarge as exc:
@@ -328,17 +335,15 @@ class ProcessTransport(WorkerTransport):
         """Buffer what the dead worker wrote before it ended; PeerClosed if nothing is left."""
         while True:
             try:
-                chunk = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
-            except (BlockingIOError, OSError):
+                if not self._recv_now():
+                    break
+            except (PeerClosed, OSError):
                 break
-            if not chunk:
-                break
-            self._frames.feed(chunk)
-        if not self._frames.has_frame():
+        if not self._early and not self._frames.has_frame():
             raise PeerClosed
 
     def recv(self, deadline: float | None, poll_s: float = 0.0) -> bytes | bytearray:
-        if poll_s and self._frames.empty():
+        if poll_s and self._frames.empty() and not self._early:
             self._poll(poll_s)
         while True:
             body = self._next()
@@ -369,23 +374,15 @@ class ProcessTransport(WorkerTransport):
         return body
 
     def recv_now(self) -> bytes | bytearray | None:
-        body = self._next()
-        if body is not None:
-            return body
         while True:
-            try:
-                chunk = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
-            except BlockingIOError:
+            body = self._next()
+            if body is not None:
+                return body
+            if not self._recv_now():
                 if self._pidfd is not None and self.exited():
                     self._drain_after_exit()
                     return self._next()
                 return None
-            if not chunk:
-                raise PeerClosed
-            self._frames.feed(chunk)
-            body = self._next()
-            if body is not None:
-                return body
 
     def _poll(self, seconds: float) -> None:
         """Read without blocking for up to ``seconds`` or until a whole frame is buffered.
@@ -401,13 +398,11 @@ class ProcessTransport(WorkerTransport):
         while time.perf_counter() < deadline:
             if poller.poll(0):
                 try:
-                    chunk = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    return  # EOF: the blocking read reports it
-                self._frames.feed(chunk)
-                if self._frames.has_frame():
+                    if not self._recv_now():
+                        continue
+                except PeerClosed:
+                    return  # the blocking read reports it
+                if self._early or self._frames.has_frame():
                     self._poll_misses = 0
                     return
         self._poll_misses += 1
