@@ -313,7 +313,7 @@ def test_mutated_frames_never_escape_as_anything_but_decode_errors() -> None:
     """20,000 seeded mutations of real frames: each end raises only its decode errors."""
     import random
 
-    from snakebridge.runtime.errors import ProtocolError
+    from snakebridge.errors import ProtocolError
     from snakebridge_worker import main as worker_main
     from snakebridge_worker import protocol as p
 

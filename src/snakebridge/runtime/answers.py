@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from snakebridge.runtime import hostobjects
-from snakebridge.runtime.codec import CALLBACKS, HostCodec
-from snakebridge.runtime.errors import (
+from snakebridge.errors import (
     DecodeError,
     LibraryNotAllowed,
     ProtocolError,
@@ -15,6 +13,8 @@ from snakebridge.runtime.errors import (
     SymbolNotFound,
     remote_error,
 )
+from snakebridge.runtime import hostobjects
+from snakebridge.runtime.codec import CALLBACKS, HostCodec
 from snakebridge_worker import hostrefs
 from snakebridge_worker import protocol as p
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from snakebridge.errors import DecodeError, EncodeError, ProtocolError, RefInvalid
 from snakebridge.runtime import hostobjects, refs
-from snakebridge.runtime.errors import DecodeError, EncodeError, ProtocolError, RefInvalid
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
 

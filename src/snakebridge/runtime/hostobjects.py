@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
 from snakebridge_worker import hostrefs, kinds
@@ -42,6 +43,14 @@ def _lookup(module: str, qualname: str) -> Any:
     return obj
 
 
+def _unrouted(library: str) -> str:
+    return library
+
+
+module_of_library: Callable[[str], str] = _unrouted
+"""The worker module a configured library key names (the client installs its router)."""
+
+
 def importable_name(obj: Any) -> tuple[str, str] | None:
     """``(module, qualname)`` when ``obj`` is a module-level object the worker can import."""
     try:
@@ -54,10 +63,8 @@ def importable_name(obj: Any) -> tuple[str, str] | None:
         return "builtins", "NotImplemented"
     remote = getattr(obj, "__sb_remote__", None) if isinstance(obj, type) else None
     if isinstance(remote, tuple) and len(remote) == 2:  # a generated facade class
-        from snakebridge.runtime.client import runtime
-
         try:
-            found: tuple[str, str] | None = (runtime().route(remote[0])[1], str(remote[1]))
+            found: tuple[str, str] | None = (module_of_library(remote[0]), str(remote[1]))
         except Exception:
             return None
     elif isinstance(obj, types.ModuleType):
