@@ -171,6 +171,12 @@ def test_facade_classes_travel_as_the_remote_class() -> None:
 
     assert snakebridge.call("numpy", "zeros", [2], {"dtype": float32}).dtype == np.float32
 
+    def hypot(*args: float) -> float:  # a facade function: its remote twin runs, no callback
+        raise AssertionError("the host function must not be called")
+
+    hypot.__sb_remote__ = ("math", "hypot")  # type: ignore[attr-defined]
+    assert snakebridge.call("functools", "reduce", [hypot, [3, 4]]) == 5.0
+
 
 def host_key(value: int) -> int:
     """A module-level function of a module the worker cannot import."""

@@ -61,8 +61,9 @@ def importable_name(obj: Any) -> tuple[str, str] | None:
         return cached
     if obj is NotImplemented:
         return "builtins", "NotImplemented"
-    remote = getattr(obj, "__sb_remote__", None) if isinstance(obj, type) else None
-    if isinstance(remote, tuple) and len(remote) == 2:  # a generated facade class
+    facade = isinstance(obj, type | types.FunctionType)
+    remote = getattr(obj, "__sb_remote__", None) if facade else None
+    if isinstance(remote, tuple) and len(remote) == 2:  # a generated facade class or function
         try:
             found: tuple[str, str] | None = (module_of_library(remote[0]), str(remote[1]))
         except Exception:
