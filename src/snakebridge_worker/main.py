@@ -23,7 +23,7 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
 
-from snakebridge_worker import hostrefs, startup, streams
+from snakebridge_worker import hostrefs, kinds, startup, streams
 from snakebridge_worker import policy as pol
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
@@ -160,8 +160,12 @@ class WorkerCodec(v.ValueCodec):
 
     def _by_name(self, items: List[Any]) -> Any:
         _, module, qualname, fallback = items
+        plain = kinds.plain_builtin(module, qualname)
+        if plain is not None:  # len, str, ValueError: every library has them anyway
+            return plain
         try:
-            return resolve(module, qualname)
+            worker = _CURRENT
+            return resolve(module, qualname, worker.policy if worker is not None else _OPEN)
         except Exception as exc:
             if fallback is not None:
                 return fallback  # the host's object by reference (or an enum member's value)

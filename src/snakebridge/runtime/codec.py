@@ -113,7 +113,7 @@ class HostCodec(v.ValueCodec):
             return [v.HEADS[p.EXT_BUILD], "namedtuple", cls, list(obj)]
         name = hostobjects.importable_name(obj)
         if name is not None:
-            fallback = self.host_ref(obj) if hostobjects.needs_fallback(name[0]) else None
+            fallback = self.host_ref(obj) if hostobjects.needs_fallback(*name) else None
             return [v.HEADS[p.EXT_NAME], name[0], name[1], fallback]
         return self.host_ref(obj)
 
