@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from snakebridge.runtime.errors import ConfigError
+from snakebridge.errors import ConfigError
 
 __all__ = [
     "EnvSpec",

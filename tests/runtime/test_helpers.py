@@ -230,7 +230,7 @@ def test_sync_writes_typed_helper_facades_and_check_flags_edits(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from snakebridge.config import load_settings
-    from snakebridge.runtime.helper_facades import stale_helpers, write_helper_facades
+    from snakebridge.helper_facades import stale_helpers, write_helper_facades
 
     settings = load_settings()
     assert "no facade for helper myproj.sb_helpers" in " ".join(stale_helpers(settings))

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from snakebridge.config import Settings, load_settings
-from snakebridge.runtime import status_files
+from snakebridge.errors import EncodeError, LibraryNotAllowed
+from snakebridge.runtime import hostobjects, status_files
 from snakebridge.runtime.calls import Call, Options, options, prepare
-from snakebridge.runtime.errors import EncodeError, LibraryNotAllowed
 from snakebridge.runtime.helpers import init_options
 from snakebridge.runtime.interpreters import interpreter_for
 from snakebridge.runtime.pool import Pool
@@ -43,6 +43,13 @@ __all__ = [
     "shutdown",
     "status",
 ]
+
+
+def _module_of_library(library: str) -> str:
+    return runtime().route(library)[1]
+
+
+hostobjects.module_of_library = _module_of_library
 
 _HOUSEKEEPING_S = 0.2
 _STATUS_EVERY = 5

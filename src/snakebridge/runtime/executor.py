@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from snakebridge.errors import SnakeBridgeError
 from snakebridge.runtime.calls import Call, prepare
 from snakebridge.runtime.client import runtime
-from snakebridge.runtime.errors import SnakeBridgeError
 from snakebridge.runtime.pool import Pool
 from snakebridge.runtime.refs import current_session
 from snakebridge_worker import protocol as p

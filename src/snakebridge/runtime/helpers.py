@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from snakebridge.config import Settings
-from snakebridge.runtime.errors import ConfigError, SnakeBridgeError
+from snakebridge.errors import ConfigError, SnakeBridgeError
 
 __all__ = [
     "HelperSource",

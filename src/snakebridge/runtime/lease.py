@@ -16,7 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from snakebridge.runtime.errors import PoolClosed, PoolSaturated, QueueTimeout, RefInvalid
+from snakebridge.errors import PoolClosed, PoolSaturated, QueueTimeout, RefInvalid
 
 if TYPE_CHECKING:
     import asyncio

@@ -13,15 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from snakebridge.config import PoolSpec
-from snakebridge.runtime.calls import Call, next_call_id, prepare
-from snakebridge.runtime.codec import HOST_HAS_NUMPY
-from snakebridge.runtime.errors import (
+from snakebridge.errors import (
     CallTimeout,
     PoolClosed,
     ProtocolError,
     RefInvalid,
     WorkerCrashed,
 )
+from snakebridge.runtime.calls import Call, next_call_id, prepare
+from snakebridge.runtime.codec import HOST_HAS_NUMPY
 from snakebridge.runtime.exchange import Line, Lost, Pending
 from snakebridge.runtime.lease import Leaser, State, Worker
 from snakebridge.runtime.supervisor import Supervisor

@@ -18,9 +18,9 @@ from typing import Any
 
 import msgpack
 
+from snakebridge.errors import CallTimeout, ProtocolError, SnakeBridgeError, WorkerCrashed
 from snakebridge.runtime.calls import Call, prepare
 from snakebridge.runtime.client import runtime
-from snakebridge.runtime.errors import CallTimeout, ProtocolError, SnakeBridgeError, WorkerCrashed
 from snakebridge.runtime.pool import Pool
 from snakebridge.runtime.refs import Session
 from snakebridge_worker import protocol as p

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from snakebridge.runtime.errors import WorkerStartError
+from snakebridge.errors import WorkerStartError
 from snakebridge.runtime.lease import State, Worker
 from snakebridge.runtime.lifecycle import recycle_reason, resident_bytes
 from snakebridge.runtime.telemetry import emit
