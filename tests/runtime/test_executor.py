@@ -19,7 +19,7 @@ QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 
 @pytest.fixture
 def ex() -> Iterator[Executor]:
-    with executor("operator") as running:
+    with snakebridge.executor("operator") as running:
         yield running
 
 

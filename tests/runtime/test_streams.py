@@ -94,7 +94,7 @@ def worker_state() -> str:
 
 
 def test_a_stream_yields_every_item_in_order(project: Path) -> None:
-    assert list(stream("gens", "counting", [10_000])) == list(range(10_000))
+    assert list(snakebridge.stream("gens", "counting", [10_000])) == list(range(10_000))
     assert list(stream("builtins", "range", [3])) == [0, 1, 2]  # any iterable
     assert list(invoke_stream("gens", "counting", (("n", 5, True),))) == list(range(5))
 
