@@ -52,6 +52,7 @@ class Worker:
         self.started_at = time.monotonic()
         self.idle_since = 0.0
         self.info: dict[str, Any] = {}
+        self.streaming = False  # streams (#14): held by an open Channel
         self.death: BaseException | None = None
         self.pending_release: list[tuple[int, int]] = []
         self.live_refs = 0
@@ -241,7 +242,7 @@ class Leaser:
             and worker.leases < _DEPTH
             and worker.line.callbacks_running == 0
             and worker.line.head_age() < _YOUNG_S
-            and not getattr(worker, "streaming", False)  # streams (#14): held by an open stream
+            and not worker.streaming  # streams (#14): held by an open stream
         )
 
     def _pick(self, want: Worker | None, avoid: Worker | None) -> Worker | None:

@@ -163,7 +163,7 @@ class Pool:
             "workers": [
                 {
                     "pid": w.pid,
-                    "state": "streaming" if getattr(w, "streaming", False) else w.state.value,
+                    "state": "streaming" if w.streaming else w.state.value,
                     "calls": w.calls,
                     **({"startup": w.info["startup"]} if w.info.get("startup") else {}),  # 14
                 }
@@ -385,10 +385,12 @@ class Pool:
         leased = self._lease(call)
         worker = leased or call.want
         assert worker is not None
+        worker.streaming = True  # streams (#14): held; no call is pipelined onto it
         pending = self._pending(call)
         try:
             worker.line.submit(pending, worker.flush_releases() + call.frame)
         except Lost:
+            worker.streaming = False
             if leased is not None:
                 self._finished(leased)
             raise WorkerCrashed(f"worker {worker.pid} was lost before {call.description}") from None
@@ -488,5 +490,6 @@ class Channel:
             self.worker.line.kill_reason = "interrupted"
             self.worker.transport.kill()
             self.worker.line.lose(PeerClosed(str(error)))
+        self.worker.streaming = False
         if self._leased is not None:
             self.pool._finished(self._leased)

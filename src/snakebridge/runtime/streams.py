@@ -65,11 +65,9 @@ class _Base:
         channel.send(_control(p.CREDIT, self.call.call_id, self.window))
         if self.timeout is not None:
             self._until = time.monotonic() + self.timeout
-        channel.worker.streaming = True  # status() shows the worker as "streaming"
 
     def _close_channel(self, error: BaseException | None) -> None:
         """Give the worker back (``error`` None) or have it replaced."""
-        self.channel.worker.streaming = False
         self.channel.close(error)
 
     def _deadline(self) -> float | None:
