@@ -216,3 +216,18 @@ def test_minimize_in_the_worker_with_a_host_objective_matches_in_process(project
 def rss(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.parametrize("call_id", [1, 200, 70_000, 2**33])
+@pytest.mark.parametrize("session", [0, 300, 2**40])
+def test_the_stream_flag_is_set_in_any_call_frame(call_id: int, session: int) -> None:
+    import msgpack
+
+    from snakebridge.runtime.streams import with_stream_flag
+    from snakebridge_worker import protocol as p
+
+    message = [p.CALL, call_id, session, p.FLAG_PATH_VALUES, "m", "f", None, "call", [1], None]
+    patched = with_stream_flag(p.frame(msgpack.packb(message)))
+    decoded = msgpack.unpackb(patched[4:])
+    assert decoded[3] == p.FLAG_PATH_VALUES | p.FLAG_STREAM
+    assert decoded[:3] == message[:3] and decoded[4:] == message[4:]
