@@ -229,8 +229,8 @@ def test_helper_calls_go_to_the_pool_whose_init_they_provide(
 def test_sync_writes_typed_helper_facades_and_check_flags_edits(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from snakebridge.codegen.helper_facades import stale_helpers, write_helper_facades
     from snakebridge.config import load_settings
-    from snakebridge.helper_facades import stale_helpers, write_helper_facades
 
     settings = load_settings()
     assert "no facade for helper myproj.sb_helpers" in " ".join(stale_helpers(settings))
