@@ -231,3 +231,21 @@ def test_the_stream_flag_is_set_in_any_call_frame(call_id: int, session: int) ->
     decoded = msgpack.unpackb(patched[4:])
     assert decoded[3] == p.FLAG_PATH_VALUES | p.FLAG_STREAM
     assert decoded[:3] == message[:3] and decoded[4:] == message[4:]
+
+
+def test_an_async_stream_cancelled_while_queued_frees_the_worker(project: Path) -> None:
+    holder = stream("gens", "endless", [10])
+    next(holder)  # the pool's one worker is held
+
+    async def main() -> None:
+        waiting = astream("gens", "counting", [10])
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(waiting.__anext__(), 0.2)
+
+    asyncio.run(main())
+    holder.close()  # the queued open now gets the worker, and lets it go at once
+    assert snakebridge.call("math", "sqrt", [16.0]) == 4.0
+    deadline = time.monotonic() + 30
+    while worker_state() == "streaming" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker_state() != "streaming"

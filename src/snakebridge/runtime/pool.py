@@ -382,10 +382,14 @@ class Pool:
 
     def open_channel(self, call: Call) -> Channel:
         """Lease a worker for ``call`` (like :meth:`run`), send it, and hold it for a stream."""
-        leased = self._lease(call)
+        if call.nested:
+            leased = None
+        else:  # streams (#14): an idle worker, marked streaming under the leaser's lock
+            if not self._started:
+                self.start()
+            leased = self.leaser.acquire(call.want, call.avoid, hold=True)
         worker = leased or call.want
         assert worker is not None
-        worker.streaming = True  # streams (#14): held; no call is pipelined onto it
         pending = self._pending(call)
         try:
             worker.line.submit(pending, worker.flush_releases() + call.frame)
