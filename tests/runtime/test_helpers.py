@@ -260,3 +260,27 @@ def test_sync_writes_typed_helper_facades_and_check_flags_edits(
     assert "changed since its facade was generated" in problem
     write_helper_facades(settings)
     assert stale_helpers(settings) == []
+
+
+def test_the_sync_and_check_commands_cover_helpers(project: Path) -> None:
+    import subprocess
+
+    (project / "app.py").write_text(
+        "from snakebridge_generated.myproj import sb_helpers\n\nsb_helpers.total_sqrt(3)\n"
+    )
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["snakebridge", command], cwd=project, capture_output=True, text=True, timeout=120
+        )
+
+    synced = run("sync")
+    assert synced.returncode == 0, synced.stderr
+    assert "snakebridge_generated/myproj/sb_helpers/__init__.py" in synced.stdout
+    assert run("check").returncode == 0
+    helper = project / "myproj" / "sb_helpers.py"
+    helper.write_text(helper.read_text() + "\n# edited\n")
+    checked = run("check")
+    assert checked.returncode == 1
+    assert "helper myproj.sb_helpers" in checked.stdout
+    assert "changed since its facade was generated" in checked.stdout
