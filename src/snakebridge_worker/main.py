@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 import msgpack
 
 from snakebridge_worker import protocol as p
+from snakebridge_worker import shm
 from snakebridge_worker import values as v
 
 _BUILTIN_OPS = {
@@ -473,6 +474,7 @@ def _read_init(connection: Connection) -> Tuple[bool, int]:
     kind, _, options = msgpack.unpackb(body, raw=False)
     if kind != p.INIT:
         raise SystemExit(f"snakebridge worker: expected INIT, got frame kind {kind}")
+    shm.configure_worker(options.get("shm"))  # dataplane: shared-memory settings of the host
     return bool(options.get("host_numpy")), int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
 
 

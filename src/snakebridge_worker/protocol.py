@@ -71,6 +71,12 @@ EXT_NDARRAY = 15
 EXT_NPSCALAR = 16
 EXT_CALLBACK = 17
 EXT_SHM = 18
+# dataplane (issue 13, docs/dataplane.md): 30-34
+EXT_BUFFER = 30  # numpy array / bytes / bytearray / memoryview / PickleBuffer, inline or in shm
+EXT_ARROW = 31  # pyarrow Table / RecordBatch / Array / ChunkedArray as an Arrow IPC stream
+EXT_PANDAS = 32  # pandas DataFrame / Series via Arrow
+EXT_SHARED = 33  # resident data placed by snakebridge.share
+EXT_CUDA = 34  # CUDA tensor by IPC handle
 
 # ERROR kinds.
 ERR_REMOTE = "remote"

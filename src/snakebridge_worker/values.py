@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict
 
 import msgpack
 
+from snakebridge_worker import oob
 from snakebridge_worker import protocol as p
 
 _COMPLEX = struct.Struct(">dd")
@@ -71,6 +72,7 @@ class ValueCodec:
             p.EXT_NDARRAY: decode_ndarray,
             p.EXT_NPSCALAR: decode_npscalar,
         }
+        self.decoders.update(oob.decoders(self))  # dataplane: extension codes 30-34
 
     # -- encoding -----------------------------------------------------------------------------
     def default(self, obj: Any) -> Any:
@@ -133,21 +135,34 @@ def is_path(obj: Any) -> bool:
 
 
 def numpy_kind(obj: Any) -> str:
-    """``"ndarray"``, ``"scalar"`` or ``""`` for an object that numpy can send by value."""
+    """``"ndarray"``, ``"scalar"`` or ``""`` for an object that numpy can send by value.
+
+    ``"ndarray"`` also covers what the data plane sends out of band (arrays of any dtype but
+    object, bytes-like buffers, Arrow and pandas data, resident data, CUDA tensors): all of it
+    goes through :func:`encode_ndarray`.
+    """
+    if oob.kind(obj):
+        return "ndarray"
     np = sys.modules.get("numpy")
     if np is None:
         return ""
-    if type(obj) is np.ndarray and not obj.dtype.hasobject and obj.dtype.fields is None:
-        return "ndarray"
     if isinstance(obj, np.generic) and not obj.dtype.hasobject and obj.dtype.fields is None:
         return "scalar" if type(obj).__module__ == "numpy" else ""
     return ""
 
 
 def encode_ndarray(codec: ValueCodec, obj: Any) -> msgpack.ExtType:
+    """An array by value (small ones) or through shared memory; other out-of-band values."""
+    kind = oob.kind(obj)
+    if kind != "array":
+        return oob.encode(codec, obj, kind)
+    ext = oob.encode_array(obj)
+    if ext is not None:
+        return ext
     np = sys.modules["numpy"]
     data = np.ascontiguousarray(obj).tobytes()
-    return msgpack.ExtType(p.EXT_NDARRAY, codec.pack_nested([obj.dtype.str, list(obj.shape), data]))
+    description = oob.descr(obj.dtype)
+    return msgpack.ExtType(p.EXT_NDARRAY, codec.pack_nested([description, list(obj.shape), data]))
 
 
 def encode_npscalar(codec: ValueCodec, obj: Any) -> msgpack.ExtType:
@@ -157,8 +172,9 @@ def encode_npscalar(codec: ValueCodec, obj: Any) -> msgpack.ExtType:
 def decode_ndarray(data: bytes) -> Any:
     import numpy as np
 
-    dtype, shape, raw = msgpack.unpackb(data, raw=False)
-    return np.frombuffer(bytearray(raw), dtype=np.dtype(dtype)).reshape(shape)
+    description, shape, raw = msgpack.unpackb(data, raw=False)
+    dtype = oob.dtype_from(description)
+    return np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)
 
 
 def decode_npscalar(data: bytes) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgpack
 
+from snakebridge.runtime import dataplane
 from snakebridge.runtime.connection import Connection, PeerClosed
 from snakebridge.runtime.errors import ProtocolError, WorkerCrashed, WorkerStartError
 from snakebridge_worker import protocol as p
@@ -170,7 +171,8 @@ class WorkerProcess:
             worker_sock.close()
         self.pid = self.proc.pid
         self.conn = Connection(host_sock, max_frame)
-        init = [p.INIT, 0, {"host_numpy": host_numpy, "max_frame": max_frame}]
+        options = {"host_numpy": host_numpy, "max_frame": max_frame, **dataplane.init_options()}
+        init = [p.INIT, 0, options]
         with contextlib.suppress(OSError):  # it died already: the handshake reports why
             self.conn.send_body(msgpack.packb(init))
         self._output = threading.Thread(
@@ -254,6 +256,7 @@ class WorkerProcess:
             self.proc.kill()
             code = self.proc.wait()
         self._output.join(timeout=0.2)
+        dataplane.peer_gone(self.pid)  # the host owns the cleanup of the worker's segments
         exit_code, sig, cause = describe_exit(code)
         if self.kill_reason:
             cause = self.kill_reason
@@ -282,6 +285,7 @@ class WorkerProcess:
         self.conn.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
+        dataplane.peer_gone(self.pid)
 
     def stop(self, grace_s: float) -> None:
         """Ask the worker to exit; kill it if it is still there after ``grace_s``."""
@@ -293,3 +297,4 @@ class WorkerProcess:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             self.kill()
+        dataplane.peer_gone(self.pid)
