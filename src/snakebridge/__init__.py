@@ -11,6 +11,7 @@ from typing import Any as _Any
 
 from snakebridge.runtime.client import acall, aget, call, get, options, shutdown, status
 from snakebridge.runtime.client import map_ as map
+from snakebridge.runtime.dataplane import share
 from snakebridge.runtime.errors import (
     CallTimeout,
     ConfigError,
@@ -75,6 +76,7 @@ __all__ = [
     "map",
     "options",
     "session",
+    "share",
     "shutdown",
     "status",
 ]

@@ -94,7 +94,11 @@ def encode(codec: Any, obj: Any, kind_: str) -> msgpack.ExtType:
 
 
 def wants_segment(nbytes: int) -> bool:
-    return shm.CONFIG.enabled and nbytes > 0 and nbytes >= shm.CONFIG.limit()
+    """Whether ``nbytes`` go through shared memory (0 or more than the threshold; -1: never)."""
+    if not shm.CONFIG.enabled or nbytes <= 0:
+        return False
+    limit = shm.CONFIG.limit()
+    return 0 <= limit <= nbytes
 
 
 def _place(source: Any, nbytes: int) -> List[Any]:
@@ -112,19 +116,27 @@ def encode_array(obj: Any) -> Optional[msgpack.ExtType]:
     """A numpy array through a segment when it is large enough, else None (send it by value)."""
     if not wants_segment(obj.nbytes):
         return None
-    import numpy as np
 
     segment = shm.POOL.acquire(obj.nbytes)
     view = segment.data(obj.nbytes)
     try:
-        target = np.frombuffer(view, dtype=obj.dtype, count=obj.size).reshape(obj.shape)
-        np.copyto(target, obj, casting="no")  # non-contiguous sources are made contiguous here
-        del target
+        copy_into(view, obj)
     finally:
         view.release()
     meta = [descr(obj.dtype), list(obj.shape), None]
     where = [segment.name, segment.generation, 0, obj.nbytes]
     return msgpack.ExtType(p.EXT_BUFFER, msgpack.packb(["nd", meta, where], use_bin_type=True))
+
+
+def copy_into(view: memoryview, obj: Any) -> None:
+    """Copy array ``obj`` into ``view`` in C order, once (padding bytes too when contiguous)."""
+    import numpy as np
+
+    if obj.flags.c_contiguous:
+        np.frombuffer(view, dtype=np.uint8)[:] = obj.reshape(-1).view(np.uint8)
+        return
+    target = np.frombuffer(view, dtype=obj.dtype, count=obj.size).reshape(obj.shape)
+    np.copyto(target, obj, casting="no")
 
 
 def descr(dtype: Any) -> Any:
@@ -133,7 +145,13 @@ def descr(dtype: Any) -> Any:
         return dtype.str
     import numpy as np
 
-    return np.lib.format.dtype_to_descr(dtype)
+    return _lists(np.lib.format.dtype_to_descr(dtype))
+
+
+def _lists(description: Any) -> Any:
+    if isinstance(description, (list, tuple)):
+        return [_lists(item) for item in description]
+    return description
 
 
 def dtype_from(description: Any) -> Any:
@@ -215,21 +233,35 @@ def decode_shm(data: bytes) -> Any:
 
 
 def _array(meta: Any, view: memoryview, inline: bool) -> Any:
+    """The array a descriptor's meta ``[dtype, shape, strides]`` describes over ``view``.
+
+    Only C order is accepted (``strides`` null or the C strides): senders make arrays
+    contiguous once, and the receiver never trusts strides to stay inside the buffer.
+    """
     import numpy as np
 
     description, shape, strides = meta
     dtype = dtype_from(description)
     if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
         raise ValueError(f"bad array shape {shape!r:.80}")
-    if math.prod(shape) * dtype.itemsize != view.nbytes and strides is None:
+    count = math.prod(shape)
+    if count * dtype.itemsize != view.nbytes:
         raise ValueError(
             f"array of shape {shape} and dtype {dtype} does not fill its {view.nbytes} bytes"
         )
+    if strides is not None and list(strides) != _c_strides(shape, dtype.itemsize):
+        raise ValueError("only C-ordered arrays are accepted (strides must be the C strides)")
     if inline:
         view = memoryview(bytearray(view))
-    return np.ndarray(
-        tuple(shape), dtype, buffer=view, strides=None if strides is None else tuple(strides)
-    )
+    return np.frombuffer(view, dtype=dtype, count=count).reshape(shape)
+
+
+def _c_strides(shape: List[int], itemsize: int) -> List[int]:
+    strides, step = [], itemsize
+    for n in reversed(shape):
+        strides.insert(0, step)
+        step *= max(n, 1)
+    return strides
 
 
 # -- Arrow ------------------------------------------------------------------------------------

@@ -90,10 +90,10 @@ class Config:
         self.reuse = True  # False: a fresh segment per transfer (for measurement)
 
     def limit(self) -> int:
-        """The size from which buffers go out of band (read lazily from the host's settings)."""
+        """The size from which buffers go out of band (the host reads its settings each time:
+        a pool restarted with other settings applies them)."""
         source = self.threshold_source
         if source is not None:
-            self.threshold_source = None
             self.threshold = source()
         return self.threshold
 

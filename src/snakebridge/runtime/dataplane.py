@@ -134,12 +134,8 @@ class Shared:
             self._kind, self._meta = "nd", [oob.descr(obj.dtype), list(obj.shape), None]
             self._nbytes = obj.nbytes
             self._segment = segment = shm.Segment(max(obj.nbytes, 1))
-            import numpy as np
-
             view = segment.data(obj.nbytes)
-            target = np.frombuffer(view, dtype=obj.dtype, count=obj.size).reshape(obj.shape)
-            np.copyto(target, obj, casting="no")
-            del target
+            oob.copy_into(view, obj)
             view.release()
         elif kind == "arrow":
             arrow_kind, data = oob._arrow_table(obj)
