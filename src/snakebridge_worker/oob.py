@@ -257,7 +257,8 @@ def _array(meta: Any, view: memoryview, inline: bool) -> Any:
 
 
 def _c_strides(shape: List[int], itemsize: int) -> List[int]:
-    strides, step = [], itemsize
+    strides: List[int] = []
+    step = itemsize
     for n in reversed(shape):
         strides.insert(0, step)
         step *= max(n, 1)
