@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Set
 
 import msgpack
 
@@ -48,6 +48,8 @@ def kind(obj: Any) -> str:
     if module.startswith("pyarrow") and (_key(obj) in _ARROW_TYPES or _is_arrow_array(obj)):
         return "arrow" if shm.CONFIG.peer_arrow else ""
     if module.startswith("pandas") and cls.__name__ in ("DataFrame", "Series"):
+        if _SKIP and id(obj) in _SKIP:
+            return ""
         if shm.CONFIG.peer_pandas and shm.CONFIG.peer_arrow and _has("pyarrow"):
             return "pandas"
         return ""
@@ -83,7 +85,10 @@ def encode(codec: Any, obj: Any, kind_: str) -> msgpack.ExtType:
     if kind_ == "arrow":
         return _encode_arrow(obj)
     if kind_ == "pandas":
-        return _encode_pandas(codec, obj)
+        try:
+            return _encode_pandas(codec, obj)
+        except Exception:  # not representable in Arrow: what the codec does with other objects
+            return _not_out_of_band(codec, obj)
     if kind_ == "shared":
         return msgpack.ExtType(p.EXT_SHARED, msgpack.packb(obj._sb_descriptor()))
     if kind_ == "cuda":
@@ -91,6 +96,18 @@ def encode(codec: Any, obj: Any, kind_: str) -> msgpack.ExtType:
 
         return msgpack.ExtType(p.EXT_CUDA, msgpack.packb(cuda.export(obj), use_bin_type=True))
     raise TypeError(f"cannot send {_key(obj)} out of band")
+
+
+_SKIP: Set[int] = set()
+
+
+def _not_out_of_band(codec: Any, obj: Any) -> Any:
+    """The codec's own fallback for ``obj`` (a Ref from a worker, an error from the host)."""
+    _SKIP.add(id(obj))
+    try:
+        return codec.fallback(obj)
+    finally:
+        _SKIP.discard(id(obj))
 
 
 def wants_segment(nbytes: int) -> bool:

@@ -412,4 +412,5 @@ def configure_worker(options: Any) -> None:
     CONFIG.threshold = int(options.get("threshold", DEFAULT_THRESHOLD))
     CONFIG.peer_arrow = bool(options.get("arrow"))
     CONFIG.peer_pandas = bool(options.get("pandas"))
+    CONFIG.reuse = bool(options.get("reuse", True))
     CONFIG.enabled = bool(CONFIG.run) and CONFIG.threshold >= 0

@@ -21,26 +21,39 @@ from snakebridge_worker import oob, shm
 __all__ = ["Shared", "init_options", "peer_gone", "share", "sweep_dead_hosts", "trim"]
 
 _ENV_THRESHOLD = "SNAKEBRIDGE_SHM_THRESHOLD"
+_ENV_REUSE = "SNAKEBRIDGE_SHM_REUSE"  # "0": a fresh segment per transfer (for measurement)
 _swept = False
 _sweep_lock = threading.Lock()
 
 
-def _threshold() -> int:
-    """``SNAKEBRIDGE_SHM_THRESHOLD`` (bytes, or "off"), else the ``shm_threshold`` setting."""
-    from snakebridge.config import parse_bytes
+_cached: tuple[Any, int] = (None, 0)
 
+
+def _threshold() -> int:
+    """``SNAKEBRIDGE_SHM_THRESHOLD`` (bytes, or "off"), else the ``shm_threshold`` setting.
+
+    Asked for every array the host sends, so it is read once per runtime (a new one starts
+    after ``snakebridge.shutdown()``).
+    """
+    global _cached
+    from snakebridge.runtime import client
+
+    key = client._runtime
+    if _cached[0] is key and key is not None:
+        return _cached[1]
     raw = os.environ.get(_ENV_THRESHOLD)
     if raw:
-        if raw.strip().lower() == "off":
-            return -1
+        from snakebridge.config import parse_bytes
+
         try:
-            return parse_bytes(raw) or 0
+            value = -1 if raw.strip().lower() == "off" else parse_bytes(raw) or 0
         except ValueError as exc:
             raise ConfigError(str(exc), key=_ENV_THRESHOLD, path=None) from None
-    from snakebridge.runtime.client import runtime
-
-    configured = runtime().settings.shm_threshold
-    return shm.DEFAULT_THRESHOLD if configured is None else configured
+    else:
+        configured = client.runtime().settings.shm_threshold
+        value = shm.DEFAULT_THRESHOLD if configured is None else configured
+    _cached = (key, value)
+    return value
 
 
 def _configure() -> None:
@@ -88,12 +101,14 @@ def init_options() -> dict[str, Any]:
     if threshold < 0:
         config.enabled = False
         return {}
+    config.reuse = os.environ.get(_ENV_REUSE, "1") != "0"
     return {
         "shm": {
             "run": config.run,
             "threshold": threshold,
             "arrow": config.peer_arrow,
             "pandas": config.peer_pandas,
+            "reuse": config.reuse,
         }
     }
 
