@@ -266,9 +266,7 @@ def _settings_from(table: object, path: Path) -> Settings:
         generated_path=parsed.generated_path,
         scan=tuple(parsed.scan) if parsed.scan is not None else None,
         strict=parsed.strict,
-        shm_threshold=-1
-        if parsed.shm_threshold == "off"
-        else parse_bytes(parsed.shm_threshold),
+        shm_threshold=-1 if parsed.shm_threshold == "off" else parse_bytes(parsed.shm_threshold),
         libraries=libraries,
         envs={DEFAULT: EnvSpec(), **parsed.envs},
         pools={DEFAULT: PoolSpec(), **parsed.pools},

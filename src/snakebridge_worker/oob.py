@@ -78,7 +78,7 @@ def _on_cuda(obj: Any) -> bool:
         return False
 
 
-def encode(codec: Any, obj: Any, kind_: str) -> msgpack.ExtType:
+def encode(codec: Any, obj: Any, kind_: str) -> Any:
     """The extension value for ``obj`` of ``kind_`` (see :func:`kind`)."""
     if kind_ == "buffer":
         return encode_buffer(obj)
