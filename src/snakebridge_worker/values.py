@@ -151,8 +151,9 @@ def numpy_kind(obj: Any) -> str:
     return ""
 
 
-def encode_ndarray(codec: ValueCodec, obj: Any) -> msgpack.ExtType:
-    """An array by value (small ones) or through shared memory; other out-of-band values."""
+def encode_ndarray(codec: ValueCodec, obj: Any) -> Any:
+    """An array by value (small ones) or through shared memory; other out-of-band values
+    (an extension value, or what the codec's fallback makes of a frame Arrow cannot hold)."""
     kind = oob.kind(obj)
     if kind != "array":
         return oob.encode(codec, obj, kind)
