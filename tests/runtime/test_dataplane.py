@@ -401,6 +401,9 @@ def test_threshold_off_sends_everything_through_the_socket(
     back = echo(np.arange(100_000))
     assert back.flags.writeable  # by value: the host owns a copy
     assert ours() == before
+    monkeypatch.setenv("SNAKEBRIDGE_SHM_THRESHOLD", str(THRESHOLD))
+    snakebridge.shutdown()
+    assert not echo(np.arange(100_000)).flags.writeable  # the next runtime turns it back on
 
 
 def test_cuda_tensors_cross_by_ipc_handle() -> None:

@@ -98,8 +98,7 @@ def init_options() -> dict[str, Any]:
     if not config.enabled:
         return {}
     threshold = config.limit()
-    if threshold < 0:
-        config.enabled = False
+    if threshold < 0:  # "off" for this runtime; a later one may turn it back on
         return {}
     config.reuse = os.environ.get(_ENV_REUSE, "1") != "0"
     return {
