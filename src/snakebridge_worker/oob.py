@@ -220,8 +220,9 @@ def _mapping(where: List[Any], readonly: bool) -> memoryview:
 
 
 def _readonly() -> bool:
-    """Received data is read-only on the host; the worker gets a private-use writable view."""
-    return shm.CONFIG.host
+    """Received data is read-only on both sides: a write the sender would never see fails
+    loudly instead of being dropped (DESIGN §9, Mutation); a copy is the receiver's own."""
+    return True
 
 
 def decode_shm(data: bytes) -> Any:

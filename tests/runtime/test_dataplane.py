@@ -134,10 +134,13 @@ def test_host_gets_a_read_only_view_that_keeps_its_segment_alive() -> None:
     np.testing.assert_array_equal(view, first[10:20])
 
 
-def test_worker_writes_stay_in_the_worker() -> None:
+def test_a_write_the_host_would_not_see_fails_in_the_worker() -> None:
     value = np.zeros(10_000)
-    snakebridge.call("numpy", "put", [value, [0, 1], [5.0, 6.0]])  # in place, in the worker
-    assert value[0] == 0.0 and value[1] == 0.0
+    with pytest.raises(ValueError, match="read-only"):  # never silently dropped
+        snakebridge.call("numpy", "put", [value, [0, 1], [5.0, 6.0]])
+    assert value[0] == 0.0
+    copied = snakebridge.call("numpy", "add", [value, 1.0])  # new arrays are the worker's own
+    np.testing.assert_array_equal(copied, value + 1.0)
 
 
 def test_worker_made_arrays_and_arrays_inside_containers() -> None:
