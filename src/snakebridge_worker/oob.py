@@ -195,17 +195,28 @@ def _tuples(description: Any) -> Any:
     return description
 
 
-def encode_buffer(obj: Any) -> msgpack.ExtType:
-    """bytes, bytearray, memoryview or PickleBuffer: through a segment when large enough."""
+def encode_buffer(obj: Any, as_bytes: bool = False) -> msgpack.ExtType:
+    """bytes, bytearray, memoryview or PickleBuffer: through a segment when large enough
+    (``as_bytes``: a memoryview arrives as bytes, as it does by value)."""
     if type(obj).__name__ == "PickleBuffer":
         tag, data = "pb", obj.raw()
+    elif as_bytes and isinstance(obj, memoryview):
+        tag, data = "b", _flat(obj)
     else:
         tag = _BUFFER_TYPES[_key(obj)]
-        data = obj if tag != "mv" else obj.cast("B") if obj.c_contiguous else obj.tobytes()
-    nbytes = len(data) if tag != "mv" else data.nbytes
+        data = obj if tag != "mv" else _flat(obj)
+    nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
     meta = [obj.format, list(obj.shape)] if tag == "mv" else None
     where: Any = _place(data, nbytes) if wants_segment(nbytes) else bytes(data)
     return msgpack.ExtType(p.EXT_BUFFER, msgpack.packb([tag, meta, where], use_bin_type=True))
+
+
+def _flat(view: memoryview) -> memoryview:
+    """The bytes of a memoryview, flat (a copy only when it is not C-contiguous)."""
+    try:
+        return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+    except TypeError:  # a format cast() does not take
+        return memoryview(view.tobytes())
 
 
 def _mapping(where: List[Any], readonly: bool) -> memoryview:
@@ -373,7 +384,8 @@ def _encode_pandas(codec: Any, obj: Any) -> msgpack.ExtType:
     labels = [obj.name] if series else list(columns)
     renamed = frame.set_axis([f"c{i}" for i in range(len(columns))], axis=1)
     table = pa.Table.from_pandas(renamed, preserve_index=None)
-    header = codec.pack_nested([series, labels, columns.name, str(columns.dtype)])
+    header = codec.packer().pack([series, labels, columns.name, str(columns.dtype)])  # own packer:
+    # the codec's is in the middle of packing the message this frame is part of
     return msgpack.ExtType(p.EXT_PANDAS, msgpack.packb([header, _ipc(table)], use_bin_type=True))
 
 

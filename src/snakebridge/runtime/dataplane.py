@@ -15,7 +15,7 @@ import threading
 import weakref
 from typing import Any
 
-from snakebridge.runtime.errors import ConfigError, EncodeError, RefInvalid
+from snakebridge.errors import ConfigError, EncodeError, RefInvalid
 from snakebridge_worker import oob, shm
 
 __all__ = ["Shared", "init_options", "peer_gone", "share", "sweep_dead_hosts", "trim"]

@@ -28,8 +28,8 @@ from typing import Any
 import msgpack
 
 from snakebridge import paths
+from snakebridge.errors import ProtocolError, WorkerCrashed, WorkerStartError
 from snakebridge.runtime import dataplane
-from snakebridge.runtime.errors import ProtocolError, WorkerCrashed, WorkerStartError
 from snakebridge_worker import protocol as p
 from snakebridge_worker.framing import FrameBuffer, FrameTooLarge
 
