@@ -152,6 +152,18 @@ def test_worker_made_arrays_and_arrays_inside_containers() -> None:
     np.testing.assert_array_equal(parts["b"][1][0], np.arange(8000))
 
 
+def test_bytes_and_bytearrays_through_shared_memory() -> None:
+    data = bytes(range(256)) * 400
+    opened = len(shm.OPENED.opened)
+    made = snakebridge.call("builtins", "bytearray", [100_000])  # a worker segment
+    assert type(made) is bytearray and made == bytearray(100_000)
+    assert len(shm.OPENED.opened) == opened + 1
+    assert snakebridge.call("builtins", "bytes", [data]) == data  # both ways
+    assert snakebridge.call("builtins", "len", [bytearray(data)]) == len(data)
+    assert snakebridge.call("builtins", "bytes", [memoryview(data)]) == data
+    assert snakebridge.call("builtins", "bytes", [b"small"]) == b"small"
+
+
 def test_pickle5_buffers() -> None:
     data = bytes(range(256)) * 100
     assert snakebridge.call("builtins", "bytes", [pickle.PickleBuffer(data)]) == data
