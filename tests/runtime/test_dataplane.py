@@ -428,3 +428,16 @@ def test_cuda_tensors_cross_by_ipc_handle() -> None:
     tensor = torch.arange(1 << 20, dtype=torch.float32, device="cuda")
     total = snakebridge.call("torch", "sum", [tensor])
     assert total.device.type == "cuda" and float(total) == float(tensor.sum())
+
+
+def test_shm_threshold_from_the_config_table(
+    configured: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SNAKEBRIDGE_SHM_THRESHOLD")
+    libraries = '[libraries]\noperator = "stdlib"\n'
+    configured(f'shm_threshold = "1MiB"\n{libraries}')
+    assert echo(np.zeros(100_000)).flags.writeable  # 800 kB: by value
+    assert not echo(np.zeros(200_000)).flags.writeable  # 1.6 MB: shared memory
+    configured(f'shm_threshold = "lots"\n{libraries}')
+    with pytest.raises(snakebridge.ConfigError, match="shm_threshold"):
+        echo(np.zeros(10))
