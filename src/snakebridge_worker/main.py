@@ -376,6 +376,7 @@ def error_payload(
         "kind": kind,
         "type": v.type_key(cls),
         "builtin": _builtin_base(exc),
+        "mro": [v.type_key(base) for base in cls.__mro__[1:-1]],  # codegen: facade exceptions
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__))
         if with_traceback

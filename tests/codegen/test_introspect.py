@@ -8,11 +8,16 @@ import sys
 from typing import Any
 
 from snakebridge.codegen import introspect
-from snakebridge.codegen.pipeline import INTROSPECT
+from snakebridge.codegen.pipeline import INTROSPECT, _typeshed
 
 
 def run(module: str, symbols: list[str]) -> dict[str, Any]:
-    request = {"library": module, "module": module, "symbols": symbols}
+    request = {
+        "library": module,
+        "module": module,
+        "symbols": symbols,
+        "typeshed": str(_typeshed()),
+    }
     done = subprocess.run(
         [sys.executable, "-I", str(INTROSPECT)],
         input=json.dumps(request),
@@ -87,7 +92,11 @@ def test_docstring_and_variadic_tiers() -> None:
 
 
 def test_literal_defaults() -> None:
-    assert introspect.literal_default(3) == "3" and introspect.literal_default("x") == "'x'"
+    assert introspect.literal_default(3) == "3" and introspect.literal_default("x") == '"x"'
+    assert (
+        introspect.literal_default("it's") == '"it\'s"'
+        and introspect.literal_default('"') == "'\"'"
+    )
     assert introspect.literal_default((1, None)) == "(1, None)"
     assert introspect.literal_default(float("nan")) is None
     assert introspect.literal_default(object()) is None

@@ -169,8 +169,6 @@ def test_generated_facades_pass_mypy_strict_and_ruff(make_project: Make, tmp_pat
             "--isolated",
             "--select",
             "E,F,W,I,B,UP,RUF",
-            "--line-length",
-            "100",
             "snakebridge_generated",
         ],
         cwd=tmp_path,
@@ -294,7 +292,7 @@ def test_library_options_include_exclude_tiers_streaming(
     finally:
         sys.path.remove(str(tmp_path))
     source = (tmp_path / "snakebridge_generated" / "os" / "__init__.py").read_text()
-    assert ") -> Iterator[Any]:" in source
+    assert ") -> _t.Iterator[_t.Any]:" in source
 
 
 def test_issue_example_without_a_config_table(make_project: Make, tmp_path: Path) -> None:

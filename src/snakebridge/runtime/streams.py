@@ -297,13 +297,12 @@ def astream(
 def invoke_stream(
     library: str,
     qualname: str,
-    positional: Any = (),
-    keywords: dict[str, Any] | None = None,
+    params: Any = (),
     var_args: tuple[Any, ...] = (),
     var_kwargs: dict[str, Any] | None = None,
 ) -> Stream:
     """What a facade's ``name_stream`` twin calls (arguments as ``facade.invoke`` takes them)."""
     from snakebridge.facade import _arguments
 
-    args, kwargs = _arguments(positional, keywords or {}, var_args, var_kwargs)
+    args, kwargs = _arguments(params, var_args, var_kwargs)
     return stream(library, qualname, args, kwargs or None)
