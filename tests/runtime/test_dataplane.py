@@ -251,6 +251,17 @@ def test_shared_data_is_read_by_every_worker_without_a_copy() -> None:
     assert ours() == before  # garbage collected: released like a Ref
 
 
+def test_shared_data_made_in_a_session_goes_when_it_closes() -> None:
+    before = ours()
+    with snakebridge.session():
+        handle = snakebridge.share(np.arange(10_000))
+        assert snakebridge.call("numpy", "sum", [handle]) == sum(range(10_000))
+        assert len(ours() - before) == 1
+    assert ours() == before
+    with pytest.raises(snakebridge.RefInvalid):
+        snakebridge.call("numpy", "sum", [handle])
+
+
 def test_no_leak_after_10000_mixed_round_trips() -> None:
     echo(np.zeros(THRESHOLD))  # start the pool
     settle()

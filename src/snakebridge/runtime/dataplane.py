@@ -130,8 +130,9 @@ atexit.register(lambda: shm.POOL.close())
 class Shared:
     """Resident data from :func:`share`: pass it in any call, to any worker of this host.
 
-    The worker maps it read-only, with no copy. It lives until :meth:`release`, the end of a
-    ``with`` block, or until the handle is garbage collected; views already mapped stay valid.
+    The worker maps it read-only, with no copy. Like a Ref, it lives until :meth:`release`, the
+    end of a ``with`` block, the close of the session it was made in, or until the handle is
+    garbage collected; views already mapped stay valid.
     """
 
     _sb_shared = True
@@ -167,6 +168,7 @@ class Shared:
             )
         segment.claim()
         self._finalizer = weakref.finalize(self, segment.retire)
+        _in_session(self)
 
     def _sb_descriptor(self) -> list[Any]:
         if not self._finalizer.alive:
@@ -204,6 +206,33 @@ class Shared:
         return f"<snakebridge.Shared {self._kind} of {self._nbytes} bytes{state}>"
 
 
+_BY_SESSION: dict[int, list[weakref.ref[Shared]]] = {}
+"""Handles made inside a ``with snakebridge.session()`` block, by the id of that session's
+callback-id list (what the session-close hooks are given): released when it closes."""
+
+
+def _in_session(handle: Shared) -> None:
+    from snakebridge.runtime import refs
+
+    session = refs.current_session()
+    if session.id != 0:
+        _BY_SESSION.setdefault(id(session.callback_ids), []).append(weakref.ref(handle))
+
+
+def _session_closed(callback_ids: list[int]) -> None:
+    for ref in _BY_SESSION.pop(id(callback_ids), []):
+        handle = ref()
+        if handle is not None:
+            handle.release()
+
+
+def _register_session_hook() -> None:
+    from snakebridge.runtime import refs
+
+    if _session_closed not in refs._SESSION_CLOSE_HOOKS:
+        refs._SESSION_CLOSE_HOOKS.append(_session_closed)
+
+
 def _table_of_batch(batch: Any) -> Any:
     import pyarrow as pa
 
@@ -239,4 +268,5 @@ def share(obj: Any) -> Shared:
     """
     if not shm.available():
         raise EncodeError("snakebridge.share needs shared memory (/dev/shm), absent here")
+    _register_session_hook()
     return Shared(obj)
