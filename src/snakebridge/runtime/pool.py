@@ -22,7 +22,7 @@ from snakebridge.errors import (
 )
 from snakebridge.runtime import dataplane
 from snakebridge.runtime.calls import Call, next_call_id, prepare
-from snakebridge.runtime.codec import HOST_HAS_NUMPY
+from snakebridge.runtime.codec import CALLBACKS, HOST_HAS_NUMPY
 from snakebridge.runtime.exchange import Line, Lost, Pending
 from snakebridge.runtime.lease import Leaser, State, Worker
 from snakebridge.runtime.supervisor import Supervisor
@@ -245,6 +245,8 @@ class Pool:
             ):
                 emit("runtime.call", "retry", pool=self.name, call=call.description)
                 return False, None
+            for callback_id in call.callbacks:  # the worker that held them is gone
+                CALLBACKS.pop(callback_id, None)
             raise error
         if isinstance(pending.value, Exception):
             raise pending.value
