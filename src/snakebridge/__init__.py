@@ -25,6 +25,7 @@ from snakebridge.errors import (
     RemoteError,
     SnakeBridgeError,
     SymbolNotFound,
+    WorkerBusy,
     WorkerCrashed,
     WorkerStartError,
 )
@@ -75,9 +76,12 @@ def __getattr__(name: str) -> _Any:
     raise AttributeError(f"module 'snakebridge' has no attribute {name!r}")
 
 
-def session() -> Session:
-    """A new session; ``with snakebridge.session() as s:`` scopes the Refs made inside it."""
-    return Session()
+def session(*, pin: bool = False) -> Session:
+    """A new session; ``with snakebridge.session() as s:`` scopes the Refs made inside it.
+
+    ``pin=True`` (#15): its calls go to one worker per pool (the one its first call ran on).
+    """
+    return Session(pin=pin)
 
 
 __all__ = [
@@ -97,6 +101,7 @@ __all__ = [
     "Session",
     "SnakeBridgeError",
     "SymbolNotFound",
+    "WorkerBusy",
     "WorkerCrashed",
     "WorkerStartError",
     "__version__",

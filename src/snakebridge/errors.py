@@ -143,6 +143,10 @@ class QueueTimeout(PoolSaturated, TimeoutError):
     """No worker became free within the pool's ``queue_timeout``."""
 
 
+class WorkerBusy(PoolSaturated):
+    """``affinity="strict_fail_fast"``: the worker a call must run on is busy (scale, #15)."""
+
+
 class PoolClosed(SnakeBridgeError):
     """The pool was shut down (``snakebridge.shutdown()`` or interpreter exit)."""
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from snakebridge.errors import EncodeError, RefInvalid
+from snakebridge.errors import ConfigError, EncodeError, RefInvalid
 from snakebridge.runtime.codec import CALLBACKS, codec_for_thread
 from snakebridge.runtime.exchange import in_callback_of
 from snakebridge.runtime.refs import Ref, Session, current_session
@@ -34,17 +34,26 @@ class Options:
     timeout: float | None = None
     idempotent: bool | None = None
     path_values: bool = False
+    pool: str | None = None  # scale (#15): the pool every call of the block goes to
+    affinity: str | None = None  # scale (#15): one of AFFINITIES
 
 
+AFFINITIES = ("hint", "strict_queue", "strict_fail_fast")
 _NO_OPTIONS = Options()
 _options: contextvars.ContextVar[Options] = contextvars.ContextVar("snakebridge_options")
 
 
 @contextlib.contextmanager
 def options(
-    *, timeout: float | None = None, idempotent: bool | None = None, path_values: bool | None = None
+    *,
+    timeout: float | None = None,
+    idempotent: bool | None = None,
+    path_values: bool | None = None,
+    pool: str | None = None,
+    affinity: str | None = None,
 ) -> Iterator[Options]:
     """Defaults for every call in the block (facade calls included); explicit arguments win."""
+    check_affinity(affinity)
     current = _options.get(_NO_OPTIONS)
     changes: dict[str, Any] = {
         key: value
@@ -52,6 +61,8 @@ def options(
             ("timeout", timeout),
             ("idempotent", idempotent),
             ("path_values", path_values),
+            ("pool", pool),
+            ("affinity", affinity),
         )
         if value is not None
     }
@@ -60,6 +71,21 @@ def options(
         yield _options.get(_NO_OPTIONS)
     finally:
         _options.reset(token)
+
+
+def check_affinity(affinity: str | None) -> None:
+    """ValueError naming the choices for an unknown affinity mode."""
+    if affinity is not None and affinity not in AFFINITIES:
+        raise ConfigError(
+            f"affinity must be one of {', '.join(AFFINITIES)}, not {affinity!r}",
+            key="affinity",
+            path=None,
+        )
+
+
+def current_options() -> Options:
+    """The options of the enclosing ``with snakebridge.options(...)`` block."""
+    return _options.get(_NO_OPTIONS)
 
 
 @dataclass
@@ -76,6 +102,8 @@ class Call:
     nested: bool = False  # sent from inside a host callback of ``want``: runs at once
     idempotent: bool = False
     callbacks: tuple[int, ...] = ()  # host callables it sent (dropped if its worker is lost)
+    affinity: str = "strict_queue"  # scale (#15): how firmly it sticks to its worker
+    pin: bool = False  # scale (#15): no Refs, but its session is pinned to one worker
 
 
 def prepare(
@@ -89,8 +117,10 @@ def prepare(
     timeout: float | None,
     idempotent: bool,
     session: Session | None,
+    affinity: str | None = None,
 ) -> Call:
     """Encode a CALL; find the worker its Refs live in and whether it nests in a callback."""
+    check_affinity(affinity)
     if not isinstance(args, list | tuple):
         raise TypeError(
             f"args must be a list or tuple of positional arguments, not "
@@ -144,4 +174,6 @@ def prepare(
         nested=nested,
         idempotent=idempotent or bool(current.idempotent),
         callbacks=callbacks,
+        affinity=affinity or current.affinity or "strict_queue",
+        pin=want is None and bool(getattr(owner, "pin", False)),
     )

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from snakebridge.config import Settings, load_settings
-from snakebridge.errors import EncodeError, LibraryNotAllowed
+from snakebridge.errors import ConfigError, EncodeError, LibraryNotAllowed
 from snakebridge.runtime import dataplane, hostobjects, status_files
-from snakebridge.runtime.calls import Call, Options, options, prepare
+from snakebridge.runtime.calls import Call, Options, current_options, options, prepare
 from snakebridge.runtime.helpers import init_options
 from snakebridge.runtime.interpreters import interpreter_for
 from snakebridge.runtime.pool import Pool
@@ -200,7 +200,16 @@ atexit.register(_at_exit)
 
 # -- calls ------------------------------------------------------------------------------------
 class ClientSession(Session):
-    """A session whose ``call``/``get`` (and async twins) make their Refs in it."""
+    """A session whose ``call``/``get`` (and async twins) make their Refs in it.
+
+    With ``pin`` (#15) every call of the session without Refs goes to the worker its first call
+    ran on (one per pool), so state a library keeps per process stays in reach.
+    """
+
+    def __init__(self, session_id: int | None = None, *, pin: bool = False) -> None:
+        super().__init__(session_id)
+        self.pin = pin
+        self.pins: dict[str, Any] = {}  # pool name -> the worker this session is pinned to
 
     def call(
         self,
@@ -242,15 +251,46 @@ def _library_call(
     timeout: float | None,
     idempotent: bool,
     session: Session | None,
+    pool_name: str | None = None,
+    affinity: str | None = None,
 ) -> tuple[Pool, Call]:
-    pool, module, configured = runtime().route(lib)
+    pool, module, configured = _routed(lib, pool_name)
     if configured is True or (isinstance(configured, list) and symbol in configured):
         idempotent = True
     prepared = prepare(
-        pool.spec.call_timeout, module, symbol, None, op, args, kwargs, timeout, idempotent, session
+        pool.spec.call_timeout,
+        module,
+        symbol,
+        None,
+        op,
+        args,
+        kwargs,
+        timeout,
+        idempotent,
+        session,
+        affinity,
     )
     _check_pool(prepared, pool, lib)
     return pool, prepared
+
+
+def _routed(lib: str, pool_name: str | None) -> tuple[Pool, str, bool | list[str]]:
+    """The library's route, sent to ``pool_name`` (a call's or a block's ``pool=``) if given."""
+    current = runtime()
+    routed = current.route(lib)
+    name = pool_name or current_options().pool
+    if name is None or name == routed[0].name:
+        return routed
+    settings = current.settings
+    known = {"default", *settings.pools}
+    if name not in known:
+        raise ConfigError(
+            f"pool={name!r} is not a configured pool (known: {sorted(known)}); add "
+            f"[tool.snakebridge.pools.{name}] or pass one of those",
+            key="pool",
+            path=None,
+        )
+    return current.pool(name), routed[1], routed[2]
 
 
 def _check_pool(prepared: Call, pool: Pool, lib: str) -> None:
@@ -272,12 +312,14 @@ def call(
     timeout: float | None = None,
     idempotent: bool = False,
     session: Session | None = None,
+    pool: str | None = None,
+    affinity: str | None = None,
 ) -> Any:
     """Call ``lib.symbol(*args, **kwargs)`` in a worker; a value, or a Ref for other objects."""
-    pool, prepared = _library_call(
-        lib, symbol, p.OP_CALL, args, kwargs, timeout, idempotent, session
+    routed, prepared = _library_call(
+        lib, symbol, p.OP_CALL, args, kwargs, timeout, idempotent, session, pool, affinity
     )
-    return pool.run(prepared)
+    return routed.run(prepared)
 
 
 def get(
@@ -297,12 +339,14 @@ async def acall(
     timeout: float | None = None,
     idempotent: bool = False,
     session: Session | None = None,
+    pool: str | None = None,
+    affinity: str | None = None,
 ) -> Any:
     """Async twin of :func:`call`."""
-    pool, prepared = _library_call(
-        lib, symbol, p.OP_CALL, args, kwargs, timeout, idempotent, session
+    routed, prepared = _library_call(
+        lib, symbol, p.OP_CALL, args, kwargs, timeout, idempotent, session, pool, affinity
     )
-    return await pool.arun(prepared)
+    return await routed.arun(prepared)
 
 
 async def aget(
@@ -316,7 +360,7 @@ async def aget(
 def _map_calls(
     lib: str, symbol: str, items: Iterable[Any], timeout: float | None, session: Session | None
 ) -> tuple[Pool, list[Call]]:
-    pool, module, configured = runtime().route(lib)
+    pool, module, configured = _routed(lib, None)
     idempotent = configured is True or (isinstance(configured, list) and symbol in configured)
     calls = []
     for item in items:

@@ -359,6 +359,11 @@ class Leaser:
                 raise
         return _outcome(waiter)
 
+    def try_acquire(self, want: Worker) -> Worker | None:
+        """Lease ``want`` only if it can take a call now (affinity hint, strict_fail_fast)."""
+        with self._lock:
+            return self._pick(want, None)
+
     def take_idle(self, worker: Worker) -> bool:
         """Lease ``worker`` only if it is idle now (health checks)."""
         with self._lock:

@@ -18,6 +18,7 @@ from snakebridge.errors import (
     PoolClosed,
     ProtocolError,
     RefInvalid,
+    WorkerBusy,
     WorkerCrashed,
 )
 from snakebridge.runtime import dataplane
@@ -226,7 +227,41 @@ class Pool:
             return None
         if not self._started:
             self.start()
-        return self.leaser.acquire(call.want, call.avoid)
+        want, now = self._affine(call)
+        return self._pinned(call, now or self.leaser.acquire(want, call.avoid))
+
+    def _affine(self, call: Call) -> tuple[Worker | None, Worker | None]:
+        """(worker to wait for, worker leased already) under the call's affinity (#15).
+
+        A call with Refs runs where they live (``hint`` cannot move it); ``hint`` prefers a
+        pinned session's worker and takes any other when it is busy; ``strict_fail_fast``
+        raises WorkerBusy at once where ``strict_queue`` would wait.
+        """
+        want = call.want
+        pinned = call.pin and want is None
+        if pinned:
+            want = call.session.pins.get(self.name)  # type: ignore[attr-defined]
+            if want is not None and not want.alive:  # its worker is gone: pin a new one
+                want = None
+        if want is None or call.affinity == "strict_queue":
+            return want, None
+        leased = self.leaser.try_acquire(want)
+        if leased is not None:
+            return want, leased
+        if call.affinity == "strict_fail_fast":
+            raise WorkerBusy(
+                f"worker {want.pid} of pool {self.name!r}, which {call.description} must run "
+                "on, is busy (affinity='strict_fail_fast'); retry, or use 'strict_queue' to wait"
+            )
+        return (None, None) if pinned else (want, None)  # hint with Refs: they cannot move
+
+    def _pinned(self, call: Call, worker: Worker) -> Worker:
+        if call.pin and call.want is None:
+            pins = call.session.pins  # type: ignore[attr-defined]
+            current = pins.get(self.name)
+            if current is None or not current.alive:
+                pins[self.name] = worker
+        return worker
 
     def _pending(self, call: Call) -> Pending:
         return Pending(call.call_id, call.session, call.timeout, call.nested, call.description)
@@ -285,7 +320,8 @@ class Pool:
                     import asyncio
 
                     await asyncio.get_running_loop().run_in_executor(None, self.start)
-                leased = await self.leaser.aacquire(call.want, call.avoid)
+                want, now = self._affine(call)
+                leased = self._pinned(call, now or await self.leaser.aacquire(want, call.avoid))
             worker = leased or call.want
             assert worker is not None
             pending = self._pending(call)

@@ -1,0 +1,173 @@
+"""Scaling (#15): routing by pool, affinity modes, pinned sessions, autoscaling.
+
+Pool logic runs over the in-thread fake transport; routing and scaling once with real workers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import snakebridge
+from snakebridge import ConfigError, WorkerBusy
+from snakebridge.config import PoolSpec
+from snakebridge.runtime.calls import Call, prepare
+from snakebridge.runtime.client import ClientSession, runtime
+from snakebridge.runtime.lease import Worker
+from snakebridge.runtime.pool import Pool
+from snakebridge_worker import protocol as p
+
+from .fakes import FakeTransport
+
+
+def fake_pool(**spec: Any) -> Pool:
+    pool = Pool("fake", PoolSpec(**{"size": 2, **spec}), "fake", {}, None, FakeTransport)
+    pool.start()
+    return pool
+
+
+def fake_call(symbol: str, *args: Any, session: Any = None, affinity: str | None = None) -> Call:
+    return prepare(
+        None, "fake", symbol, None, p.OP_CALL, list(args), None, 5.0, False, session, affinity
+    )
+
+
+@pytest.fixture
+def pool() -> Iterator[Pool]:
+    FakeTransport.bad_pong = FakeTransport.fail_start = False
+    made = fake_pool()
+    yield made
+    made.close(0.5)
+
+
+def served(worker: Worker) -> int:
+    transport = worker.transport
+    assert isinstance(transport, FakeTransport)
+    return transport.served
+
+
+def hold(pool: Pool, worker: Worker) -> Worker:
+    """Lease ``worker`` so that no call can take it or be pipelined onto it."""
+    held = pool.leaser.acquire(worker, hold=True)
+    assert held is worker
+    return held
+
+
+def unhold(pool: Pool, worker: Worker) -> None:
+    worker.streaming = False
+    pool.leaser.release(worker)
+
+
+# -- pinned sessions and affinity (fake transport) -----------------------------------------------
+def test_a_pinned_session_sends_every_call_to_one_worker(pool: Pool) -> None:
+    session = ClientSession(pin=True)
+    for n in range(6):
+        assert pool.run(fake_call("echo", n, session=session)) == n
+    pinned = session.pins["fake"]
+    assert served(pinned) == 6
+    assert [served(w) for w in pool.workers if w is not pinned] == [0]
+
+
+def test_strict_fail_fast_raises_at_once_when_the_worker_is_busy(pool: Pool) -> None:
+    session = ClientSession(pin=True)
+    pool.run(fake_call("echo", 0, session=session))
+    pinned = session.pins["fake"]
+    hold(pool, pinned)
+    try:
+        with pytest.raises(WorkerBusy, match="strict_fail_fast"):
+            pool.run(fake_call("echo", 1, session=session, affinity="strict_fail_fast"))
+    finally:
+        unhold(pool, pinned)
+    assert pool.run(fake_call("echo", 2, session=session, affinity="strict_fail_fast")) == 2
+    assert served(pinned) == 2
+
+
+def test_hint_takes_another_worker_while_the_pinned_one_is_busy(pool: Pool) -> None:
+    session = ClientSession(pin=True)
+    pool.run(fake_call("echo", 0, session=session))
+    pinned = session.pins["fake"]
+    hold(pool, pinned)
+    try:
+        assert pool.run(fake_call("echo", 1, session=session, affinity="hint")) == 1
+    finally:
+        unhold(pool, pinned)
+    other = next(w for w in pool.workers if w is not pinned)
+    assert served(other) == 1
+    assert session.pins["fake"] is pinned  # the pin stays where it was
+
+
+def test_strict_queue_waits_for_the_pinned_worker(pool: Pool) -> None:
+    session = ClientSession(pin=True)
+    pool.run(fake_call("echo", 0, session=session))
+    pinned = session.pins["fake"]
+    hold(pool, pinned)
+    answers: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(pool.run(fake_call("echo", 7, session=session)))
+    )
+    waiter.start()
+    while pool.leaser.queued == 0:  # it queues for the pinned worker, not for the idle one
+        threading.Event().wait(0.005)
+    assert answers == []
+    unhold(pool, pinned)
+    waiter.join(10)
+    assert answers == [7]
+    assert served(pinned) == 2
+
+
+def test_a_pinned_session_whose_worker_died_pins_a_new_one(pool: Pool) -> None:
+    session = ClientSession(pin=True)
+    pool.run(fake_call("echo", 0, session=session))
+    first = session.pins["fake"]
+    first.transport.kill()
+    pool.retire(first, reason="crash")
+    assert pool.run(fake_call("echo", 1, session=session)) == 1
+    assert session.pins["fake"] is not first and session.pins["fake"].alive
+
+
+def test_unknown_affinity_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="strict_fail_fast"):
+        fake_call("echo", 1, affinity="sticky")
+    with pytest.raises(ConfigError, match="affinity"), snakebridge.options(affinity="loose"):
+        pass
+
+
+# -- routing with real workers ---------------------------------------------------------------------
+ROUTED = """
+[tool.snakebridge.libraries]
+operator = "stdlib"
+os = "stdlib"
+
+[tool.snakebridge.pools.gpu]
+size = 1
+"""
+
+
+def test_pool_per_call_and_per_block(configured: Callable[[str], Path]) -> None:
+    configured(ROUTED)
+    assert snakebridge.call("operator", "add", [1, 2]) == 3
+    assert snakebridge.call("operator", "add", [2, 2], pool="gpu") == 4
+    gpu = runtime().pools["gpu"]
+    assert sum(w.calls for w in gpu.workers) == 1
+    with snakebridge.options(pool="gpu"):
+        assert snakebridge.call("operator", "mul", [3, 3]) == 9
+    assert sum(w.calls for w in gpu.workers) == 2
+    names = {entry["name"] for entry in snakebridge.status()}
+    assert names == {"default", "gpu"}
+
+
+def test_pool_that_is_not_configured_is_a_config_error(configured: Callable[[str], Path]) -> None:
+    configured(ROUTED)
+    with pytest.raises(ConfigError, match=r"pool='cpu' is not a configured pool"):
+        snakebridge.call("operator", "add", [1, 2], pool="cpu")
+
+
+def test_a_real_pinned_session_keeps_its_worker(configured: Callable[[str], Path]) -> None:
+    configured(ROUTED.replace("size = 1", "size = 2"))
+    with snakebridge.session(pin=True) as session:
+        pids = {session.call("os", "getpid", pool="gpu") for _ in range(4)}
+    assert len(pids) == 1
