@@ -88,6 +88,28 @@ class PoolSpec(_Strict, frozen=True):
     env_vars: dict[str, str] = {}
     preload: list[str] = []  # streams (#14): modules each worker imports before taking calls
     init: str | None = None  # streams (#14): "helper.module:function" run once per worker
+    # scale (#15): autoscaling between min_size and max_size (both default to size); a worker
+    # idle for idle_timeout above min_size stops
+    min_size: int | None = None
+    max_size: int | None = None
+    idle_timeout: str | float | None = None
+
+    @property
+    def min_workers(self) -> int:
+        return self.size if self.min_size is None else self.min_size
+
+    @property
+    def max_workers(self) -> int:
+        return max(self.size, self.min_workers) if self.max_size is None else self.max_size
+
+    @property
+    def start_workers(self) -> int:
+        return min(max(self.size, self.min_workers), self.max_workers)
+
+    @property
+    def idle_timeout_s(self) -> float:
+        parsed = parse_duration(self.idle_timeout)
+        return 60.0 if parsed is None else parsed
 
     @property
     def ttl_s(self) -> float | None:
@@ -283,6 +305,23 @@ def _check_semantics(parsed: _Table, path: Path) -> None:
             fail(f"pools.{name}.env", f"unknown environment {pool.env!r} (known: {sorted(envs)})")
         for key, problem in _pool_problems(pool):
             fail(f"pools.{name}.{key}", problem)
+    for name, pool in parsed.pools.items():  # scale (#15): autoscaling bounds
+        for key in ("min_size", "max_size"):
+            value = getattr(pool, key)
+            if value is not None and value < 1:
+                fail(f"pools.{name}.{key}", f"{key} must be at least 1, got {value}")
+        if pool.min_workers > pool.max_workers:
+            fail(
+                f"pools.{name}.max_size",
+                f"max_size ({pool.max_workers}) is below min_size ({pool.min_workers}); "
+                "raise max_size or lower min_size",
+            )
+        try:
+            idle = parse_duration(pool.idle_timeout)
+        except ValueError as exc:
+            fail(f"pools.{name}.idle_timeout", str(exc))
+        if idle is not None and not (0 < idle < math.inf):
+            fail(f"pools.{name}.idle_timeout", f"idle_timeout must be above 0, got {idle}")
     for name, pool in parsed.pools.items():  # streams (#14)
         if pool.init is not None and not re.fullmatch(r"[\w.]+:\w+", pool.init):
             fail(f"pools.{name}.init", f"write init as 'module:function', not {pool.init!r}")

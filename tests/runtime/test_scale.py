@@ -171,3 +171,93 @@ def test_a_real_pinned_session_keeps_its_worker(configured: Callable[[str], Path
     with snakebridge.session(pin=True) as session:
         pids = {session.call("os", "getpid", pool="gpu") for _ in range(4)}
     assert len(pids) == 1
+
+
+# -- autoscaling ---------------------------------------------------------------------------------
+def until(condition: Callable[[], bool], pool: Pool | None = None) -> None:
+    """Wait (running housekeeping when given a pool) until ``condition``; a 30 s safety bound."""
+    done = threading.Event()
+    for _ in range(3000):
+        if condition():
+            return
+        if pool is not None:
+            pool.housekeep()
+        done.wait(0.01)
+    raise AssertionError("the condition never held")
+
+
+def test_a_pool_grows_while_calls_queue_and_shrinks_when_idle() -> None:
+    FakeTransport.fail_start = False
+    pool = fake_pool(size=1, min_size=1, max_size=3, idle_timeout=0.05)
+    try:
+        assert pool.status()["size"] == 1
+        assert (pool.status()["min"], pool.status()["max"]) == (1, 3)
+        first = pool.workers[0]
+        hold(pool, first)
+        answers: list[Any] = []
+        threads = [
+            threading.Thread(target=lambda n=n: answers.append(pool.run(fake_call("echo", n))))
+            for n in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(answers) == [0, 1, 2, 3]  # served by workers started for them
+        assert 2 <= len(pool.workers) <= 3
+        unhold(pool, first)
+        until(lambda: len(pool.workers) == 1, pool)
+        assert pool.status()["size"] == 1
+        assert pool.run(fake_call("echo", 9)) == 9
+    finally:
+        pool.close(0.5)
+
+
+def test_a_pool_never_shrinks_below_min_size_nor_a_worker_holding_refs() -> None:
+    pool = fake_pool(size=2, min_size=2, max_size=4, idle_timeout=0.01)
+    try:
+        for _ in range(5):
+            pool.housekeep()
+        assert len(pool.workers) == 2
+    finally:
+        pool.close(0.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("min_size = 3\nmax_size = 2", "max_size \\(2\\) is below min_size \\(3\\)"),
+        ("max_size = 0", "max_size must be at least 1"),
+        ("idle_timeout = -1", "idle_timeout must be above 0"),
+        ('idle_timeout = "soon"', "not a duration"),
+    ],
+)
+def test_scaling_keys_are_validated(
+    configured: Callable[[str], Path], text: str, problem: str
+) -> None:
+    from snakebridge.config import load_settings
+
+    path = configured(f"[tool.snakebridge.pools.default]\n{text}\n")
+    with pytest.raises(ConfigError, match=problem):
+        load_settings(path.parent)
+
+
+def test_real_workers_scale_up_under_queued_calls_and_back(
+    configured: Callable[[str], Path],
+) -> None:
+    configured(
+        '[tool.snakebridge.libraries]\noperator = "stdlib"\n'
+        "[tool.snakebridge.pools.default]\nsize = 1\nmin_size = 1\nmax_size = 2\n"
+        "idle_timeout = 0.2\n"
+    )
+    snakebridge.call("operator", "pos", [0])
+    pool = runtime().pools["default"]
+    first = pool.workers[0]
+    hold(pool, first)
+    try:
+        assert snakebridge.call("operator", "add", [1, 2]) == 3  # queued, then a new worker
+        assert len(pool.workers) == 2
+    finally:
+        unhold(pool, first)
+    until(lambda: snakebridge.status()[0]["size"] == 1)
+    assert snakebridge.status()[0]["min"] == 1 and snakebridge.status()[0]["max"] == 2

@@ -14,6 +14,7 @@ import collections
 import enum
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from snakebridge.errors import PoolClosed, PoolSaturated, QueueTimeout, RefInvalid
@@ -153,6 +154,7 @@ class Leaser:
         self.counts: collections.Counter[State] = collections.Counter()
         self.closed = False
         self.start_error: BaseException | None = None  # set while no worker can be started
+        self.on_queued: Callable[[], None] | None = None  # scale (#15): the autoscaler's hook
 
     def _set(self, worker: Worker, state: State) -> None:
         """The one place a worker's state changes (lock held)."""
@@ -327,6 +329,8 @@ class Leaser:
             waiter = self._enqueue(want, avoid)
             waiter.hold = hold
             waiter.event = threading.Event()
+        if self.on_queued is not None and want is None:
+            self.on_queued()
         if not waiter.event.wait(self.queue_timeout):
             with self._lock:
                 if waiter.worker is None and waiter.error is None:
@@ -345,6 +349,8 @@ class Leaser:
             waiter = self._enqueue(want, avoid)
             waiter.loop = asyncio.get_running_loop()
             waiter.future = waiter.loop.create_future()
+        if self.on_queued is not None and want is None:
+            self.on_queued()
         try:
             await asyncio.wait_for(asyncio.shield(waiter.future), self.queue_timeout)
         except (TimeoutError, asyncio.CancelledError) as exc:
@@ -371,6 +377,12 @@ class Leaser:
                 return False
             self._pick(worker, None)
             return True
+
+    def idle_longest(self) -> Worker | None:
+        """The worker idle the longest (holding no Refs), for scaling down."""
+        with self._lock:
+            free = [w for w in self._idle if w.live_refs == 0]
+            return min(free, key=lambda w: w.idle_since) if free else None
 
     def take_all_idle(self) -> list[Worker]:
         """Lease every idle worker (for a pipelined map)."""

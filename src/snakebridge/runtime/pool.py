@@ -56,7 +56,7 @@ class Pool:
         transport_factory: TransportFactory | None = None,
     ) -> None:
         self.name, self.spec, self.interpreter, self.env = name, spec, interpreter, env
-        self.size = spec.size
+        self.size = spec.start_workers  # scale (#15): between min_size and max_size
         self.init_options = dict(init_options or {})
         self._factory = transport_factory or self._process_transport
         self.leaser = Leaser(name, spec.max_queue, spec.queue_timeout)
@@ -161,7 +161,9 @@ class Pool:
     def status(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "size": self.size,
+            "size": len(self.leaser.workers),
+            "min": self.supervisor.min_size,  # scale (#15)
+            "max": self.supervisor.max_size,
             "queued": self.leaser.queued,
             "workers": [
                 {

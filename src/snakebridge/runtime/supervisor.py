@@ -34,10 +34,46 @@ class Supervisor:
         self.start_failures = 0
         self._last_health = time.monotonic()
         self._max_memory = pool.spec.max_memory_bytes
+        self.starting = 0  # workers being started (replacements and scale-ups)
+        self._scale_lock = threading.Lock()
+        self.min_size = pool.spec.min_workers
+        self.max_size = pool.spec.max_workers
+        self.idle_timeout = pool.spec.idle_timeout_s
+        if self.max_size > self.min_size:
+            pool.leaser.on_queued = self.grow
+
+    # -- autoscaling (#15) ----------------------------------------------------------------------
+    def grow(self) -> None:
+        """Calls queue: start workers for them, up to ``max_size`` (counting those starting)."""
+        leaser = self.pool.leaser
+        with self._scale_lock:
+            room = self.max_size - len(leaser.workers) - self.starting
+            wanted = min(room, leaser.queued)
+            if wanted <= 0 or leaser.closed:
+                return
+        emit("runtime.pool", "grow", pool=self.pool.name, workers=wanted)
+        for _ in range(wanted):
+            self.replace_later()
+
+    def shrink(self) -> None:
+        """Stop the worker idle the longest once it has been idle ``idle_timeout``, down to
+        ``min_size``; only an idle worker holding no Refs is taken."""
+        leaser = self.pool.leaser
+        if len(leaser.workers) <= self.min_size or leaser.queued:
+            return
+        worker = leaser.idle_longest()
+        if worker is None or time.monotonic() - worker.idle_since < self.idle_timeout:
+            return
+        if leaser.drain(worker):
+            emit("runtime.pool", "shrink", pool=self.pool.name, pid=worker.pid)
+            self.pool.retire(worker, reason="idle", replace=False)
+            worker.transport.stop(1.0)
 
     # -- replacement ----------------------------------------------------------------------------
     def replace_later(self, old: Worker | None = None) -> None:
         """Start one worker in the background (retrying with backoff); ``old`` stops after."""
+        with self._scale_lock:
+            self.starting += 1
         threading.Thread(
             target=self._replace,
             args=(old,),
@@ -46,6 +82,13 @@ class Supervisor:
         ).start()
 
     def _replace(self, old: Worker | None) -> None:
+        try:
+            self._start_one(old)
+        finally:
+            with self._scale_lock:
+                self.starting -= 1
+
+    def _start_one(self, old: Worker | None) -> None:
         pool = self.pool
         while not pool.leaser.closed:
             try:
@@ -102,6 +145,10 @@ class Supervisor:
                 emit("runtime.worker", "housekeeping_error", pool=self.pool.name, error=repr(exc))
                 worker.transport.kill()
                 self.pool.retire(worker, reason="unhealthy")
+        if self.max_size > self.min_size:
+            if self.pool.leaser.queued:
+                self.grow()
+            self.shrink()
         if time.monotonic() - self._last_health >= _HEALTH_INTERVAL_S:
             self._last_health = time.monotonic()
             self.check_health()
