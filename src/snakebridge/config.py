@@ -77,7 +77,7 @@ class PoolSpec(_Strict, frozen=True):
 
     env: str = DEFAULT
     size: int = 2
-    profile: Literal["process"] = "process"
+    profile: Literal["process", "thread"] = "process"
     max_requests: int | None = None
     ttl: str | float | None = None
     max_memory: str | int | None = None
@@ -93,6 +93,12 @@ class PoolSpec(_Strict, frozen=True):
     min_size: int | None = None
     max_size: int | None = None
     idle_timeout: str | float | None = None
+    threads: int | None = None  # profile = "thread": calls one worker runs at once
+
+    @property
+    def capacity(self) -> int:
+        """Calls one worker runs at once (1 for the process profile)."""
+        return (self.threads or 4) if self.profile == "thread" else 1
 
     @property
     def min_workers(self) -> int:
@@ -310,6 +316,12 @@ def _check_semantics(parsed: _Table, path: Path) -> None:
             value = getattr(pool, key)
             if value is not None and value < 1:
                 fail(f"pools.{name}.{key}", f"{key} must be at least 1, got {value}")
+        if pool.threads is not None and (pool.threads < 1 or pool.profile != "thread"):
+            fail(
+                f"pools.{name}.threads",
+                'threads needs profile = "thread" and must be at least 1, got '
+                f"{pool.threads} with profile {pool.profile!r}",
+            )
         if pool.min_workers > pool.max_workers:
             fail(
                 f"pools.{name}.max_size",

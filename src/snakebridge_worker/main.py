@@ -72,29 +72,33 @@ class Registry:
         self.objects: Dict[int, Any] = {}
         self.sessions: Dict[int, Set[int]] = {}
         self._next_id = 1
+        self.lock = threading.Lock()  # scale (#15): calls of the thread profile share it
 
     def add(self, session: int, obj: Any) -> int:
-        ref_id = self._next_id
-        self._next_id += 1
-        self.objects[ref_id] = obj
-        self.sessions.setdefault(session, set()).add(ref_id)
+        with self.lock:
+            ref_id = self._next_id
+            self._next_id += 1
+            self.objects[ref_id] = obj
+            self.sessions.setdefault(session, set()).add(ref_id)
         return ref_id
 
     def get(self, ref_id: int) -> Any:
         try:
-            return self.objects[ref_id]
+            return self.objects[ref_id]  # one dict read: atomic
         except KeyError:
             raise RefError(f"ref #{ref_id} is not held by worker {os.getpid()}") from None
 
     def release(self, session: int, ref_ids: List[int]) -> None:
-        held = self.sessions.get(session, set())
-        for ref_id in ref_ids:
-            self.objects.pop(ref_id, None)
-            held.discard(ref_id)
+        with self.lock:
+            held = self.sessions.get(session, set())
+            for ref_id in ref_ids:
+                self.objects.pop(ref_id, None)
+                held.discard(ref_id)
 
     def release_session(self, session: int) -> None:
-        for ref_id in self.sessions.pop(session, ()):
-            self.objects.pop(ref_id, None)
+        with self.lock:
+            for ref_id in self.sessions.pop(session, ()):
+                self.objects.pop(ref_id, None)
 
 
 class WorkerCodec(v.ValueCodec):
@@ -449,9 +453,25 @@ class Worker:
         self.reading = False
         self.replies: Dict[int, List[Any]] = {}
         self.deferred: Deque[List[Any]] = collections.deque()
-        self.running: List[int] = []  # ids of the calls executing (nested ones on top)
+        self._local = threading.local()  # per thread: calls running (nested on top), session
         self.stopping = False
         self._requests = itertools.count(1)
+        self.threads: Any = None  # scale (#15): the thread profile's pool of call threads
+        self._released_lock = threading.Lock()
+
+    @property
+    def running(self) -> List[int]:
+        """Ids of the calls this thread is executing (nested ones on top)."""
+        stack: Optional[List[int]] = getattr(self._local, "running", None)
+        if stack is None:
+            stack = self._local.running = []
+        return stack
+
+    def use_threads(self, count: int) -> None:
+        """Thread profile (#15): non-nested calls run on ``count`` threads, answered by id."""
+        import concurrent.futures
+
+        self.threads = concurrent.futures.ThreadPoolExecutor(count, "snakebridge-call")
 
     def send(self, message: List[Any]) -> None:
         with self.send_lock:
@@ -464,10 +484,15 @@ class Worker:
         except Exception as exc:
             kind, payload = p.ERROR, error_payload(p.ERR_REMOTE, exc)
         if _RELEASED_CALLBACKS:  # tell the host which of its callables we no longer hold
-            released = _RELEASED_CALLBACKS[:]
-            del _RELEASED_CALLBACKS[: len(released)]
-            self.send([p.CALLBACK_RELEASE, 0, released])
+            with self._released_lock:
+                released = _RELEASED_CALLBACKS[:]
+                del _RELEASED_CALLBACKS[: len(released)]
+            if released:
+                self.send([p.CALLBACK_RELEASE, 0, released])
         with self.send_lock:
+            state = getattr(self._local, "call", None)  # this thread's call (thread profile)
+            if state is not None:
+                self.codec.session, self.codec.path_values = state
             try:
                 body = self.codec.pack_reply(self.packer, [kind, call_id, payload])
             except Exception as exc:  # an unencodable result: report it instead of dying
@@ -531,7 +556,9 @@ class Worker:
         kind = message[0]
         if kind == p.CALL:
             nested = bool(message[3] & p.FLAG_NESTED) if len(message) > 3 else False
-            if in_callback and not nested:
+            if self.threads is not None and not nested:  # thread profile: runs beside others
+                self.threads.submit(self.handle_call, message)
+            elif in_callback and not nested:
                 with self.cv:
                     self.deferred.append(message)
                     self.cv.notify_all()
@@ -561,13 +588,17 @@ class Worker:
         _, call_id, session, flags, module, qualname, ref_id, op, args, kwargs = message
         self.calls += 1
         outer = self.codec.session, self.codec.path_values
+        outer_call = getattr(self._local, "call", None)
         self.codec.session = session
         self.codec.path_values = bool(flags & p.FLAG_PATH_VALUES)
-        self.running.append(call_id)
+        self._local.call = (session, self.codec.path_values)
+        running = self.running
+        running.append(call_id)
         try:
             self._execute(call_id, module, qualname, ref_id, op, args, kwargs, flags)
         finally:
-            self.running.pop()
+            running.pop()
+            self._local.call = outer_call
             self.codec.session, self.codec.path_values = outer
 
     def _execute(
@@ -748,6 +779,8 @@ def main() -> None:
     worker = Worker(connection, bool(options.get("host_numpy")))
     worker.options = options
     worker.policy = _policy_from(options)
+    if int(options.get("threads") or 1) > 1:  # scale (#15): the thread profile
+        worker.use_threads(int(options["threads"]))
     _CURRENT = worker
     try:
         worker.run()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import snakebridge
-from snakebridge import ConfigError, WorkerBusy
+from snakebridge import ConfigError, WorkerBusy, WorkerCrashed
 from snakebridge.config import PoolSpec
 from snakebridge.runtime.calls import Call, prepare
 from snakebridge.runtime.client import ClientSession, runtime
@@ -261,3 +261,123 @@ def test_real_workers_scale_up_under_queued_calls_and_back(
         unhold(pool, first)
     until(lambda: snakebridge.status()[0]["size"] == 1)
     assert snakebridge.status()[0]["min"] == 1 and snakebridge.status()[0]["max"] == 2
+
+
+# -- thread profile ------------------------------------------------------------------------------
+class HangingFake(FakeTransport):
+    """``hang(x)`` never answers on the first worker (a call still running); later ones do."""
+
+    hung = 0
+
+    def _handle(self, message: list[Any]) -> None:
+        if message[0] == p.CALL and message[5] == "hang":
+            self.served += 1
+            if HangingFake.hung < 2:
+                HangingFake.hung += 1
+                return
+            message = [*message[:5], "echo", *message[6:]]
+        super()._handle(message)
+
+
+def test_a_thread_worker_crash_fails_every_started_call_and_idempotent_ones_retry() -> None:
+    HangingFake.hung = 0
+    spec = PoolSpec(size=1, profile="thread", threads=4)
+    pool = Pool("fake", spec, "fake", {}, None, HangingFake)
+    pool.start()
+    try:
+        worker = pool.workers[0]
+        assert worker.capacity == 4 and worker.line.concurrent
+        outcomes: dict[str, Any] = {}
+
+        def run(name: str, idempotent: bool) -> None:
+            call = prepare(
+                None, "fake", "hang", None, p.OP_CALL, [name], None, 30, idempotent, None
+            )
+            try:
+                outcomes[name] = pool.run(call)
+            except Exception as exc:
+                outcomes[name] = exc
+
+        threads = [
+            threading.Thread(target=run, args=("idem", True)),
+            threading.Thread(target=run, args=("plain", False)),
+        ]
+        for thread in threads:
+            thread.start()
+        until(lambda: served(worker) == 2)  # both running at once on the one worker
+        assert worker.leases == 2
+        with pytest.raises(WorkerCrashed):
+            pool.run(fake_call("crash"))
+        for thread in threads:
+            thread.join(30)
+        assert outcomes["idem"] == "idem"  # retried on the replacement
+        assert isinstance(outcomes["plain"], WorkerCrashed)
+    finally:
+        pool.close(0.5)
+
+
+THREADED = """
+[tool.snakebridge.libraries]
+threading = "stdlib"
+os = { version = "stdlib", allow_private = true }
+
+[tool.snakebridge.pools.default]
+size = 1
+profile = "thread"
+threads = 4
+"""
+
+
+def test_a_thread_worker_runs_calls_at_once(configured: Callable[[str], Path]) -> None:
+    configured(THREADED)
+    barrier = snakebridge.call("threading", "Barrier", [4], {"timeout": 60})
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            snakebridge.method(barrier, "wait")  # returns only when all four wait at once
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wait) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert errors == []
+    assert snakebridge.attr(barrier, "broken") is False
+    assert len(runtime().pools["default"].workers) == 1
+
+
+def test_refs_stay_consistent_under_contention(configured: Callable[[str], Path]) -> None:
+    configured(THREADED)
+    made: list[Any] = []
+    lock = threading.Lock()
+
+    def make(n: int) -> None:
+        with snakebridge.session() as session:
+            for i in range(20):
+                event = session.call("threading", "Event")
+                assert snakebridge.method(event, "is_set") is False
+                with lock:
+                    made.append((n, i))
+
+    threads = [threading.Thread(target=make, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert len(made) == 80
+    pool = runtime().pools["default"]
+    import gc
+
+    gc.collect()
+    assert all(pool.ping(w)["refs"] == 0 for w in pool.workers)
+
+
+def test_threads_need_the_thread_profile(configured: Callable[[str], Path]) -> None:
+    from snakebridge.config import load_settings
+
+    path = configured("[tool.snakebridge.pools.default]\nthreads = 4\n")
+    with pytest.raises(ConfigError, match='threads needs profile = "thread"'):
+        load_settings(path.parent)

@@ -123,6 +123,7 @@ class Line:
         transport: WorkerTransport,
         holder: Any,
         on_lost: Callable[[BaseException, Pending | None], BaseException],
+        concurrent: bool = False,
     ) -> None:
         self.transport = transport
         self.holder = holder  # what Refs decoded here point at (the pool's Worker record)
@@ -135,6 +136,9 @@ class Line:
         self.lost: BaseException | None = None
         self.callbacks_running = 0
         self.kill_reason = ""
+        # thread profile (#15): the worker runs every call it was sent at once, so each one
+        # has started (its clock runs from sending) and a lost worker fails them all
+        self.concurrent = concurrent
 
     # -- state read by leasing (benign races: hints only) ---------------------------------------
     @property
@@ -157,7 +161,7 @@ class Line:
                 if self.lost is not None:
                     raise Lost
                 self._pending[pending.call_id] = pending
-                if pending.nested or not self._order:
+                if pending.nested or not self._order or self.concurrent:
                     pending.clock = time.monotonic()
                 if not pending.nested:
                     self._order.append(pending)
@@ -174,7 +178,7 @@ class Line:
                     raise Lost
                 for pending in pendings:
                     self._pending[pending.call_id] = pending
-                    if not self._order:
+                    if not self._order or self.concurrent:
                         pending.clock = time.monotonic()
                     self._order.append(pending)
             try:
@@ -336,7 +340,9 @@ class Line:
         error = self._on_lost(cause, started_head)
         for pending in everyone:
             pending.done = True
-            started = (pending is started_head or pending.nested) and pending not in unsent
+            started = (
+                pending is started_head or pending.nested or self.concurrent
+            ) and pending not in unsent
             pending.error = error if started else Lost()
             pending._wake()
 
@@ -455,6 +461,7 @@ class Line:
         """The caller stopped waiting (Ctrl-C, cancel) while its call may be running."""
         with self._lock:
             started = me is (self._order[0] if self._order else None) or me.nested
+            started = started or self.concurrent
             if not started and not me.done:  # never started: just forget it
                 self._pending.pop(me.call_id, None)
                 with contextlib.suppress(ValueError):

@@ -58,6 +58,7 @@ class Worker:
         self.pending_release: list[tuple[int, int]] = []
         self.live_refs = 0
         self.refs_lock = threading.Lock()
+        self.capacity = 1  # thread profile (#15): calls it runs at once
 
     @property
     def alive(self) -> bool:
@@ -238,6 +239,13 @@ class Leaser:
         self._idle.append(worker)
 
     def _pipelinable(self, worker: Worker, avoid: Worker | None) -> bool:
+        if worker.capacity > 1:  # thread profile (#15): up to capacity calls run at once
+            return (
+                worker.state is State.BUSY
+                and worker is not avoid
+                and worker.leases < worker.capacity
+                and not worker.streaming
+            )
         return (
             worker.state is State.BUSY
             and worker is not avoid
@@ -277,7 +285,7 @@ class Leaser:
                 candidates = [w for w in self.workers if self._pipelinable(w, avoid)]
                 if not candidates:
                     return None
-                chosen = min(candidates, key=lambda w: w.leases)
+                chosen = min(candidates, key=lambda w: w.leases / w.capacity)
         assert chosen is not None
         if chosen.state is not State.BUSY:
             self._set(chosen, State.BUSY)

@@ -83,6 +83,8 @@ class Pool:
 
     def _init(self) -> dict[str, Any]:
         init = {**self.init_options, "host_numpy": HOST_HAS_NUMPY, "max_frame": p.DEFAULT_MAX_FRAME}
+        if self.spec.capacity > 1:  # thread profile (#15)
+            init["threads"] = self.spec.capacity
         return {**init, **dataplane.init_options()}  # dataplane: shared-memory settings
 
     def launch(self, deadline: float | None = None) -> Worker:
@@ -97,8 +99,10 @@ class Pool:
             assert worker is not None
             return self._lost(worker, cause, head)
 
-        line = Line(transport, None, lost)
+        capacity = self.spec.capacity
+        line = Line(transport, None, lost, concurrent=capacity > 1)
         worker = Worker(self, transport, line)
+        worker.capacity = capacity
         line.holder = worker
         worker.info = transport.handshake(deadline)
         return worker
