@@ -381,3 +381,14 @@ def test_threads_need_the_thread_profile(configured: Callable[[str], Path]) -> N
     path = configured("[tool.snakebridge.pools.default]\nthreads = 4\n")
     with pytest.raises(ConfigError, match='threads needs profile = "thread"'):
         load_settings(path.parent)
+
+
+def test_doctor_warns_about_a_thread_pool_under_a_gil(configured: Callable[[str], Path]) -> None:
+    from snakebridge.config import load_settings
+    from snakebridge.envs.doctor import diagnose
+
+    path = configured('[tool.snakebridge.pools.default]\nprofile = "thread"\nthreads = 2\n')
+    lines = diagnose(load_settings(path.parent))
+    warned = [line for line in lines if 'profile = "thread"' in line.text]
+    gil = getattr(__import__("sys"), "_is_gil_enabled", lambda: True)()
+    assert [line.status for line in warned] == (["WARN"] if gil else [])

@@ -116,6 +116,7 @@ def _env(settings: Settings, plan: EnvPlan, lock: Lock | None, problems: list[st
         )
     ]
     lines += [Line("FAIL", problem, _SETUP) for problem in mine]
+    lines += _thread_pools(settings, name, bool(facts["gil_enabled"]))
     if not mine and lock is not None:
         count = len(lock.envs[name]["packages"])
         lines.append(Line("OK", f"env {name}: matches snakebridge.lock ({count} packages)"))
@@ -124,6 +125,24 @@ def _env(settings: Settings, plan: EnvPlan, lock: Lock | None, problems: list[st
         chosen = ", ".join(f"{package}={choice}" for package, choice in sorted(variants.items()))
         lines.append(Line("OK", f"env {name}: wheel variants {chosen} → {', '.join(plan.indexes)}"))
     return lines
+
+
+def _thread_pools(settings: Settings, env: str, gil_enabled: bool) -> list[Line]:
+    """scale (#15): a WARN per ``profile = "thread"`` pool of ``env`` whose interpreter has a
+    GIL: only calls that release it (hashlib, zlib, numpy, many C extensions) run at once."""
+    if not gil_enabled:
+        return []
+    return [
+        Line(
+            "WARN",
+            f'pool {name}: profile = "thread" on env {env}, whose interpreter has a GIL: '
+            "pure-Python calls run one at a time (only GIL-releasing code runs at once)",
+            'use profile = "process" for pure-Python libraries, or a free-threaded Python '
+            "(3.13t) for the env",
+        )
+        for name, pool in sorted(settings.pools.items())
+        if pool.profile == "thread" and pool.env == env
+    ]
 
 
 def _disk(settings: Settings, plans: dict[str, EnvPlan]) -> list[Line]:
@@ -157,6 +176,7 @@ def diagnose(settings: Settings) -> list[Line]:
         lines.append(
             Line("OK", "env default: the host's interpreter (stdlib and host libraries; no venv)")
         )
+        lines += _thread_pools(settings, "default", getattr(sys, "_is_gil_enabled", lambda: True)())
     if plans and lock is None:
         lines.append(Line("FAIL", "snakebridge.lock is missing", _SETUP))
     problems = drifts(settings, lock, plans)
