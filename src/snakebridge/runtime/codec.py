@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from snakebridge.runtime import refs
-from snakebridge.runtime.errors import DecodeError, EncodeError, ProtocolError, RefInvalid
+from snakebridge.runtime.errors import (
+    DecodeError,
+    EncodeError,
+    ProtocolError,
+    RefInvalid,
+    SnakeBridgeError,
+)
+from snakebridge.runtime.replies import check_reply
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
 
@@ -115,13 +122,13 @@ class HostCodec(v.ValueCodec):
             raise ProtocolError(f"worker sent a malformed frame ({exc}); it was closed") from None
         except ImportError as exc:
             raise DecodeError(f"cannot decode the reply: {exc} (install it in the host)") from None
-        except (ValueError, TypeError) as exc:
-            raise DecodeError(f"cannot decode the reply: {exc}") from None
+        except SnakeBridgeError:
+            raise
+        except Exception as exc:  # a hook met garbage: struct.error, InvalidOperation, …
+            raise DecodeError(f"cannot decode the reply: {type(exc).__name__}: {exc}") from None
         finally:
             self.worker = self.session = None
-        if type(message) is not list or len(message) < 3 or type(message[0]) is not int:
-            raise ProtocolError(f"worker sent a frame that is not [kind, id, ...]: {message!r:.80}")
-        return message
+        return check_reply(message)  # ProtocolError unless the frame has its kind's shape
 
 
 def _children(value: Any) -> Iterator[tuple[str, Any]]:
