@@ -7,6 +7,7 @@ private helpers ``_sb``, ``_t``, ``_LIB`` and ``_CONSTANTS``.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -124,6 +125,23 @@ def render_module(spec: ModuleSpec) -> str:
     return text + "\n"
 
 
+def _annotation_names(source: str) -> set[str]:
+    """Names the module's annotations and ``_t.cast`` targets use (what hint imports serve)."""
+    texts: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+            texts.append(ast.unparse(node.annotation))
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
+            texts.append(ast.unparse(node.returns))
+        elif (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func) == "_t.cast"
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            texts.append(str(node.args[0].value))
+    return set(re.findall(r"[A-Za-z_]\w*", " ".join(texts)))
+
+
 def _hint_imports(ctx: HintContext, spec: ModuleSpec, taken: set[str]) -> list[str]:
     """``from M import A, B`` lines (indented, for a TYPE_CHECKING block), one per module."""
     names: dict[str, list[str]] = {}
@@ -158,7 +176,7 @@ def _head(
     if any("_builtins." in line for line in body):
         out.append("import builtins as _builtins")
     out += ["import typing as _t", "", "import snakebridge.facade as _sb", ""]
-    used = set(re.findall(r"[A-Za-z_]\w*", "\n".join(body)))
+    used = _annotation_names("\n".join(body))
     ctx.imports = {(m, n) for m, n in ctx.imports if n in used}
     imports = _hint_imports(ctx, spec, set(locals_))
     if imports:

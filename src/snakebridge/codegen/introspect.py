@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import difflib
 import enum
 import importlib
@@ -282,7 +283,7 @@ def _stub_paths(module: str) -> List[str]:
     for root in roots + TYPESHED:
         inner = parts[1:] if root.endswith(parts[0] + "-stubs") else parts
         base = os.path.join(root, *inner)
-        for candidate in (base + ".pyi", os.path.join(base, "__init__.pyi")):
+        for candidate in (os.path.join(base, "__init__.pyi"), base + ".pyi"):  # as imports do
             if os.path.isfile(candidate):
                 found.append(candidate)
     return found
@@ -350,6 +351,7 @@ def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], st
     tree, imports = found
     scope: List[ast.stmt] = tree.body
     parts = qualname.split(".")
+    owner: Optional[ast.ClassDef] = None
     for index, part in enumerate(parts[:-1]):
         classes = [n for n in _flatten(scope) if isinstance(n, ast.ClassDef) and n.name == part]
         if not classes:
@@ -358,12 +360,23 @@ def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], st
                 source, _, name = target.rpartition(".")
                 return _stub_defs(source, ".".join([name] + parts[1:]), hops - 1)
             return [], module
-        scope = classes[0].body
+        owner, scope = classes[0], classes[0].body
     defs = [
         n
         for n in _flatten(scope)
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == parts[-1]
     ]
+    for base in owner.bases if owner is not None and not defs and hops else []:
+        node = base.value if isinstance(base, ast.Subscript) else base
+        dotted = ast.unparse(node)
+        head, _, rest = dotted.partition(".")
+        target = imports.get(head)
+        if target is None or "." not in target:
+            continue
+        source, _, name = (target + ("." + rest if rest else "")).rpartition(".")
+        found_defs, where = _stub_defs(source, name + "." + parts[-1], hops - 1)
+        if found_defs:
+            return found_defs, where
     target = imports.get(parts[0]) if len(parts) == 1 else None
     if not defs and target and hops and "." in target:
         source, _, name = target.rpartition(".")
@@ -418,11 +431,13 @@ def _stub_signature(node: Any, qualifier: Optional[Qualifier]) -> Dict[str, Any]
     return {"params": params, "returns": ann(node.returns)}
 
 
-def stub_signatures(module: str, qualname: str) -> List[Dict[str, Any]]:
+def stub_signatures(
+    module: str, qualname: str, typevars: Optional[Dict[Any, Any]] = None
+) -> List[Dict[str, Any]]:
     """Signatures from a .pyi stub (several when the stub has overloads)."""
     defs, where = _stub_defs(module, qualname)
     found = stub_module(where)
-    qualifier = Qualifier(where, found[1] if found else None)
+    qualifier = Qualifier(where, found[1] if found else None, typevars)
     return [_stub_signature(node, qualifier) for node in defs]
 
 
@@ -513,6 +528,8 @@ def _defined_in(obj: Any, fallback: str) -> str:
     A function's globals say it even when a library rewrites ``__module__`` to a public one.
     """
     function = getattr(obj, "__func__", obj)
+    with contextlib.suppress(Exception):
+        function = inspect.unwrap(function)  # a decorator's globals are not the function's
     name = getattr(function, "__globals__", {}).get("__name__")
     if isinstance(name, str) and name in sys.modules:
         return name
@@ -524,10 +541,10 @@ def signature_of(
     obj: Any, module: str, qualname: str, name: str, typevars: Optional[Dict[Any, Any]] = None
 ) -> Tuple[Signature, str, List[Signature]]:
     """(signature, tier, overloads); annotations qualified."""
-    overloads = stub_signatures(module, qualname)
+    overloads = stub_signatures(module, qualname, typevars)
     home = getattr(obj, "__module__", None)
     if not overloads and isinstance(home, str) and home != module:
-        overloads = stub_signatures(home, getattr(obj, "__qualname__", qualname))
+        overloads = stub_signatures(home, getattr(obj, "__qualname__", qualname), typevars)
     try:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
@@ -617,9 +634,20 @@ def member_info(cls: type, name: str, typevars: Dict[Any, Any]) -> Optional[Dict
     qualname = "%s.%s" % (owner.__qualname__, name)
     signature, tier, overloads = signature_of(target, owner.__module__, qualname, name, typevars)
     params = signature["params"]
-    if kind == "method" and params and (params[0]["name"] == "self" or tier in STUBBY):
+    bound_first = params and params[0]["kind"] != "VAR_POSITIONAL"
+    if (
+        kind == "method"
+        and bound_first
+        and (params[0]["name"] == "self" or tier in STUBBY or inspect.isfunction(raw))
+    ):
         signature = dict(signature, params=params[1:])
-        overloads = [dict(o, params=o["params"][1:]) for o in overloads]
+    if kind == "method":
+        bound = {_name_of(v, "") for v in typevars.values()}
+        overloads = [
+            dict(o, params=o["params"][1:])
+            for o in overloads
+            if _self_fits(o, bound) and all(p["name"] != "self" for p in o["params"][1:])
+        ]
     elif kind == "classmethod" and tier in STUBBY and params:
         signature = dict(signature, params=params[1:])
     if kind == "classmethod":
@@ -632,6 +660,17 @@ def member_info(cls: type, name: str, typevars: Dict[Any, Any]) -> Optional[Dict
         "overloads": overloads,
         "doc": trimmed_doc(target, MEMBER_DOC),
     }
+
+
+def _self_fits(overload: Dict[str, Any], bound: "set[str]") -> bool:
+    """Whether an overload typed for ``self: Base[X]`` applies to a class that binds X."""
+    params = overload["params"]
+    annotation = params[0].get("annotation") if params else None
+    if not annotation or "[" not in annotation:
+        return True
+    inner = annotation[annotation.index("[") + 1 : annotation.rindex("]")]
+    names = [n.strip() for n in inner.split(",")]
+    return all(n in bound or not _NAME.fullmatch(n) for n in names)
 
 
 def _wanted_member(cls: type, name: str) -> bool:

@@ -159,14 +159,18 @@ def _overloads(
     return [line for block in blocks for line in block] if len(blocks) > 1 else []
 
 
-def _slots(params: list[dict[str, Any]], ctx: HintContext) -> dict[Any, tuple[str, bool]]:
-    """Parameter slot (position, or name when keyword-only) → (hint, required)."""
-    slots: dict[Any, tuple[str, bool]] = {}
+def _slots(params: list[dict[str, Any]], ctx: HintContext) -> dict[Any, tuple[str, bool, str]]:
+    """Parameter slot (position, or name when keyword-only) → (hint, required, annotation)."""
+    slots: dict[Any, tuple[str, bool, str]] = {}
     for index, param in enumerate(params):
-        if param["kind"] in ("VAR_POSITIONAL", "VAR_KEYWORD"):
+        if param["kind"] == "VAR_KEYWORD":
             continue
-        key = param["name"] if param["kind"] == "KEYWORD_ONLY" else index
-        slots[key] = (hint(param.get("annotation"), ctx), not param.get("has_default"))
+        key: Any = param["name"] if param["kind"] == "KEYWORD_ONLY" else index
+        if param["kind"] == "VAR_POSITIONAL":
+            key = "*"
+        annotation = str(param.get("annotation") or "")
+        required = not param.get("has_default") and key != "*"
+        slots[key] = (hint(annotation, ctx), required, annotation)
     return slots
 
 
@@ -187,15 +191,31 @@ def _disjoint(first: str, second: str) -> bool:
     )
 
 
+def _spread(
+    slots: dict[Any, tuple[str, bool, str]], other: dict[Any, tuple[str, bool, str]]
+) -> dict[Any, tuple[str, bool, str]]:
+    """``*args`` stands for each positional slot the other overload has."""
+    if "*" not in slots:
+        return slots
+    extra = {k: (*slots["*"][:1], False, slots["*"][2]) for k in other if isinstance(k, int)}
+    return {**extra, **slots}
+
+
 def _indistinct(overloads: list[dict[str, Any]], ctx: HintContext) -> bool:
-    """Whether two overloads can no longer be told apart with the hints the host can write."""
+    """Whether two overloads that differed in a type the host writes as Any can no longer be
+    told apart (by disjoint hints or a parameter only one of them requires)."""
     slots = [_slots(o["params"], ctx) for o in overloads]
     for i, first in enumerate(slots):
         for second in slots[i + 1 :]:
-            told = any(_disjoint(first[k][0], second[k][0]) for k in set(first) & set(second))
+            first, second = _spread(first, second), _spread(second, first)
+            shared = set(first) & set(second)
+            lost = any(
+                first[k][2] != second[k][2] and ANY in first[k][0] + second[k][0] for k in shared
+            )
+            told = any(_disjoint(first[k][0], second[k][0]) for k in shared)
             told = told or any(first[k][1] for k in set(first) - set(second))
             told = told or any(second[k][1] for k in set(second) - set(first))
-            if not told:
+            if lost and not told:
                 return True
     return False
 
@@ -216,7 +236,10 @@ def _covers(earlier: list[str], later: list[str]) -> bool:
     for name, (annotation, optional) in second.items():
         if name not in first:
             return False
-        if first[name][0] not in (ANY, annotation) or (optional and not first[name][1]):
+        wider = set(first[name][0].split(" | "))
+        if not (first[name][0] == ANY or set(annotation.split(" | ")) <= wider):
+            return False
+        if optional and not first[name][1]:
             return False
     return all(optional or name in second for name, (_, optional) in first.items())
 
@@ -307,6 +330,9 @@ def _member(cls: dict[str, Any], member: dict[str, Any], ctx: HintContext) -> li
     first = {"staticmethod": [], "classmethod": ["cls"]}.get(kind, ["self"])
     decorator = [f"    @{kind}"] if kind in ("staticmethod", "classmethod") else []
     lines, forward, returns = _body("    ", local, member, ctx, first, decorator)
+    if name in ("__eq__", "__ne__") and returns not in ("bool", ANY):
+        at = next(i for i, line in enumerate(lines) if line.lstrip().startswith("def "))
+        lines[at] += "  # type: ignore[override]"  # like numpy and pandas stubs: not a bool
     lines += doc
     if name == "__call__":
         call = Call("_sb.call", ("self", *forward))
@@ -355,6 +381,8 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
     names = {sanitize(str(m["name"])) for m in members}
     ctx = replace(ctx, self_name=local, shadowed=ctx.shadowed | names)
     lines = [f"class {local}(_sb.Ref, metaclass=_sb.ProxyMeta):"]
+    if local.startswith("_"):  # the type of a result: nothing in its module may name it
+        lines[0] += "  # pyright: ignore[reportUnusedClass]"
     doc = docstring(str(info.get("doc", "")), "    ")
     lines += [*doc, ""] if doc else []
     lines += ["    __slots__ = ()", f"    __sb_type__ = {quote(str(info.get('remote_type', '')))}"]
