@@ -9,19 +9,7 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
-from snakebridge.runtime.client import (
-    acall,
-    aget,
-    attr,
-    call,
-    get,
-    method,
-    options,
-    shutdown,
-    status,
-)
-from snakebridge.runtime.client import map_ as map
-from snakebridge.runtime.errors import (
+from snakebridge.errors import (
     CallTimeout,
     ConfigError,
     DecodeError,
@@ -39,7 +27,24 @@ from snakebridge.runtime.errors import (
     WorkerCrashed,
     WorkerStartError,
 )
-from snakebridge.runtime.refs import Ref, Session
+from snakebridge.runtime.client import ClientSession as Session
+from snakebridge.runtime.client import (
+    aattr,
+    acall,
+    aget,
+    amap,
+    amethod,
+    attr,
+    call,
+    get,
+    method,
+    options,
+    shutdown,
+    status,
+)
+from snakebridge.runtime.client import map_ as map
+from snakebridge.runtime.codec import inout
+from snakebridge.runtime.refs import Ref
 
 
 def __getattr__(name: str) -> _Any:
@@ -78,11 +83,15 @@ __all__ = [
     "WorkerCrashed",
     "WorkerStartError",
     "__version__",
+    "aattr",
     "acall",
     "aget",
+    "amap",
+    "amethod",
     "attr",
     "call",
     "get",
+    "inout",
     "map",
     "method",
     "options",

@@ -8,16 +8,18 @@ Every problem is a :class:`~snakebridge.ConfigError` that names the file and the
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from snakebridge.runtime.errors import ConfigError
+from snakebridge.errors import ConfigError
 
 __all__ = [
     "EnvSpec",
@@ -54,6 +56,7 @@ class LibrarySpec(_Strict, frozen=True):
     streaming: list[str] = []
     min_signature_tier: SignatureTier = "variadic"
     idempotent: bool | list[str] = False
+    allow_private: bool = False
 
     @property
     def is_stdlib(self) -> bool:
@@ -83,6 +86,8 @@ class PoolSpec(_Strict, frozen=True):
     queue_timeout: float = 60.0
     max_queue: int = 10_000
     env_vars: dict[str, str] = {}
+    preload: list[str] = []  # streams (#14): modules each worker imports before taking calls
+    init: str | None = None  # streams (#14): "helper.module:function" run once per worker
 
     @property
     def ttl_s(self) -> float | None:
@@ -102,6 +107,7 @@ class _Table(_Strict, frozen=True):
     envs: dict[str, EnvSpec] = {}
     pools: dict[str, PoolSpec] = {}
     variants: dict[str, dict[str, str]] = {}
+    helpers: list[str] = []  # streams (#14): host modules shipped to workers as source
 
 
 @dataclass(frozen=True)
@@ -118,11 +124,29 @@ class Settings:
     envs: dict[str, EnvSpec] = field(default_factory=lambda: {DEFAULT: EnvSpec()})
     pools: dict[str, PoolSpec] = field(default_factory=lambda: {DEFAULT: PoolSpec()})
     variants: dict[str, dict[str, str]] = field(default_factory=dict)
+    helpers: tuple[str, ...] = ()
+
+    def helper_pool(self, helper: str) -> str:
+        """The pool a helper's calls go to: the one whose ``init`` it provides, else default."""
+        owners = [
+            n for n, s in sorted(self.pools.items()) if (s.init or "").split(":")[0] == helper
+        ]
+        return owners[0] if owners else DEFAULT
 
     @property
     def allow_all(self) -> bool:
         """True for the embedded default: everything in the host environment is callable."""
         return self.libraries is None
+
+    def allowlist(self) -> dict[str, dict[str, bool]] | None:
+        """What the workers enforce: ``{module root: {"allow_private": bool}}``; None when
+        there is no config table (no boundary). Sent to every worker in its INIT frame."""
+        if self.libraries is None:
+            return None
+        return {
+            spec.module or name: {"allow_private": spec.allow_private}
+            for name, spec in sorted(self.libraries.items())
+        }
 
     def library_for(self, name: str) -> tuple[str, LibrarySpec] | None:
         """The configured library that owns dotted module ``name`` (``numpy.linalg`` → numpy)."""
@@ -134,13 +158,15 @@ class Settings:
             spec = self.libraries.get(key)
             if spec is not None:
                 return key, spec
+            if key in self.helpers:
+                return key, LibrarySpec(pool=self.helper_pool(key))
         return None
 
     def pool_for(self, library: str | None) -> str:
         """Pool for ``library``: its ``pool``, else the one named after its env, else default."""
         spec = self.libraries.get(library) if (self.libraries and library) else None
         if spec is None:
-            return DEFAULT
+            return self.helper_pool(library) if library in self.helpers else DEFAULT
         return spec.pool if spec.pool is not None else spec.env
 
     def pool_spec(self, name: str) -> PoolSpec:
@@ -216,6 +242,32 @@ def _validate(table: dict[str, Any], path: Path) -> _Table:
     return _convert(checked, _Table, "tool.snakebridge", path)
 
 
+def _pool_problems(pool: PoolSpec) -> Iterator[tuple[str, str]]:
+    """(key, problem) for each pool value that validates as a type but cannot work."""
+    for key, parse in (("ttl", parse_duration), ("max_memory", parse_bytes)):
+        try:
+            parsed = parse(getattr(pool, key))
+        except ValueError as exc:
+            yield key, str(exc)
+            continue
+        if parsed is not None and not (0 < parsed < math.inf):
+            unit = "a duration" if key == "ttl" else "a size"
+            yield key, f"{key} must be {unit} above 0 (or left out for no limit), got {parsed}"
+    for key, least in (("max_requests", 1), ("max_queue", 1)):
+        value = getattr(pool, key)
+        if value is not None and value < least:
+            yield key, f"{key} must be at least {least}, got {value}"
+    timeouts = (("startup_timeout", False), ("call_timeout", False), ("queue_timeout", True))
+    for key, zero_ok in timeouts:
+        value = getattr(pool, key)
+        if value is None:
+            continue
+        low_ok = value >= 0 if zero_ok else value > 0
+        if not (low_ok and math.isfinite(value)):
+            bound = "0 or more" if zero_ok else "above 0"
+            yield key, f"{key} must be a finite number of seconds {bound}, got {value}"
+
+
 def _check_semantics(parsed: _Table, path: Path) -> None:
     def fail(key: str, problem: str) -> None:
         raise ConfigError(problem, key=f"tool.snakebridge.{key}", path=path)
@@ -227,11 +279,14 @@ def _check_semantics(parsed: _Table, path: Path) -> None:
             fail(f"pools.{name}.size", f"pool size must be at least 1, got {pool.size}")
         if pool.env not in envs:
             fail(f"pools.{name}.env", f"unknown environment {pool.env!r} (known: {sorted(envs)})")
-        for key, parse in (("ttl", parse_duration), ("max_memory", parse_bytes)):
-            try:
-                parse(getattr(pool, key))
-            except ValueError as exc:
-                fail(f"pools.{name}.{key}", str(exc))
+        for key, problem in _pool_problems(pool):
+            fail(f"pools.{name}.{key}", problem)
+    for name, pool in parsed.pools.items():  # streams (#14)
+        if pool.init is not None and not re.fullmatch(r"[\w.]+:\w+", pool.init):
+            fail(f"pools.{name}.init", f"write init as 'module:function', not {pool.init!r}")
+    for index, helper in enumerate(parsed.helpers):
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", helper):
+            fail(f"helpers[{index}]", f"{helper!r} is not a dotted module name")
     for name, lib in parsed.libraries.items():
         if isinstance(lib, str):
             continue
@@ -263,6 +318,7 @@ def _settings_from(table: object, path: Path) -> Settings:
         envs={DEFAULT: EnvSpec(), **parsed.envs},
         pools={DEFAULT: PoolSpec(), **parsed.pools},
         variants=parsed.variants,
+        helpers=tuple(parsed.helpers),
     )
 
 

@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any, Final
 
+from snakebridge.errors import RemoteError, register_remote_exception
 from snakebridge.runtime.client import call as call_function
 from snakebridge.runtime.client import get
-from snakebridge.runtime.errors import RemoteError, register_remote_exception
 from snakebridge.runtime.refs import Ref, as_proxy, register_proxy, remote_mro
 from snakebridge_worker.values import type_key
 

@@ -67,7 +67,18 @@ VALUE_TYPES = {
     "decimal.Decimal",
     "fractions.Fraction",
     "uuid.UUID",
-}
+    "collections.OrderedDict",
+    "collections.Counter",
+    "collections.defaultdict",
+    "collections.deque",
+    "zoneinfo.ZoneInfo",
+    "pathlib.PurePath",
+    "pathlib.Path",
+    "pathlib.PosixPath",
+    "pathlib.PurePosixPath",
+    "pathlib.WindowsPath",
+    "pathlib.PureWindowsPath",
+}  # what the value codec sends by value (snakebridge_worker/values.py)
 TYPESHED: List[str] = []
 TYPING_MODULES = ("typing.", "typing_extensions.", "collections.abc.", "_collections_abc.")
 
