@@ -154,8 +154,9 @@ def _overloads(
         if any(_covers(earlier, defs) for earlier in kept):
             continue  # types the host cannot spell made it the same as an earlier one
         kept.append(defs)
-        lines = def_lines(indent, name, [*first, *defs], hint(overload.get("returns"), ctx))
-        blocks.append([f"{indent}@_t.overload", *decorator, *lines[:-1], lines[-1] + " ..."])
+        returns = hint(overload.get("returns"), ctx)
+        lines = def_lines(indent, name, [*first, *defs], returns, " ...")
+        blocks.append([f"{indent}@_t.overload", *decorator, *lines])
     return [line for block in blocks for line in block] if len(blocks) > 1 else []
 
 
