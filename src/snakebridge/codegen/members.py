@@ -149,8 +149,8 @@ def _overloads(
     for overload in info.get("overloads") or []:
         params = Params(overload["params"], ctx, literal=False)
         defs = [d.replace("= _sb.NOT_GIVEN", "= ...") for d in params.defs]
-        if first and "/" not in defs:  # self is positional-only in every variant and the def
-            defs = ["/", *defs]
+        if first and "/" not in defs and name not in _REF_PARAMS:
+            defs = ["/", *defs]  # self is positional-only in every variant and in the def
         if any(_covers(earlier, defs) for earlier in kept):
             continue  # types the host cannot spell made it the same as an earlier one
         kept.append(defs)
@@ -280,12 +280,19 @@ def _body(
     signature = info.get("signature") or {"params": [], "returns": None}
     params_info = _renamed(name, signature["params"])
     literal = info.get("tier") == "runtime"
-    overloads = [] if name in SPECIAL else _overloads(indent, name, info, ctx, first, decorator)
+    variants = [{**o, "params": _renamed(name, o["params"])} for o in info.get("overloads") or []]
+    info = {**info, "overloads": variants}
+    fits = all(_fits(o["params"], params_info) for o in variants)
+    overloads = []
+    if (name in _REF_PARAMS and fits) or name not in SPECIAL:
+        overloads = _overloads(indent, name, info, ctx, first, decorator)
     runtime = info.get("tier") in ("runtime", "text_signature")
-    if overloads and runtime and all(_fits(o["params"], params_info) for o in info["overloads"]):
+    if overloads and runtime and fits:
         untyped = [{**p, "annotation": None} for p in params_info]
         params = Params(untyped, ctx, literal)
-        defs = params.defs if "/" in params.defs or not first else ["/", *params.defs]
+        defs = params.defs
+        if first and "/" not in defs and name not in _REF_PARAMS:
+            defs = ["/", *defs]
         lines = def_lines(indent, name, [*first, *defs], ANY)
         return [*overloads, *decorator, *lines], params.forward(), ANY
     if overloads:
