@@ -53,6 +53,15 @@ class ModuleSpec:
     by_value: frozenset[str] = frozenset()
 
 
+def isort_key(name: str, fold: bool = True) -> tuple[int, list[Any], str]:
+    """isort's order: CONSTANTS, Classes, then the rest, numbers in numeric order (``Int8``
+    before ``Int16``); case-insensitive for imported names (ruff ``I``), case-sensitive with
+    ``fold=False`` for ``__all__`` (ruff ``RUF022``)."""
+    kind = 0 if name.isupper() and len(name) > 1 else 1 if name[:1].isupper() else 2
+    parts = re.split(r"(\d+)", name.lower() if fold else name)
+    return kind, [int(t) if t.isdigit() else t for t in parts], name
+
+
 def _exception_order(symbols: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
     """Exceptions after the facade exceptions they derive from, else by name."""
     remote = {str(symbols[n].get("remote_type")): n for n in names}
@@ -116,7 +125,9 @@ def render_module(spec: ModuleSpec) -> str:
         "        return _sb.constant(_LIB, name, globals())",
         "    return _sb.missing_name(_LIB, name)",
     ]
-    exported = sorted(n for n in locals_ if not n.startswith("_"))
+    exported = sorted(
+        (n for n in locals_ if not n.startswith("_")), key=lambda n: isort_key(n, fold=False)
+    )
     text = "\n".join(
         _head(spec, ctx, locals_, body, values, exported) + body + _tail(spec, children)
     )
@@ -153,7 +164,7 @@ def _hint_imports(ctx: HintContext, spec: ModuleSpec, taken: set[str]) -> list[s
         names.setdefault(module, []).append(name if alias == name else f"{name} as {alias}")
     lines = []
     for module, imported in names.items():
-        items = tuple(sorted(imported, key=lambda n: n.split(" as ")[0]))
+        items = tuple(sorted(imported, key=lambda n: isort_key(n.split(" as ")[0])))
         lines += statement("    ", f"from {module} import ", Seq(items, bare=True))
     return lines
 

@@ -794,9 +794,10 @@ def home_of(cls: type, root: str, near: str) -> Optional[Tuple[str, str]]:
 
 def pull_types(out: Dict[str, Any], root: str, known: List[str]) -> None:
     """Describe the library classes the described symbols return, a few rounds deep."""
-    seen = set(known) | {i.get("remote_type") for i in out["symbols"].values()}
-    frontier = [(n, i["module"]) for i in out["symbols"].values() for n in referenced(i)]
-    out["types"] = {}
+    out.setdefault("types", {})
+    described = list(out["symbols"].values()) + list(out["types"].values())
+    seen = set(known) | {i.get("remote_type") for i in described} | set(out["types"])
+    frontier = [(n, i["module"]) for i in described for n in referenced(i)]
     for _ in range(PULL_ROUNDS):
         found = []
         for dotted, near in frontier:
@@ -929,6 +930,13 @@ def main() -> None:
             out["errors"][dotted] = str(exc)
         except Exception as exc:
             out["errors"][dotted] = "%s: %s" % (type(exc).__name__, exc)
+    out["types"] = {}
+    for home in request.get("types", []):  # classes pulled in by an earlier sync, by type key
+        try:
+            info = describe(_lookup(home["key"]), home["module"], home["name"])
+            out["types"][home["key"]] = dict(info, pulled=True)
+        except Exception as exc:
+            out["errors"][home["key"]] = "%s: %s" % (type(exc).__name__, exc)
     if request.get("pull", True):
         pull_types(out, module_name, list(request.get("known", [])))
     print(json.dumps(out, sort_keys=True))

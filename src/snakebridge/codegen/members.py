@@ -14,7 +14,16 @@ from dataclasses import replace
 from typing import Any
 
 from snakebridge.codegen.hints import ANY, HintContext, hint
-from snakebridge.codegen.source import Call, Expr, Seq, def_lines, docstring, quote, statement
+from snakebridge.codegen.source import (
+    Call,
+    Expr,
+    Seq,
+    def_lines,
+    docstring,
+    quote,
+    statement,
+    union_members,
+)
 
 __all__ = ["SPECIAL", "render_class", "render_exception", "render_function", "sanitize"]
 
@@ -58,7 +67,7 @@ def _widen(annotation: str, default: str) -> str:
     except (ValueError, SyntaxError):
         return ANY
     kind = "None" if value is None else type(value).__name__
-    members = [m.rpartition(".")[2] for m in annotation.split(" | ")]
+    members = [m.rpartition(".")[2] for m in union_members(annotation)]
     if annotation == ANY or kind in members or (kind in ("int", "bool") and "float" in members):
         return annotation
     if kind == "bool" and "int" in members:
@@ -144,9 +153,10 @@ def _overloads(
     """``@_t.overload`` variants (empty when fewer than two distinct ones)."""
     blocks: list[list[str]] = []
     kept: list[list[str]] = []
-    if _indistinct(info.get("overloads") or [], ctx):
+    variants = info.get("overloads") or []
+    if _indistinct(variants, ctx):
         return []
-    for overload in info.get("overloads") or []:
+    for index, overload in enumerate(variants):
         params = Params(overload["params"], ctx, literal=False)
         defs = [d.replace("= _sb.NOT_GIVEN", "= ...") for d in params.defs]
         if first and "/" not in defs and name not in _REF_PARAMS:
@@ -156,8 +166,27 @@ def _overloads(
         kept.append(defs)
         returns = hint(overload.get("returns"), ctx)
         lines = def_lines(indent, name, [*first, *defs], returns, " ...")
+        if _shadows(overload, variants[index + 1 :], ctx):
+            lines[0] += "  # type: ignore[overload-overlap]"  # as the library's stubs do
         blocks.append([f"{indent}@_t.overload", *decorator, *lines])
     return [line for block in blocks for line in block] if len(blocks) > 1 else []
+
+
+def _shadows(overload: dict[str, Any], later: list[dict[str, Any]], ctx: HintContext) -> bool:
+    """Whether a ``None`` parameter makes this overload overlap a later one whose parameter
+    is ``Hashable`` with another return type (mypy's overload-overlap: the facade classes do
+    not inherit from each other, so differing returns never nest)."""
+    mine = _slots(overload["params"], ctx)
+    returns = hint(overload.get("returns"), ctx)
+    for other in later:
+        theirs = _slots(other["params"], ctx)
+        if hint(other.get("returns"), ctx) == returns or set(mine) != set(theirs):
+            continue
+        if any(_disjoint(mine[k][0], theirs[k][0]) for k in mine if mine[k][0] != "None"):
+            continue
+        if any(mine[k][0] == "None" and theirs[k][0] == "_t.Hashable" for k in mine):
+            return True
+    return False
 
 
 def _slots(params: list[dict[str, Any]], ctx: HintContext) -> dict[Any, tuple[str, bool, str]]:
@@ -183,7 +212,7 @@ def _disjoint(first: str, second: str) -> bool:
     a, b = literal.match(first), literal.match(second)
     if a and b:
         return not set(a.group(1).split(", ")) & set(b.group(1).split(", "))
-    parts_a, parts_b = set(first.split(" | ")), set(second.split(" | "))
+    parts_a, parts_b = set(union_members(first)), set(union_members(second))
     if parts_a == {"None"} or parts_b == {"None"}:
         return "None" not in (parts_b if parts_a == {"None"} else parts_a)
     scalar = {"str", "bytes", "int", "float", "list", "dict", "tuple"}
@@ -237,8 +266,8 @@ def _covers(earlier: list[str], later: list[str]) -> bool:
     for name, (annotation, optional) in second.items():
         if name not in first:
             return False
-        wider = set(first[name][0].split(" | "))
-        if not (first[name][0] == ANY or set(annotation.split(" | ")) <= wider):
+        wider = set(union_members(first[name][0]))
+        if not (first[name][0] == ANY or set(union_members(annotation)) <= wider):
             return False
         if optional and not first[name][1]:
             return False

@@ -135,7 +135,10 @@ class Project:
         everything: bool = False,
         known: Iterable[str] = (),
         stars: Iterable[str] = (),
+        homes: Iterable[dict[str, Any]] = (),
     ) -> dict[str, Any]:
+        """What the introspector reports for ``symbols`` (or the whole surface), with the
+        classes results are typed as; ``homes`` re-describes classes pulled in earlier."""
         spec, module = self.library(library)
         request = {
             "library": library,
@@ -147,6 +150,7 @@ class Project:
             "typeshed": str(_typeshed()),
             "known": sorted(set(known)),
             "star": sorted(set(stars)),
+            "types": list(homes),
         }
         interpreter = interpreter_for(self.settings, spec.env)
         done = subprocess.run(
@@ -247,7 +251,18 @@ class Project:
                 for path, r in entry["symbols"].items()
                 if r["info"].get("remote_type") and path not in missing
             ]
-            result = self.introspect(library, missing, everything, known, stars)
+            pulled_types = entry.get("types", {})
+            homes = [
+                {
+                    "key": pulled_types[s]["key"],
+                    "module": pulled_types[s]["module"],
+                    "name": s.rpartition(".")[2],
+                }
+                for s in sorted(missing)
+                if s in pulled_types
+            ]
+            asked = {s: u for s, u in missing.items() if s not in pulled_types}
+            result = self.introspect(library, asked, everything, known, stars, homes)
             entry["resolved"] = result.get("version", "unknown")
             entry["generator"] = generator_hash()
             entry["config"] = config
@@ -295,6 +310,8 @@ class Project:
                 }
                 if pulled or (old is not None and old.get("pulled")):
                     record["pulled"] = True
+                    home = {"key": info.get("remote_type"), "module": info["module"]}
+                    entry.setdefault("types", {})[canonical] = home
                 if old is not None:
                     record["first_use"] = old.get("first_use", "") or record["first_use"]
                 entry["symbols"][canonical] = record

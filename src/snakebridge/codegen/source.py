@@ -13,7 +13,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["WIDTH", "Call", "Seq", "def_lines", "docstring", "flat", "quote", "statement"]
+__all__ = [
+    "WIDTH",
+    "Call",
+    "Seq",
+    "def_lines",
+    "docstring",
+    "flat",
+    "quote",
+    "statement",
+    "union_members",
+]
 
 WIDTH = 88
 
@@ -138,6 +148,11 @@ def _subscript_lines(inner: str, text: str) -> list[str]:
     return [inner + text[: opening + 1], *body, inner + text[closing:]]
 
 
+def union_members(hint: str) -> list[str]:
+    """The members of a union hint (``A | B[C | D]`` → ``A``, ``B[C | D]``)."""
+    return _top_level(hint, " | ")
+
+
 def _top_level(text: str, separator: str) -> list[str]:
     """``text`` split at ``separator`` outside brackets and string literals."""
     parts, depth, start, quoted = [], 0, 0, ""
@@ -183,6 +198,8 @@ def docstring(text: str, indent: str) -> list[str]:
     if not lines:
         return []
     lines[0] = lines[0].lstrip()
+    margin = min((len(x) - len(x.lstrip()) for x in lines[1:] if x.strip()), default=0)
+    lines = [lines[0], *(x[margin:] for x in lines[1:])]  # as ruff re-indents them
     lines = [_escape(line) for line in lines]
     if lines[0].startswith('"'):
         lines[0] = " " + lines[0]
