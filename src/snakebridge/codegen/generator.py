@@ -83,7 +83,20 @@ def _value_hint(info: dict[str, Any], ctx: HintContext) -> str:
     if info.get("kind") == "object":
         return hint(info.get("type"), ctx)
     value_type = info.get("value_type")
-    return str(value_type) if value_type in BUILTIN_TYPES else ANY
+    return hint(str(value_type), ctx) if value_type in BUILTIN_TYPES else ANY
+
+
+_PRAGMA = re.compile(r"\s*# (type|pyright): ignore\[[\w, -]+\]$")
+
+
+def _too_long(line: str) -> bool:
+    """Whether ruff's E501 flags ``line`` (pragma comments, lone words and a URL that starts
+    within the limit do not count)."""
+    line = _PRAGMA.sub("", line)
+    if len(line) <= WIDTH or len(line.split()) <= 1:
+        return False
+    last = line.split()[-1]
+    return not ("://" in last and line.rfind(last) < WIDTH)
 
 
 def render_module(spec: ModuleSpec) -> str:
@@ -131,7 +144,7 @@ def render_module(spec: ModuleSpec) -> str:
     text = "\n".join(
         _head(spec, ctx, locals_, body, values, exported) + body + _tail(spec, children)
     )
-    if any(len(line) > WIDTH for line in text.splitlines()):  # docstrings keep their lines
+    if any(_too_long(line) for line in text.splitlines()):  # docstrings keep their lines
         text = text.replace("\n", "\n# ruff: noqa: E501\n", 1)
     return text + "\n"
 
