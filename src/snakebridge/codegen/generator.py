@@ -136,7 +136,7 @@ def render_module(spec: ModuleSpec) -> str:
         "def __getattr__(name: str) -> _t.Any:",
         "    if name in _CONSTANTS:",
         "        return _sb.constant(_LIB, name, globals())",
-        "    return _sb.missing_name(_LIB, name)",
+        "    return _sb.missing_name(_LIB, name, __name__)",
     ]
     exported = sorted(
         (n for n in locals_ if not n.startswith("_")), key=lambda n: isort_key(n, fold=False)
@@ -216,13 +216,22 @@ def _head(
 
 
 def _tail(spec: ModuleSpec, children: list[str]) -> list[str]:
-    """Imports that run after the module's own names exist (children may import them)."""
-    lines = []
-    for name in sorted(spec.reexports):
-        module, home = spec.reexports[name]
-        lines.append(f"from {module} import {home} as {sanitize(name)}  # noqa: E402")
-    if children and lines:
+    """Imports that run after the module's own names exist (children may import them),
+    re-exported classes first (isort puts absolute imports before relative ones)."""
+    here = ".".join([spec.package, *map(sanitize, spec.lib_path.split("."))])
+    found = sorted(spec.reexports.items(), key=lambda r: (r[1][0], isort_key(r[1][1])))
+    lines = [
+        f"from {module} import {home} as {sanitize(name)}  # noqa: E402"
+        for name, (module, home) in found
+        if module != here
+    ]
+    if lines and children:
         lines.append("")
-    for child in children:
-        lines.append(f"from . import {sanitize(child)} as {sanitize(child)}  # noqa: E402")
-    return ["", "", *lines] if lines else []
+    lines += [
+        f"from . import {sanitize(child)} as {sanitize(child)}  # noqa: E402"
+        for child in sorted(children, key=lambda c: isort_key(sanitize(c)))
+    ]
+    aliases = [f"{sanitize(name)} = {home}" for name, (module, home) in found if module == here]
+    return (
+        ["", "", *lines, *([""] if lines and aliases else []), *aliases] if lines or aliases else []
+    )
