@@ -49,8 +49,6 @@ __all__ = [
     "UnsafePath",
     "WorkerCrashed",
     "WorkerStartError",
-    "register_remote_exception",
-    "registered_exception",
     "remote_error",
     "remote_error_class",
 ]
@@ -199,16 +197,17 @@ def remote_error(
     builtin_name: str | None,
     message: str,
     members: list[RemoteError] | None = None,
-    registered: type[RemoteError] | None = None,
+    cls: type[RemoteError] | None = None,
 ) -> RemoteError:
     """A RemoteError for builtin ``builtin_name``, made without running the builtin's __init__.
 
     Builtins differ in what their constructors take (``UnicodeDecodeError`` needs five
     arguments, ``MemoryError``'s ``__new__`` refuses subclasses, an exception group needs its
     members), so ``__init__`` is skipped; a group gets ``members`` (the worker's
-    sub-exceptions) and is a plain RemoteError when there are none.
+    sub-exceptions) and is a plain RemoteError when there are none. ``cls`` (a facade's
+    exception class registered for the remote type) replaces the builtin-derived class.
     """
-    cls = registered or remote_error_class(builtin_name)
+    cls = cls or remote_error_class(builtin_name)
     if issubclass(cls, BaseExceptionGroup):
         if not members:
             cls = RemoteError
@@ -235,10 +234,9 @@ def register_remote_exception(type_key: str, cls: type[RemoteError]) -> None:
     _REGISTERED[type_key] = cls
 
 
-def registered_exception(type_key: str, mro: object = None) -> type[RemoteError] | None:
+def registered_exception(type_key: str, mro: list[str] | None = None) -> type[RemoteError] | None:
     """The class registered for ``type_key``, else for the nearest class in ``mro``."""
-    keys = [type_key, *(k for k in mro if type(k) is str)] if type(mro) is list else [type_key]
-    for key in keys:
+    for key in [type_key, *(mro or [])]:
         cls = _REGISTERED.get(key)
         if cls is not None:
             return cls

@@ -23,7 +23,7 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
 
-from snakebridge_worker import hostrefs, startup, streams
+from snakebridge_worker import hostrefs, kinds, startup, streams
 from snakebridge_worker import policy as pol
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
@@ -113,6 +113,7 @@ class WorkerCodec(v.ValueCodec):
         self.inout: List[Tuple[int, Any]] = []
         self.inout_calls: Dict[int, List[Tuple[int, Any]]] = {}
         self.decoders[p.EXT_REF] = lambda d: registry.get(msgpack.unpackb(d))
+        self.decoders[p.EXT_METHOD] = lambda d: _bound_method(registry, msgpack.unpackb(d))
         self.decoders[p.EXT_CALLBACK] = lambda d: hostrefs.make(msgpack.unpackb(d), None)
         self.decoders[p.EXT_NDARRAY] = lambda d: v.decode_ndarray(d, writable=False)
         self.builders[p.EXT_NAME] = self._by_name
@@ -159,8 +160,12 @@ class WorkerCodec(v.ValueCodec):
 
     def _by_name(self, items: List[Any]) -> Any:
         _, module, qualname, fallback = items
+        plain = kinds.plain_builtin(module, qualname)
+        if plain is not None:  # len, str, ValueError: every library has them anyway
+            return plain
         try:
-            return resolve(module, qualname)
+            worker = _CURRENT
+            return resolve(module, qualname, worker.policy if worker is not None else _OPEN)
         except Exception as exc:
             if fallback is not None:
                 return fallback  # the host's object by reference (or an enum member's value)
@@ -213,6 +218,15 @@ class WorkerCodec(v.ValueCodec):
                 f"{self.connection.max_frame:,}-byte frame limit"
             )
         return body
+
+
+def _bound_method(registry: "Registry", described: Any) -> Any:
+    """``getattr(object, name)`` for a method the host looked up on a Ref (EXT_METHOD)."""
+    ref_id, name = described
+    subject = registry.get(ref_id)
+    policy = _CURRENT.policy if _CURRENT is not None else _OPEN
+    policy.check_attribute(subject, name)
+    return getattr(subject, name)
 
 
 class _Opaque:

@@ -81,6 +81,7 @@ EXT_BYTEARRAY = 22  # flat: the bytes of a bytearray
 EXT_HOSTREF = 23  # composite [host object id, meta]: a host object by reference
 EXT_INOUT = 24  # composite [array, host object id]: an array whose writes go back to the host
 EXT_RECORDS = 25  # flat: a list of tuples of plain scalars, packed as plain arrays
+EXT_METHOD = 26  # flat [ref id, name]: getattr(the Ref's object, name), a method sent as itself
 
 # ERROR kinds.
 ERR_REMOTE = "remote"

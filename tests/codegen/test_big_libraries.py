@@ -19,7 +19,7 @@ import snakebridge
 
 from .conftest import cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.envs]
 
 CASES = Path(__file__).with_name("cases")
 PYPROJECT = """

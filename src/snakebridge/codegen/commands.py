@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from snakebridge.codegen.generator import ModuleSpec, render_module
+from snakebridge.codegen.helper_facades import stale_helpers, write_helper_facades
 from snakebridge.codegen.pipeline import Project, SyncReport
 from snakebridge.config import load_settings
 from snakebridge.errors import SnakeBridgeError
@@ -84,7 +85,9 @@ def _progress() -> Iterator[Callable[[str], None]]:
 def sync() -> None:
     """Generate facades for every symbol the project uses (only what is new)."""
     with _errors(), _progress() as progress:
-        report = _project().sync(progress)
+        project = _project()
+        report = project.sync(progress)
+        report.written += write_helper_facades(project.settings)  # streams (#14): helpers
     _print_report(report)
     if report.errors:
         sys.exit(1)
@@ -94,7 +97,8 @@ def sync() -> None:
 def check() -> None:
     """Fail when the code uses symbols the committed facades lack, or facades are stale."""
     with _errors():
-        problems = _project().check()
+        project = _project()
+        problems = project.check() + stale_helpers(project.settings)  # streams (#14): helpers
     for problem in problems:
         click.echo(problem)
     if problems:

@@ -123,7 +123,7 @@ def _stream_twin(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
     return [*lines, *statement("    ", "return ", call)]
 
 
-def render_helper(helper: HelperSource, version: str = "") -> str:
+def render_helper(helper: HelperSource, version: str = "", package: str = "") -> str:
     """The facade module source for one helper (with ``_stream`` twins of its generators)."""
     from snakebridge.codegen.pipeline import _version
 
@@ -134,7 +134,7 @@ def render_helper(helper: HelperSource, version: str = "") -> str:
             library=helper.name,
             resolved=f"helper source sha256:{helper.digest}",
             lib_path=helper.name,
-            package="",
+            package=package or "snakebridge_generated",
             symbols=symbols,
         )
     )

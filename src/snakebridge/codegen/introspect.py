@@ -71,14 +71,7 @@ VALUE_TYPES = {
     "collections.Counter",
     "collections.defaultdict",
     "collections.deque",
-    "zoneinfo.ZoneInfo",
-    "pathlib.PurePath",
-    "pathlib.Path",
-    "pathlib.PosixPath",
-    "pathlib.PurePosixPath",
-    "pathlib.WindowsPath",
-    "pathlib.PureWindowsPath",
-}  # what the value codec sends by value (snakebridge_worker/values.py)
+}  # what the worker's value codec sends back by value (snakebridge_worker/values.py)
 TYPESHED: List[str] = []
 TYPING_MODULES = ("typing.", "typing_extensions.", "collections.abc.", "_collections_abc.")
 

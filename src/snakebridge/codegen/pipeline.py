@@ -119,13 +119,21 @@ class Project:
     # -- scanning -----------------------------------------------------------------------------
     def scan(self) -> ScanResult:
         roots = [self.settings.root / p for p in (self.settings.scan or ("."))]
-        return scan_paths(
+        result = scan_paths(
             [r for r in roots if r.exists()],
             self.settings.generated.split(".")[0],
             self.settings.root,
             cache_file=self.state_dir / "cache" / "scan.json",
             skip=self.generated_dir,
         )
+        helpers = self.settings.helpers  # streams (#14): their facades come from their source
+        if helpers:
+            result.uses = [
+                u
+                for u in result.uses
+                if not any(f"{u.library}.{u.symbol}.".startswith(h + ".") for h in helpers)
+            ]
+        return result
 
     # -- introspection ------------------------------------------------------------------------
     def introspect(

@@ -44,6 +44,7 @@ __all__ = [
     "status",
 ]
 
+
 def _module_of_library(library: str) -> str:
     return runtime().route(library)[1]
 

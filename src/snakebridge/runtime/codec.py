@@ -78,8 +78,13 @@ class HostCodec(v.ValueCodec):
 
     # -- encoding -----------------------------------------------------------------------------
     def fallback(self, obj: Any) -> Any:
-        from snakebridge.runtime.refs import Ref, check_valid
+        from snakebridge.runtime.refs import Ref, RemoteMethod, check_valid
 
+        if type(obj) is RemoteMethod:  # a method looked up on a Ref, sent as the method itself
+            owner = obj._sb_owner
+            check_valid(owner)
+            self.refs_seen.append(owner)
+            return msgpack.ExtType(p.EXT_METHOD, msgpack.packb([owner._sb_id, obj._sb_name]))
         if isinstance(obj, Ref):
             check_valid(obj)
             self.refs_seen.append(obj)
@@ -108,7 +113,7 @@ class HostCodec(v.ValueCodec):
             return [v.HEADS[p.EXT_BUILD], "namedtuple", cls, list(obj)]
         name = hostobjects.importable_name(obj)
         if name is not None:
-            fallback = self.host_ref(obj) if hostobjects.needs_fallback(name[0]) else None
+            fallback = self.host_ref(obj) if hostobjects.needs_fallback(*name) else None
             return [v.HEADS[p.EXT_NAME], name[0], name[1], fallback]
         return self.host_ref(obj)
 

@@ -163,7 +163,7 @@ class Pool:
             "workers": [
                 {
                     "pid": w.pid,
-                    "state": "streaming" if getattr(w, "streaming", False) else w.state.value,
+                    "state": "streaming" if w.streaming else w.state.value,
                     "calls": w.calls,
                     **({"startup": w.info["startup"]} if w.info.get("startup") else {}),  # 14
                 }
@@ -382,13 +382,19 @@ class Pool:
 
     def open_channel(self, call: Call) -> Channel:
         """Lease a worker for ``call`` (like :meth:`run`), send it, and hold it for a stream."""
-        leased = self._lease(call)
+        if call.nested:
+            leased = None
+        else:  # streams (#14): an idle worker, marked streaming under the leaser's lock
+            if not self._started:
+                self.start()
+            leased = self.leaser.acquire(call.want, call.avoid, hold=True)
         worker = leased or call.want
         assert worker is not None
         pending = self._pending(call)
         try:
             worker.line.submit(pending, worker.flush_releases() + call.frame)
         except Lost:
+            worker.streaming = False
             if leased is not None:
                 self._finished(leased)
             raise WorkerCrashed(f"worker {worker.pid} was lost before {call.description}") from None
@@ -488,5 +494,6 @@ class Channel:
             self.worker.line.kill_reason = "interrupted"
             self.worker.transport.kill()
             self.worker.line.lose(PeerClosed(str(error)))
+        self.worker.streaming = False
         if self._leased is not None:
             self.pool._finished(self._leased)
