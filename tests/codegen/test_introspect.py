@@ -11,7 +11,7 @@ from typing import Any
 import typeshed_client
 
 from snakebridge.codegen import introspect
-from snakebridge.codegen.pipeline import INTROSPECT, _typeshed
+from snakebridge.codegen.pipeline import INTROSPECT, INTROSPECT_ENV, _typeshed
 
 
 def run(module: str, symbols: list[str]) -> dict[str, Any]:
@@ -22,7 +22,8 @@ def run(module: str, symbols: list[str]) -> dict[str, Any]:
         "typeshed": str(_typeshed()),
     }
     done = subprocess.run(
-        [sys.executable, "-I", str(INTROSPECT)],
+        [sys.executable, "-s", str(INTROSPECT)],
+        env=INTROSPECT_ENV,
         input=json.dumps(request),
         capture_output=True,
         text=True,

@@ -2,7 +2,8 @@
 
 A standalone script (one file by design: it is copied into nothing and imports nothing of
 snakebridge, so it is longer than our other modules). It runs inside the library's environment
-with only the standard library, as ``python -I introspect.py`` with a JSON request on stdin::
+with only the standard library, as ``python -s introspect.py`` (no PYTHON* variables but a fixed
+``PYTHONHASHSEED``) with a JSON request on stdin::
 
     {"library": "numpy", "module": "numpy", "symbols": ["mean", "linalg.norm"], "all": false,
      "depth": 1, "typeshed": "/path/to/typeshed/stdlib"}
@@ -882,6 +883,8 @@ def _surface(top: Any, module_name: str, depth: int) -> List[str]:
 
 
 def main() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]  # as -I would
     request = json.loads(sys.stdin.read())
     module_name = request["module"]
     if request.get("typeshed"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +26,11 @@ from snakebridge.runtime.interpreters import interpreter_for
 __all__ = ["Project", "SyncReport"]
 
 INTROSPECT = Path(__file__).with_name("introspect.py")
+# Isolated like ``-I`` (no PYTHON* variables, no user site; the script drops its own directory
+# from sys.path), but with a fixed hash seed: libraries that format sets into docstrings give
+# the same text every run, so facades are byte-identical.
+INTROSPECT_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+INTROSPECT_ENV["PYTHONHASHSEED"] = "0"
 TIERS = ("runtime", "text_signature", "stub", "docstring", "variadic")
 
 
@@ -162,11 +168,12 @@ class Project:
         }
         interpreter = interpreter_for(self.settings, spec.env)
         done = subprocess.run(
-            [interpreter, "-I", str(INTROSPECT)],
+            [interpreter, "-s", str(INTROSPECT)],
             input=json.dumps(request),
             capture_output=True,
             text=True,
             cwd="/",
+            env=INTROSPECT_ENV,
             timeout=600,
         )
         if done.returncode != 0:
