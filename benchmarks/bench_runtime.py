@@ -305,19 +305,26 @@ class Contenders:
             body = lambda i: snakebridge.call("operator", "pos", [i])  # noqa: E731
             return lambda total: threaded([body] * n, total)
 
-        async def sb_async(total: int) -> None:
-            per = total // TP_IN_FLIGHT
+        async def sb_async(total: int, tasks: int) -> None:
+            per = total // tasks
 
             async def worker() -> None:
                 for i in range(per):
                     await snakebridge.acall("operator", "pos", [i])
 
-            await asyncio.gather(*(worker() for _ in range(TP_IN_FLIGHT)))
+            await asyncio.gather(*(worker() for _ in range(tasks)))
 
-        def sb_acall(total: int) -> float:
-            start = time.perf_counter()
-            self.loop.run_until_complete(sb_async(total))
-            return time.perf_counter() - start
+        def sb_acall(tasks: int) -> Callable[[int], float]:
+            def run(total: int) -> float:
+                start = time.perf_counter()
+                self.loop.run_until_complete(sb_async(total, tasks))
+                return time.perf_counter() - start
+
+            return run
+
+        def executor_threads(executor: Any, n: int) -> Callable[[int], float]:
+            body = lambda i: executor.submit(operator.pos, i).result()  # noqa: E731
+            return lambda total: threaded([body] * n, total)
 
         def pipe_body(conn: Connection) -> Callable[[int], Any]:
             def body(i: int) -> Any:
@@ -352,17 +359,20 @@ class Contenders:
         runs: dict[str, Callable[[int], float]] = {
             "snakebridge.map (pipelined)": sb_map,
             "snakebridge.call, 2 threads": sb_threads(2),
-            "snakebridge.call, 4 threads": sb_threads(4),
-            f"snakebridge.acall, {TP_IN_FLIGHT} tasks": sb_acall,
+            "snakebridge.call, 8 threads": sb_threads(8),
+            "snakebridge.acall, 1 task": sb_acall(1),
+            f"snakebridge.acall, {TP_IN_FLIGHT} tasks": sb_acall(TP_IN_FLIGHT),
             "raw Pipe x2, 2 threads (floor)": lambda total: threaded(
                 [pipe_body(c) for c in self.pipes], total
             ),
             "ProcessPoolExecutor.map": executor_map(self.ppe),
             "ProcessPoolExecutor.submit all": executor_submit(self.ppe),
+            "ProcessPoolExecutor, 8 threads": executor_threads(self.ppe, 8),
         }
         if self.loky is not None:
             runs["loky.map"] = executor_map(self.loky)
             runs["loky.submit all"] = executor_submit(self.loky)
+            runs["loky, 8 threads"] = executor_threads(self.loky, 8)
         if self.execnet:
             channels = [channel for channel, _ in self.execnet]
 
@@ -667,6 +677,18 @@ def print_latency(title: str, latency: dict[str, dict[str, float]]) -> None:
         )
 
 
+def print_throughput(throughput: dict[str, float]) -> float:
+    """Print section 2 with ratios; the best snakebridge rate."""
+    best_sb = max(v for k, v in throughput.items() if k.startswith("snakebridge"))
+    peers = {k: v for k, v in throughput.items() if _is_peer(k)}
+    best_peer = max(peers, key=lambda k: peers[k])
+    print(f"\n2. throughput, 2 workers, {TP_CALLS} small calls per run, many in flight")
+    print(f"  {'':38s} {'calls/s':>9s}   {'x best peer':>11s}   (best peer: {best_peer})")
+    for name, rate in sorted(throughput.items(), key=lambda item: -item[1]):
+        print(f"  {name:38s} {rate:9.0f}   {rate / peers[best_peer]:10.2f}x")
+    return best_sb
+
+
 def _is_peer(name: str) -> bool:
     return not name.startswith(("raw", "snakebridge"))
 
@@ -674,7 +696,21 @@ def _is_peer(name: str) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="run section 2 only (quick concurrency check)",
+    )
     args = parser.parse_args()
+    if args.throughput_only:
+        contenders = Contenders()
+        try:
+            throughput = timed_section("throughput", bench_throughput, contenders)
+        finally:
+            contenders.close()
+            snakebridge.shutdown()
+        print_throughput(throughput)
+        return
     began = time.perf_counter()
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; medians over interleaved rounds"
@@ -702,10 +738,7 @@ def main() -> None:
             one_cpu,
         )
 
-    best_sb = max(v for k, v in throughput.items() if k.startswith("snakebridge"))
-    print(f"\n2. throughput, 2 workers, {TP_CALLS} small calls per run, many in flight")
-    for name, rate in sorted(throughput.items(), key=lambda item: -item[1]):
-        print(f"  {name:38s} {rate:9.0f} calls/s   {rate / best_sb:5.2f}x best snakebridge")
+    best_sb = print_throughput(throughput)
 
     print("\n3. cold start to 2 workers answering (fresh interpreter per sample, bytecode cached)")
     print(f"  {'':42s} {'import+start':>13s} {'start only':>11s} {'x snakebridge':>14s}")

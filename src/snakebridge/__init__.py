@@ -9,7 +9,21 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
-from snakebridge.runtime.client import acall, aget, call, get, options, shutdown, status
+from snakebridge.runtime.client import ClientSession as Session
+from snakebridge.runtime.client import (
+    aattr,
+    acall,
+    aget,
+    amap,
+    amethod,
+    attr,
+    call,
+    get,
+    method,
+    options,
+    shutdown,
+    status,
+)
 from snakebridge.runtime.client import map_ as map
 from snakebridge.runtime.errors import (
     CallTimeout,
@@ -29,7 +43,7 @@ from snakebridge.runtime.errors import (
     WorkerCrashed,
     WorkerStartError,
 )
-from snakebridge.runtime.refs import Ref, Session
+from snakebridge.runtime.refs import Ref
 
 
 def __getattr__(name: str) -> _Any:
@@ -68,11 +82,16 @@ __all__ = [
     "WorkerCrashed",
     "WorkerStartError",
     "__version__",
+    "aattr",
     "acall",
     "aget",
+    "amap",
+    "amethod",
+    "attr",
     "call",
     "get",
     "map",
+    "method",
     "options",
     "session",
     "shutdown",

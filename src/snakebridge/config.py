@@ -8,9 +8,11 @@ Every problem is a :class:`~snakebridge.ConfigError` that names the file and the
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -54,6 +56,7 @@ class LibrarySpec(_Strict, frozen=True):
     streaming: list[str] = []
     min_signature_tier: SignatureTier = "variadic"
     idempotent: bool | list[str] = False
+    allow_private: bool = False
 
     @property
     def is_stdlib(self) -> bool:
@@ -123,6 +126,16 @@ class Settings:
     def allow_all(self) -> bool:
         """True for the embedded default: everything in the host environment is callable."""
         return self.libraries is None
+
+    def allowlist(self) -> dict[str, dict[str, bool]] | None:
+        """What the workers enforce: ``{module root: {"allow_private": bool}}``; None when
+        there is no config table (no boundary). Sent to every worker in its INIT frame."""
+        if self.libraries is None:
+            return None
+        return {
+            spec.module or name: {"allow_private": spec.allow_private}
+            for name, spec in sorted(self.libraries.items())
+        }
 
     def library_for(self, name: str) -> tuple[str, LibrarySpec] | None:
         """The configured library that owns dotted module ``name`` (``numpy.linalg`` → numpy)."""
@@ -216,6 +229,32 @@ def _validate(table: dict[str, Any], path: Path) -> _Table:
     return _convert(checked, _Table, "tool.snakebridge", path)
 
 
+def _pool_problems(pool: PoolSpec) -> Iterator[tuple[str, str]]:
+    """(key, problem) for each pool value that validates as a type but cannot work."""
+    for key, parse in (("ttl", parse_duration), ("max_memory", parse_bytes)):
+        try:
+            parsed = parse(getattr(pool, key))
+        except ValueError as exc:
+            yield key, str(exc)
+            continue
+        if parsed is not None and not (0 < parsed < math.inf):
+            unit = "a duration" if key == "ttl" else "a size"
+            yield key, f"{key} must be {unit} above 0 (or left out for no limit), got {parsed}"
+    for key, least in (("max_requests", 1), ("max_queue", 1)):
+        value = getattr(pool, key)
+        if value is not None and value < least:
+            yield key, f"{key} must be at least {least}, got {value}"
+    timeouts = (("startup_timeout", False), ("call_timeout", False), ("queue_timeout", True))
+    for key, zero_ok in timeouts:
+        value = getattr(pool, key)
+        if value is None:
+            continue
+        low_ok = value >= 0 if zero_ok else value > 0
+        if not (low_ok and math.isfinite(value)):
+            bound = "0 or more" if zero_ok else "above 0"
+            yield key, f"{key} must be a finite number of seconds {bound}, got {value}"
+
+
 def _check_semantics(parsed: _Table, path: Path) -> None:
     def fail(key: str, problem: str) -> None:
         raise ConfigError(problem, key=f"tool.snakebridge.{key}", path=path)
@@ -227,11 +266,8 @@ def _check_semantics(parsed: _Table, path: Path) -> None:
             fail(f"pools.{name}.size", f"pool size must be at least 1, got {pool.size}")
         if pool.env not in envs:
             fail(f"pools.{name}.env", f"unknown environment {pool.env!r} (known: {sorted(envs)})")
-        for key, parse in (("ttl", parse_duration), ("max_memory", parse_bytes)):
-            try:
-                parse(getattr(pool, key))
-            except ValueError as exc:
-                fail(f"pools.{name}.{key}", str(exc))
+        for key, problem in _pool_problems(pool):
+            fail(f"pools.{name}.{key}", problem)
     for name, lib in parsed.libraries.items():
         if isinstance(lib, str):
             continue

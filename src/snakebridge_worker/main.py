@@ -6,8 +6,10 @@ Started by the host as ``python -I -u -c BOOT <worker-dir> <socket-fd> <host-pid
 from __future__ import annotations
 
 import builtins
+import collections
 import difflib
 import importlib
+import itertools
 import operator
 import os
 import signal
@@ -16,10 +18,11 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Deque, Dict, List, Optional, Set
 
 import msgpack
 
+from snakebridge_worker import policy as pol
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
 
@@ -102,10 +105,13 @@ class WorkerCodec(v.ValueCodec):
         self.connection = connection
         self.session = 0
         self.path_values = False
+        self.classes_sent: Set[str] = set()
         self.decoders[p.EXT_REF] = lambda d: registry.get(msgpack.unpackb(d))
         self.decoders[p.EXT_CALLBACK] = lambda d: HostCallback(connection, self, msgpack.unpackb(d))
 
     def fallback(self, obj: Any) -> Any:
+        if type(obj) is _Opaque:
+            return self.as_ref(obj.value)
         if self.path_values and v.is_path(obj):
             return v.encode_path(self, obj)
         if self.host_numpy:
@@ -114,9 +120,29 @@ class WorkerCodec(v.ValueCodec):
                 return v.encode_ndarray(self, obj)
             if kind == "scalar":
                 return v.encode_npscalar(self, obj)
+        return self.as_ref(obj)
+
+    def as_ref(self, obj: Any) -> msgpack.ExtType:
+        """Register ``obj`` for the host and describe it as a Ref."""
         cls = type(obj)
         ref_id = self.registry.add(self.session, obj)
-        return msgpack.ExtType(p.EXT_REF, msgpack.packb([ref_id, cls.__module__, cls.__qualname__]))
+        key = v.type_key(cls)
+        if key in self.classes_sent:
+            described = [ref_id, cls.__module__, cls.__qualname__]
+        else:  # the first Ref of a class on this connection carries its MRO (no extra trip)
+            self.classes_sent.add(key)
+            mro = [v.type_key(klass) for klass in cls.__mro__]
+            described = [ref_id, cls.__module__, cls.__qualname__, mro]
+        return msgpack.ExtType(p.EXT_REF, msgpack.packb(described))
+
+
+class _Opaque:
+    """Marks a value that must travel as a Ref even where its type travels by value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 class Connection:
@@ -226,26 +252,42 @@ def _import(module_name: str) -> Any:
         raise
 
 
-def resolve(module_name: str, qualname: str) -> Any:
+_OPEN = pol.Policy(None)
+
+
+def resolve(module_name: Any, qualname: Any, policy: pol.Policy = _OPEN) -> Any:
+    """The object ``module_name.qualname``, walked one attribute at a time under ``policy``."""
+    if not isinstance(module_name, str) or not isinstance(qualname, str) or not module_name:
+        raise SymbolError(f"a call names a module and a symbol, got {module_name!r}, {qualname!r}")
+    policy.check_module_name(module_name)
     obj = _import(module_name)
     if not qualname:
         return obj
     path = module_name
     for part in qualname.split("."):
+        policy.check_attribute(obj, part)
         try:
             obj = getattr(obj, part)
         except AttributeError:
             if isinstance(obj, type(sys)):
+                submodule = f"{obj.__name__}.{part}"
                 try:
-                    obj = _import(f"{obj.__name__}.{part}")
+                    policy.check_module_name(submodule)
+                    obj = _import(submodule)
                     path = f"{path}.{part}"
                     continue
-                except SymbolError:
+                except (SymbolError, pol.NotAllowed):
                     pass
-            hint = _close_matches(part, dir(obj))
+            hint = _close_matches(part, _public(dir(obj), policy))
             raise SymbolError(f"{path} has no attribute {part!r}{hint}") from None
         path = f"{path}.{part}"
+        policy.check_reached(obj, path)
     return obj
+
+
+def _public(names: List[str], policy: pol.Policy) -> List[str]:
+    """Names worth suggesting: the public ones when a boundary is set."""
+    return names if policy.open else [name for name in names if not name.startswith("_")]
 
 
 def _builtin_base(exc: BaseException) -> Optional[str]:
@@ -255,9 +297,14 @@ def _builtin_base(exc: BaseException) -> Optional[str]:
     return None
 
 
-def error_payload(kind: str, exc: BaseException, with_traceback: bool = True) -> Dict[str, Any]:
+_GROUP = getattr(builtins, "BaseExceptionGroup", None)  # Python >= 3.11
+
+
+def error_payload(
+    kind: str, exc: BaseException, with_traceback: bool = True, depth: int = 0
+) -> Dict[str, Any]:
     cls = type(exc)
-    return {
+    payload: Dict[str, Any] = {
         "kind": kind,
         "type": v.type_key(cls),
         "builtin": _builtin_base(exc),
@@ -266,6 +313,12 @@ def error_payload(kind: str, exc: BaseException, with_traceback: bool = True) ->
         if with_traceback
         else "",
     }
+    if _GROUP is not None and isinstance(exc, _GROUP):  # members travel too, for except*
+        payload["message"] = exc.message
+        if depth < 8:
+            members = exc.exceptions[:1000]
+            payload["exceptions"] = [error_payload(kind, e, False, depth + 1) for e in members]
+    return payload
 
 
 def _exit_exception(spec: Any) -> Any:
@@ -290,7 +343,14 @@ def _memory_rss() -> int:
 
 
 class Worker:
-    """One worker process: a registry, a codec and the dispatch loop."""
+    """One worker process: a registry, a codec and the dispatch loop.
+
+    Exactly one thread at a time reads the socket (the *reader role*): the main loop while
+    idle, or any thread waiting for a host callback's answer — callbacks may come from threads
+    the library started. What the reader reads is routed by id: callback answers to the thread
+    waiting for them, nested calls (sent from inside a host callback) run at once, other calls
+    wait until the running call has finished (``deferred``), so calls never interleave.
+    """
 
     def __init__(self, connection: Connection, host_numpy: bool) -> None:
         self.connection = connection
@@ -298,64 +358,137 @@ class Worker:
         self.codec = WorkerCodec(self.registry, host_numpy, connection)
         self.packer = self.codec.packer()
         self.calls = 0
+        self.options: Dict[str, Any] = {}
+        self.policy = _OPEN
+        self.send_lock = threading.Lock()
+        self.cv = threading.Condition()
+        self.reading = False
+        self.replies: Dict[int, List[Any]] = {}
+        self.deferred: Deque[List[Any]] = collections.deque()
+        self.running: List[int] = []  # ids of the calls executing (nested ones on top)
+        self.stopping = False
+        self._requests = itertools.count(1)
 
     def send(self, message: List[Any]) -> None:
-        self.connection.send(self.packer.pack(message))
+        with self.send_lock:
+            body = self.packer.pack(message)
+            self.connection.send(body)
 
     def reply(self, kind: int, call_id: int, payload: Any) -> None:
         if _RELEASED_CALLBACKS:  # tell the host which of its callables we no longer hold
             released = _RELEASED_CALLBACKS[:]
             del _RELEASED_CALLBACKS[: len(released)]
             self.send([p.CALLBACK_RELEASE, 0, released])
-        try:
-            body = self.packer.pack([kind, call_id, payload])
-        except Exception as exc:  # an unencodable result: report it instead of dying
-            self.packer.reset()
-            body = self.packer.pack([p.ERROR, call_id, error_payload(p.ERR_REMOTE, exc)])
-        self.connection.send(body)
+        with self.send_lock:
+            try:
+                body = self.packer.pack([kind, call_id, payload])
+            except Exception as exc:  # an unencodable result: report it instead of dying
+                self.packer.reset()
+                body = self.packer.pack([p.ERROR, call_id, error_payload(p.ERR_REMOTE, exc)])
+            self.connection.send(body)
+
+    # -- the reader role ------------------------------------------------------------------------
+    def _read(self) -> List[Any]:
+        """One decoded frame (reader role held); exits when the host has gone."""
+        body = self.connection.read()
+        if body is None:
+            os._exit(0)
+        message: List[Any] = self.codec.unpack(body)
+        return message
+
+    def _lead_or_wait(self, ready: Any) -> bool:
+        """With ``cv`` held: wait until ``ready()`` or the reader role is free; True if taken."""
+        while self.reading and not ready():
+            self.cv.wait()
+        if ready():
+            return False
+        self.reading = True
+        return True
+
+    def _done_reading(self) -> None:
+        with self.cv:
+            self.reading = False
+            self.cv.notify_all()
 
     def run(self) -> None:
-        while True:
-            body = self.connection.read()
-            if body is None:
-                return
-            try:
-                message = self.codec.unpack(body)
-                kind = message[0]
-            except Exception as exc:
-                self.send([p.ERROR, 0, error_payload(p.ERR_PROTOCOL, exc, False)])
-                return
-            if kind == p.CALL:
+        while not self.stopping:
+            with self.cv:
+                message = self.deferred.popleft() if self.deferred else None
+                if message is None and not self._lead_or_wait(lambda: bool(self.deferred)):
+                    continue
+            if message is None:
+                try:
+                    message = self._read()
+                except Exception as exc:
+                    self.send([p.ERROR, 0, error_payload(p.ERR_PROTOCOL, exc, False)])
+                    return
+                finally:
+                    self._done_reading()
+            self.route(message, in_callback=False)
+
+    def route(self, message: Any, in_callback: bool) -> None:
+        """Act on one frame from the host."""
+        if type(message) is not list or len(message) < 2:
+            raise ValueError(f"a frame is not [kind, id, ...]: {message!r:.60}")
+        kind = message[0]
+        if kind == p.CALL:
+            nested = bool(message[3] & p.FLAG_NESTED) if len(message) > 3 else False
+            if in_callback and not nested:
+                with self.cv:
+                    self.deferred.append(message)
+                    self.cv.notify_all()
+            else:
                 self.handle_call(message)
-            elif kind == p.RELEASE:
-                self.registry.release(message[2], message[3])
-            elif kind == p.RELEASE_SESSION:
-                self.registry.release_session(message[2])
-            elif kind == p.PING:
-                stats = {
-                    "rss": _memory_rss(),
-                    "refs": len(self.registry.objects),
-                    "calls": self.calls,
-                }
-                self.send([p.PONG, message[1], stats])
-            elif kind == p.SHUTDOWN:
-                return
-            elif kind != p.CANCEL:  # a cancel for a call already answered is harmless
-                problem = ValueError(f"unexpected frame kind {kind!r}")
-                self.send([p.ERROR, message[1], error_payload(p.ERR_PROTOCOL, problem, False)])
+        elif kind in (p.CALLBACK_RESULT, p.CALLBACK_ERROR):
+            request = message[3] if len(message) > 3 else message[1]
+            with self.cv:
+                self.replies[request] = message
+                self.cv.notify_all()
+        elif kind == p.RELEASE:
+            self.registry.release(message[2], message[3])
+        elif kind == p.RELEASE_SESSION:
+            self.registry.release_session(message[2])
+        elif kind == p.PING:
+            stats = {"rss": _memory_rss(), "refs": len(self.registry.objects), "calls": self.calls}
+            self.send([p.PONG, message[1], stats])
+        elif kind == p.SHUTDOWN:
+            self.stopping = True
+        elif kind != p.CANCEL:  # a cancel for a call already answered is harmless
+            problem = ValueError(f"unexpected frame kind {kind!r}")
+            self.send([p.ERROR, message[1], error_payload(p.ERR_PROTOCOL, problem, False)])
 
     def handle_call(self, message: List[Any]) -> None:
         _, call_id, session, flags, module, qualname, ref_id, op, args, kwargs = message
         self.calls += 1
+        outer = self.codec.session, self.codec.path_values
         self.codec.session = session
         self.codec.path_values = bool(flags & p.FLAG_PATH_VALUES)
+        self.running.append(call_id)
+        try:
+            self._execute(call_id, module, qualname, ref_id, op, args, kwargs)
+        finally:
+            self.running.pop()
+            self.codec.session, self.codec.path_values = outer
+
+    def _execute(
+        self,
+        call_id: int,
+        module: Optional[str],
+        qualname: str,
+        ref_id: Optional[int],
+        op: str,
+        args: List[Any],
+        kwargs: Optional[Dict[str, Any]],
+    ) -> None:
         try:
             subject = self.registry.get(ref_id) if ref_id is not None else None
             if module is not None:
-                subject = resolve(module, qualname)
+                subject = resolve(module, qualname, self.policy)
             result = self.apply(subject, op, qualname, args, kwargs or {})
-        except SymbolError as exc:
+        except (SymbolError, pol.NameRefused) as exc:
             self.reply(p.ERROR, call_id, error_payload(p.ERR_SYMBOL, exc, False))
+        except pol.NotAllowed as exc:
+            self.reply(p.ERROR, call_id, error_payload(p.ERR_NOT_ALLOWED, exc, False))
         except RefError as exc:
             self.reply(p.ERROR, call_id, error_payload(p.ERR_REF, exc, False))
         except BaseException as exc:  # SystemExit from a library is an answer, not our exit
@@ -371,18 +504,23 @@ class Worker:
         if op == p.OP_GET:
             return subject
         if op == p.OP_METHOD:
+            self.policy.check_attribute(subject, args[0])
             return getattr(subject, args[0])(*args[1:], **kwargs)
         if op == p.OP_GETATTR:
-            return getattr(subject, args[0])
+            self.policy.check_attribute(subject, args[0])
+            found = getattr(subject, args[0])
+            self.policy.check_reached(found, f"attribute {args[0]!r}")
+            return found
         if op == p.OP_SETATTR:
+            self.policy.check_attribute(subject, args[0], write=True)
             setattr(subject, args[0], args[1])
             return None
         if op == p.OP_DELATTR:
+            self.policy.check_attribute(subject, args[0], write=True)
             delattr(subject, args[0])
             return None
         if op == p.OP_OPERATOR:
-            if qualname.startswith("_") or not hasattr(operator, qualname):
-                raise SymbolError(f"operator has no function {qualname!r}")
+            self.policy.check_operator(qualname)
             return getattr(operator, qualname)(*args)
         if op == p.OP_BUILTIN:
             function = _BUILTIN_OPS.get(qualname)
@@ -399,6 +537,9 @@ class Worker:
                 except StopIteration:
                     return [items, True]
             return [items, False]
+        if op == p.OP_ITER:
+            iterator = iter(subject)
+            return [True, None] if iterator is subject else [False, _Opaque(iterator)]
         if op == p.OP_TYPE_MRO:
             return [v.type_key(cls) for cls in type(subject).__mro__]
         if op == p.OP_EXIT:
@@ -406,28 +547,23 @@ class Worker:
         raise SymbolError(f"unknown operation {op!r}")
 
     def callback(self, callback_id: int, args: List[Any], kwargs: Dict[str, Any]) -> Any:
-        """Ask the host to run callback ``callback_id`` and wait for its answer."""
-        session = self.codec.session
-        self.send([p.CALLBACK, callback_id, args, kwargs])
+        """Ask the host to run callback ``callback_id`` and wait for its answer (any thread)."""
+        request = next(self._requests)
+        call_id = self.running[-1] if self.running else 0
+        self.send([p.CALLBACK, callback_id, args, kwargs, call_id, request])
         while True:
-            body = self.connection.read()
-            if body is None:
-                os._exit(0)
-            message = self.codec.unpack(body)
-            kind = message[0]
-            if kind == p.CALLBACK_RESULT:
-                self.codec.session = session
-                return message[2]
-            if kind == p.CALLBACK_ERROR:
-                self.codec.session = session
-                raise _callback_error(message[2])
-            if kind == p.RELEASE:
-                self.registry.release(message[2], message[3])
-            elif kind == p.RELEASE_SESSION:
-                self.registry.release_session(message[2])
-            elif kind == p.CALL:  # a call re-entering from inside the host callback
-                self.handle_call(message)
-                self.codec.session = session
+            with self.cv:
+                if not self._lead_or_wait(lambda: request in self.replies):
+                    message = self.replies.pop(request)
+                    break
+            try:
+                incoming = self._read()
+            finally:
+                self._done_reading()
+            self.route(incoming, in_callback=True)
+        if message[0] == p.CALLBACK_ERROR:
+            raise _callback_error(message[2])
+        return message[2]
 
 
 def _callback_error(payload: Dict[str, Any]) -> BaseException:
@@ -466,14 +602,24 @@ def _watch_parent(host_pid: int) -> None:
     threading.Thread(target=poll, name="snakebridge-parent-watch", daemon=True).start()
 
 
-def _read_init(connection: Connection) -> Tuple[bool, int]:
+def _read_init(connection: Connection) -> Dict[str, Any]:
+    """The host's INIT options (``host_numpy``, ``max_frame`` and any the host adds)."""
     body = connection.read()
     if body is None:
         os._exit(0)
     kind, _, options = msgpack.unpackb(body, raw=False)
-    if kind != p.INIT:
+    if kind != p.INIT or not isinstance(options, dict):
         raise SystemExit(f"snakebridge worker: expected INIT, got frame kind {kind}")
-    return bool(options.get("host_numpy")), int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
+    return options
+
+
+def _policy_from(options: Dict[str, Any]) -> pol.Policy:
+    """The allowlist the host sent; a malformed one allows nothing (fail closed)."""
+    try:
+        return pol.Policy.from_options(options.get("allowlist"))
+    except ValueError as exc:
+        sys.stderr.write(f"snakebridge worker {os.getpid()}: {exc}; nothing is allowed\n")
+        return pol.Policy({})
 
 
 def main() -> None:
@@ -493,8 +639,11 @@ def main() -> None:
         "executable": sys.executable,
     }
     connection.send(msgpack.packb([p.HELLO, 0, hello]))
-    host_numpy, connection.max_frame = _read_init(connection)
-    worker = Worker(connection, host_numpy)
+    options = _read_init(connection)
+    connection.max_frame = int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
+    worker = Worker(connection, bool(options.get("host_numpy")))
+    worker.options = options
+    worker.policy = _policy_from(options)
     _CURRENT = worker
     try:
         worker.run()

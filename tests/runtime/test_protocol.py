@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import msgpack
@@ -15,40 +13,31 @@ import pytest
 
 from snakebridge import DecodeError, PoolClosed, ProtocolError, WorkerStartError
 from snakebridge.config import PoolSpec
+from snakebridge.runtime.calls import Call
 from snakebridge.runtime.codec import codec_for_thread
-from snakebridge.runtime.connection import Connection, PeerClosed
-from snakebridge.runtime.pool import Call, Pool
+from snakebridge.runtime.pool import Pool
 from snakebridge.runtime.refs import Session
 from snakebridge_worker import protocol as p
+from snakebridge_worker.framing import FrameBuffer, FrameTooLarge
 
 
 def test_oversized_frame_is_refused_before_reading_it() -> None:
-    host, peer = socket.socketpair()
-    connection = Connection(host, max_frame=1024)
-    peer.sendall(p.HEADER.pack(10**9) + b"x" * 16)
-    with pytest.raises(ProtocolError, match="over the 1024-byte limit"):
-        connection.read()
-    peer.close()
+    frames = FrameBuffer(max_frame=1024)
+    frames.feed(p.HEADER.pack(10**9) + b"x" * 16)
+    with pytest.raises(FrameTooLarge, match="over the 1024-byte limit"):
+        frames.next_body()
 
 
 def test_frames_split_and_joined_arbitrarily() -> None:
-    host, peer = socket.socketpair()
-    connection = Connection(host)
-    frames = [p.frame(msgpack.packb([p.RESULT, i, "x" * i * 1000])) for i in range(1, 80)]
-    data = b"".join(frames)
-
-    def write() -> None:
-        for start in range(0, len(data), 7777):
-            peer.sendall(data[start : start + 7777])
-        peer.close()
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    for i in range(1, 80):
-        assert msgpack.unpackb(connection.read()) == [p.RESULT, i, "x" * i * 1000]
-    with pytest.raises(PeerClosed):
-        connection.read()
-    writer.join()
+    frames = FrameBuffer(max_frame=p.DEFAULT_MAX_FRAME)
+    bodies = [msgpack.packb([p.RESULT, i, "x" * i * 1000]) for i in range(1, 80)]
+    data = b"".join(p.frame(body) for body in bodies)
+    got: list[bytes] = []
+    for start in range(0, len(data), 7777):
+        frames.feed(data[start : start + 7777])
+        while (body := frames.next_body()) is not None:
+            got.append(body)
+    assert got == bodies and frames.empty()
 
 
 FAKE_WORKER = textwrap.dedent(
@@ -102,7 +91,7 @@ def _call() -> Call:
     ("mode", "error", "match"),
     [
         ("garbage", ProtocolError, "malformed frame"),
-        ("wrong-id", ProtocolError, "answered call 1007"),
+        ("wrong-id", ProtocolError, "call 1007, which is not in flight"),
         ("oversized", ProtocolError, "over the"),
         ("bad-ext", DecodeError, "unknown extension type 99"),
     ],
@@ -116,13 +105,13 @@ def test_misbehaving_worker(
         pool.start()
         (worker,) = pool.workers
         with pytest.raises(error, match=match):
-            pool.run(_call(), codec_for_thread())
+            pool.run(_call())
         if error is ProtocolError:
             assert not worker.alive
     finally:
         pool.close(0.5)
     with pytest.raises(PoolClosed):
-        pool.run(_call(), codec_for_thread())
+        pool.run(_call())
 
 
 def test_worker_that_cannot_start_is_a_start_error(tmp_path: Path) -> None:
@@ -148,13 +137,14 @@ def test_real_worker_rejects_a_malformed_frame() -> None:
 
     snakebridge.call("math", "sqrt", [1])
     pool = runtime().pools["default"]
-    worker = pool.acquire(None)
+    worker = pool.leaser.acquire()
     try:
-        worker.conn.send(p.frame(b"\xc1 not msgpack"))
-        reply = msgpack.unpackb(worker.conn.read(), raw=False)
+        worker.transport.send(p.frame(b"\xc1 not msgpack"))
+        reply = msgpack.unpackb(worker.transport.recv(None), raw=False)
         assert reply[0] == p.ERROR and reply[2]["kind"] == "protocol"
     finally:
-        worker.kill()
-        pool._retire(worker, reason="test")
+        worker.transport.kill()
+        pool.retire(worker, reason="test")
+        pool.leaser.release(worker)
     assert snakebridge.call("math", "sqrt", [4]) == 2.0
     assert sys.modules["snakebridge"] is snakebridge

@@ -178,3 +178,36 @@ def test_numpy_array_ref_methods() -> None:
     matrix = snakebridge.call("numpy", "matrix", [[[1, 2], [3, 4]]])
     assert isinstance(matrix.sum(), np.integer | int)
     assert matrix.shape == (2, 2)
+
+
+def test_registered_proxy_classes_are_what_refs_come_back_as() -> None:
+    from snakebridge.runtime.refs import Ref, as_proxy, register_proxy
+
+    class PurePath(Ref):
+        __slots__ = ()
+
+        def stem_upper(self) -> str:
+            return str(self._sb_method("with_suffix", [""])).upper()
+
+    register_proxy("pathlib.PurePath", PurePath)
+    try:
+        path = snakebridge.call("pathlib", "PurePosixPath", ["/tmp/a.txt"])
+        assert type(path) is PurePath  # found through the MRO the worker sent with the Ref
+        assert path.stem_upper() == "/TMP/A"
+        assert snakebridge.method(path, "with_name", "b.txt").name == "b.txt"
+        assert snakebridge.attr(path, "suffix") == ".txt"
+        plain = snakebridge.call("io", "StringIO", ["x"])
+        assert type(plain) is Ref
+        assert type(as_proxy(plain, PurePath)) is PurePath
+    finally:
+        from snakebridge.runtime import refs
+
+        refs._PROXIES.pop("pathlib.PurePath", None)
+        refs._CLASS_FOR.clear()
+
+
+def test_a_ref_method_call_is_one_round_trip() -> None:
+    buffer = snakebridge.call("io", "StringIO", ["hello"])
+    before = buffer._sb_worker.calls
+    assert snakebridge.method(buffer, "read") == "hello"
+    assert buffer._sb_worker.calls - before == 1

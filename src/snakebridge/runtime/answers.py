@@ -7,19 +7,23 @@ from typing import Any
 from snakebridge.runtime.codec import CALLBACKS, HostCodec
 from snakebridge.runtime.errors import (
     DecodeError,
+    LibraryNotAllowed,
     ProtocolError,
     RefInvalid,
+    RemoteError,
     SymbolNotFound,
-    remote_error_class,
+    remote_error,
 )
 from snakebridge_worker import protocol as p
 
 __all__ = ["callback_reply", "error_from_payload"]
 
 
-def error_from_payload(payload: dict[str, Any]) -> Exception:
-    """The host exception for an ERROR frame's payload."""
-    kind, message = payload.get("kind"), str(payload.get("message", ""))
+def error_from_payload(payload: object, depth: int = 0) -> Exception:
+    """The host exception for an ERROR frame's payload (a malformed one is a ProtocolError)."""
+    if type(payload) is not dict:
+        return ProtocolError(f"worker sent an ERROR whose payload is not a map: {payload!r:.80}")
+    kind, message = payload.get("kind"), _text(payload.get("message", ""))
     if kind == p.ERR_SYMBOL:
         return SymbolNotFound(message)
     if kind == p.ERR_REF:
@@ -28,25 +32,44 @@ def error_from_payload(payload: dict[str, Any]) -> Exception:
         return DecodeError(message)
     if kind == p.ERR_PROTOCOL:
         return ProtocolError(f"the worker rejected a frame: {message}")
-    cls = remote_error_class(payload.get("builtin"))
-    exc = cls.__new__(cls, message)
-    exc.remote_type = str(payload.get("type", ""))
+    if kind == p.ERR_NOT_ALLOWED:
+        return LibraryNotAllowed(message)
+    builtin = payload.get("builtin")
+    members: list[RemoteError] = []
+    raw_members = payload.get("exceptions")
+    if type(raw_members) is list and depth < _MAX_GROUP_DEPTH:
+        for item in raw_members[:_MAX_GROUP_MEMBERS]:
+            member = error_from_payload(item, depth + 1)
+            if isinstance(member, RemoteError):
+                members.append(member)
+    exc = remote_error(builtin if type(builtin) is str else None, message, members)
+    exc.remote_type = _text(payload.get("type", ""))
     exc.remote_message = message
-    exc.remote_traceback = str(payload.get("traceback", ""))
+    exc.remote_traceback = _text(payload.get("traceback", ""))
     if exc.remote_traceback:
         exc.add_note("Remote traceback (in the worker):\n" + exc.remote_traceback.rstrip())
     return exc
 
 
+_MAX_GROUP_DEPTH, _MAX_GROUP_MEMBERS = 8, 1000
+
+
+def _text(value: object) -> str:
+    """A payload field as text (a peer may send any type)."""
+    return value if type(value) is str else repr(value)
+
+
 def callback_reply(message: list[Any], codec: HostCodec) -> bytes:
     """Run the host callable the worker asked for; framed CALLBACK_RESULT or CALLBACK_ERROR."""
-    _, callback_id, args, kwargs = message
+    callback_id, args, kwargs = message[1], message[2], message[3]
+    request = message[5] if len(message) > 5 else callback_id  # answers are matched by it
     function = CALLBACKS.get(callback_id)
     try:
         if function is None:
             raise LookupError(f"no host callback #{callback_id} in this call")
         result = function(*args, **(kwargs or {}))
-        return codec.encode([p.CALLBACK_RESULT, callback_id, result], values=([result], None))
+        reply = [p.CALLBACK_RESULT, callback_id, result, request]
+        return codec.encode(reply, values=([result], None))
     except Exception as exc:
         builtin = next(
             (c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"), "Exception"
@@ -56,4 +79,4 @@ def callback_reply(message: list[Any], codec: HostCodec) -> bytes:
             "builtin": builtin,
             "message": str(exc),
         }
-        return codec.encode([p.CALLBACK_ERROR, callback_id, payload], values=([], None))
+        return codec.encode([p.CALLBACK_ERROR, callback_id, payload, request], values=([], None))

@@ -9,39 +9,35 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import contextvars
-import itertools
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from snakebridge.config import Settings, load_settings
 from snakebridge.runtime import status_files
-from snakebridge.runtime.codec import codec_for_thread
-from snakebridge.runtime.errors import EncodeError, LibraryNotAllowed, RefInvalid
+from snakebridge.runtime.calls import Call, Options, options, prepare
+from snakebridge.runtime.errors import EncodeError, LibraryNotAllowed
 from snakebridge.runtime.interpreters import interpreter_for
-from snakebridge.runtime.pool import Call, Pool
-from snakebridge.runtime.process import reset_after_fork
-from snakebridge.runtime.refs import (
-    Ref,
-    Session,
-    check_valid,
-    current_session,
-    reset_default_session,
-)
+from snakebridge.runtime.pool import Pool
+from snakebridge.runtime.refs import Ref, Session, reset_default_session
+from snakebridge.runtime.transport import reset_after_fork
 from snakebridge_worker import protocol as p
 
 __all__ = [
+    "ClientSession",
     "Options",
+    "aattr",
     "acall",
     "aget",
+    "amap",
+    "amethod",
+    "attr",
     "call",
     "get",
     "map_",
+    "method",
     "options",
-    "ref_operation",
     "runtime",
     "shutdown",
     "status",
@@ -49,42 +45,6 @@ __all__ = [
 
 _HOUSEKEEPING_S = 0.2
 _STATUS_EVERY = 5
-_call_ids = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class Options:
-    """Per-call options set by ``with snakebridge.options(...)``."""
-
-    timeout: float | None = None
-    idempotent: bool | None = None
-    path_values: bool = False
-
-
-_NO_OPTIONS = Options()
-_options: contextvars.ContextVar[Options] = contextvars.ContextVar("snakebridge_options")
-
-
-@contextlib.contextmanager
-def options(
-    *, timeout: float | None = None, idempotent: bool | None = None, path_values: bool | None = None
-) -> Iterator[Options]:
-    """Defaults for every call in the block (facade calls included); explicit arguments win."""
-    current = _options.get(_NO_OPTIONS)
-    changes: dict[str, Any] = {
-        key: value
-        for key, value in (
-            ("timeout", timeout),
-            ("idempotent", idempotent),
-            ("path_values", path_values),
-        )
-        if value is not None
-    }
-    token = _options.set(replace(current, **changes))
-    try:
-        yield _options.get(_NO_OPTIONS)
-    finally:
-        _options.reset(token)
 
 
 class _Runtime:
@@ -117,7 +77,9 @@ class _Runtime:
                 env = dict(os.environ)
                 env.update(settings.envs.get(spec.env, settings.envs["default"]).env_vars)
                 env.update(spec.env_vars)
-                pool = Pool(name, spec, interpreter_for(settings, spec.env), env)
+                interpreter = interpreter_for(settings, spec.env)
+                options = {"allowlist": settings.allowlist()}  # enforced by the workers
+                pool = Pool(name, spec, interpreter, env, init_options=options)
                 self.pools[name] = pool
                 self._start_housekeeping()
         return pool
@@ -156,9 +118,10 @@ class _Runtime:
         while not self._stop.wait(_HOUSEKEEPING_S):
             tick += 1
             for pool in list(self.pools.values()):
-                pool.housekeep()
+                with contextlib.suppress(Exception):
+                    pool.housekeep()
             if tick % _STATUS_EVERY == 0:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(Exception):
                     status_files.publish(status())
 
     def shutdown(self, grace_s: float = 2.0) -> None:
@@ -174,7 +137,9 @@ class _Runtime:
         """Drop the parent's pools in a forked child without touching the parent's workers."""
         for pool in self.pools.values():
             for worker in pool.workers:
-                worker.conn.close()
+                close = getattr(worker.transport, "close", None)
+                if close is not None:
+                    close()
         self.pools, self._routes = {}, {}
 
 
@@ -214,60 +179,39 @@ def _at_exit() -> None:
 atexit.register(_at_exit)
 
 
-# -- building calls ---------------------------------------------------------------------------
-def _prepare(
-    pool: Pool,
-    module: str | None,
-    qualname: str,
-    subject: Ref | None,
-    op: str,
-    args: Sequence[Any],
-    kwargs: dict[str, Any] | None,
-    timeout: float | None,
-    idempotent: bool,
-    session: Session | None,
-) -> Call:
-    if not isinstance(args, list | tuple):
-        raise TypeError(
-            f"args must be a list or tuple of positional arguments, not "
-            f"{type(args).__name__} (write [{args!r}])"
-        )
-    current = _options.get(_NO_OPTIONS)
-    owner = session or (subject._sb_session if subject is not None else current_session())
-    if owner.closed:
-        raise RefInvalid(f"{owner!r} is closed; open a new snakebridge.session()")
-    flags = p.FLAG_PATH_VALUES if current.path_values else 0
-    codec = codec_for_thread()
-    call_id = next(_call_ids)
-    ref_id = subject._sb_id if subject is not None else None
-    frame = codec.encode(
-        [p.CALL, call_id, owner.id, flags, module, qualname, ref_id, op, list(args), kwargs]
-    )
-    owner.callback_ids.extend(codec.callbacks)
-    want = subject._sb_worker if subject is not None else None
-    for ref in codec.refs_seen:
-        if want is None:
-            want = ref._sb_worker
-        elif ref._sb_worker is not want:
-            raise EncodeError(
-                f"the arguments hold Refs from two workers ({want.pid} and {ref._sb_worker.pid}); "
-                "a call runs in one worker, so create these objects in one session call chain"
-            )
-    if timeout is None:
-        timeout = current.timeout if current.timeout is not None else pool.spec.call_timeout
-    if subject is not None:
-        description = f"{subject._sb_type}.{qualname or op}"
-    else:
-        description = f"{module}.{qualname}" if qualname else str(module)
-    return Call(
-        frame=frame,
-        call_id=call_id,
-        description=description,
-        session=owner,
-        timeout=timeout,
-        want=want,
-        idempotent=idempotent or bool(current.idempotent),
-    )
+# -- calls ------------------------------------------------------------------------------------
+class ClientSession(Session):
+    """A session whose ``call``/``get`` (and async twins) make their Refs in it."""
+
+    def call(
+        self,
+        lib: str,
+        symbol: str,
+        args: Any = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """``snakebridge.call`` within this session."""
+        return call(lib, symbol, args, kwargs, session=self, **options)
+
+    def get(self, lib: str, symbol: str, **options: Any) -> Any:
+        """``snakebridge.get`` within this session."""
+        return get(lib, symbol, session=self, **options)
+
+    async def acall(
+        self,
+        lib: str,
+        symbol: str,
+        args: Any = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """``snakebridge.acall`` within this session."""
+        return await acall(lib, symbol, args, kwargs, session=self, **options)
+
+    async def aget(self, lib: str, symbol: str, **options: Any) -> Any:
+        """``snakebridge.aget`` within this session."""
+        return await aget(lib, symbol, session=self, **options)
 
 
 def _library_call(
@@ -283,9 +227,21 @@ def _library_call(
     pool, module, configured = runtime().route(lib)
     if configured is True or (isinstance(configured, list) and symbol in configured):
         idempotent = True
-    return pool, _prepare(
-        pool, module, symbol, None, op, args, kwargs, timeout, idempotent, session
+    prepared = prepare(
+        pool.spec.call_timeout, module, symbol, None, op, args, kwargs, timeout, idempotent, session
     )
+    _check_pool(prepared, pool, lib)
+    return pool, prepared
+
+
+def _check_pool(prepared: Call, pool: Pool, lib: str) -> None:
+    """A Ref can only be passed to libraries of the pool that holds it."""
+    holder = prepared.want
+    if holder is not None and holder.pool is not pool:
+        raise EncodeError(
+            f"an argument is a Ref held by pool {holder.pool.name!r} (worker {holder.pid}), but "
+            f"{lib!r} runs in pool {pool.name!r}; pass values, or call a library of that pool"
+        )
 
 
 def call(
@@ -302,7 +258,7 @@ def call(
     pool, prepared = _library_call(
         lib, symbol, p.OP_CALL, args, kwargs, timeout, idempotent, session
     )
-    return pool.run(prepared, codec_for_thread())
+    return pool.run(prepared)
 
 
 def get(
@@ -310,7 +266,7 @@ def get(
 ) -> Any:
     """The value of attribute ``lib.symbol`` (a Ref when it is not a value)."""
     pool, prepared = _library_call(lib, symbol, p.OP_GET, (), None, timeout, True, session)
-    return pool.run(prepared, codec_for_thread())
+    return pool.run(prepared)
 
 
 async def acall(
@@ -327,7 +283,7 @@ async def acall(
     pool, prepared = _library_call(
         lib, symbol, p.OP_CALL, args, kwargs, timeout, idempotent, session
     )
-    return await pool.arun(prepared, codec_for_thread())
+    return await pool.arun(prepared)
 
 
 async def aget(
@@ -335,7 +291,38 @@ async def aget(
 ) -> Any:
     """Async twin of :func:`get`."""
     pool, prepared = _library_call(lib, symbol, p.OP_GET, (), None, timeout, True, session)
-    return await pool.arun(prepared, codec_for_thread())
+    return await pool.arun(prepared)
+
+
+def _map_calls(
+    lib: str, symbol: str, items: Iterable[Any], timeout: float | None, session: Session | None
+) -> tuple[Pool, list[Call]]:
+    pool, module, configured = runtime().route(lib)
+    idempotent = configured is True or (isinstance(configured, list) and symbol in configured)
+    calls = []
+    for item in items:
+        prepared = prepare(
+            pool.spec.call_timeout,
+            module,
+            symbol,
+            None,
+            p.OP_CALL,
+            [item],
+            None,
+            timeout,
+            idempotent,
+            session,
+        )
+        _check_pool(prepared, pool, lib)
+        calls.append(prepared)
+    return pool, calls
+
+
+def _raise_first(results: list[Any]) -> list[Any]:
+    for value in results:
+        if isinstance(value, Exception):
+            raise value
+    return results
 
 
 def map_(
@@ -351,29 +338,49 @@ def map_(
     Many calls travel at once on each worker's connection, so small calls run at transport
     speed. Results come back in order; the first failed item's error is raised after all ran.
     """
-    pool, module, configured = runtime().route(lib)
-    idempotent = configured is True or (isinstance(configured, list) and symbol in configured)
-    calls = [
-        _prepare(pool, module, symbol, None, p.OP_CALL, [item], None, timeout, idempotent, session)
-        for item in items
-    ]
+    pool, calls = _map_calls(lib, symbol, items, timeout, session)
     if not calls:
         return []
-    results = pool.run_many(calls, codec_for_thread())
+    return _raise_first(pool.run_many(calls))
+
+
+async def amap(
+    lib: str,
+    symbol: str,
+    items: Iterable[Any],
+    *,
+    timeout: float | None = None,
+    session: Session | None = None,
+) -> list[Any]:
+    """Async twin of :func:`map_`: every item in flight at once over the pool's workers."""
+    import asyncio
+
+    pool, calls = _map_calls(lib, symbol, items, timeout, session)
+    results = await asyncio.gather(*(pool.arun(c) for c in calls), return_exceptions=True)
     for value in results:
-        if isinstance(value, Exception):
+        if isinstance(value, BaseException) and not isinstance(value, Exception):
             raise value
-    return results
+    return _raise_first(list(results))
 
 
-def ref_operation(
-    ref: Ref, op: str, name: str, args: list[Any], kwargs: dict[str, Any] | None
-) -> Any:
-    """Run one operation on the object behind ``ref``, in the worker that holds it."""
-    check_valid(ref)
-    pool: Pool = ref._sb_worker.owner
-    prepared = _prepare(pool, None, name, ref, op, args, kwargs, None, False, None)
-    return pool.run(prepared, codec_for_thread())
+def method(ref: Ref, name: str, /, *args: Any, **kwargs: Any) -> Any:
+    """``ref.name(*args, **kwargs)`` in one round trip, even where the name is a Ref attribute."""
+    return ref._sb_method(name, list(args), kwargs or None)
+
+
+def attr(ref: Ref, name: str, /) -> Any:
+    """The attribute ``name`` of the remote object (``getattr`` for names a Ref class shadows)."""
+    return ref._sb_op(p.OP_GETATTR, args=[name])
+
+
+async def amethod(ref: Ref, name: str, /, *args: Any, **kwargs: Any) -> Any:
+    """Async twin of :func:`method`."""
+    return await ref._sb_aop(p.OP_METHOD, args=[name, *args], kwargs=kwargs or None)
+
+
+async def aattr(ref: Ref, name: str, /) -> Any:
+    """Async twin of :func:`attr`."""
+    return await ref._sb_aop(p.OP_GETATTR, args=[name])
 
 
 def status() -> list[dict[str, Any]]:

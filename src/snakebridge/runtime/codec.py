@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from snakebridge.runtime import refs
 from snakebridge.runtime.errors import DecodeError, EncodeError, ProtocolError, RefInvalid
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
 
 if TYPE_CHECKING:
-    from snakebridge.runtime.process import WorkerProcess
-    from snakebridge.runtime.refs import Ref, Session
+    from snakebridge.runtime.refs import Ref, RefHost, Session
 
 __all__ = ["CALLBACKS", "HostCodec", "codec_for_thread"]
 
@@ -24,6 +24,13 @@ CALLBACKS: dict[int, Callable[..., Any]] = {}
 """Host callables sent to workers, by id; a session drops its own when it closes."""
 _callback_ids = itertools.count(1)
 
+
+def _forget_callbacks(callback_ids: list[int]) -> None:
+    for callback_id in callback_ids:
+        CALLBACKS.pop(callback_id, None)
+
+
+refs._SESSION_CLOSE_HOOKS.append(_forget_callbacks)
 
 HOST_HAS_NUMPY = importlib.util.find_spec("numpy") is not None
 """Whether arrays can come back by value (numpy itself is imported only when one arrives)."""
@@ -37,7 +44,7 @@ class HostCodec(v.ValueCodec):
         self.packer_ = self.packer()
         self.refs_seen: list[Ref] = []
         self.callbacks: list[int] = []
-        self.worker: WorkerProcess | None = None
+        self.worker: RefHost | None = None
         self.session: Session | None = None
         self.decoders[p.EXT_REF] = self._decode_ref
 
@@ -45,7 +52,7 @@ class HostCodec(v.ValueCodec):
     def fallback(self, obj: Any) -> Any:
         from snakebridge.runtime.refs import Ref, check_valid
 
-        if type(obj) is Ref:
+        if isinstance(obj, Ref):
             check_valid(obj)
             self.refs_seen.append(obj)
             return msgpack.ExtType(p.EXT_REF, msgpack.packb(obj._sb_id))
@@ -86,13 +93,20 @@ class HostCodec(v.ValueCodec):
 
     # -- decoding -----------------------------------------------------------------------------
     def _decode_ref(self, data: bytes) -> Ref:
-        from snakebridge.runtime.refs import make_ref
+        from snakebridge.runtime.refs import learn_mro, make_ref
 
-        ref_id, module, qualname = msgpack.unpackb(data, raw=False)
-        assert self.worker is not None and self.session is not None
-        return make_ref(self.worker, self.session, ref_id, f"{module}.{qualname}")
+        described = msgpack.unpackb(data, raw=False)
+        ref_id, module, qualname = described[:3]
+        type_name = f"{module}.{qualname}"
+        if len(described) > 3:
+            learn_mro(type_name, described[3])
+        assert self.worker is not None
+        session = self.session if self.session is not None else refs.current_session()
+        return make_ref(self.worker, session, ref_id, type_name)
 
-    def decode(self, body: bytes | bytearray, worker: WorkerProcess, session: Session) -> list[Any]:
+    def decode(
+        self, body: bytes | bytearray, worker: RefHost, session: Session | None
+    ) -> list[Any]:
         """Decode a reply frame body; Refs in it belong to ``worker`` and ``session``."""
         self.worker, self.session = worker, session
         try:

@@ -18,6 +18,7 @@
     ├── PoolSaturated                    the pool's queue is full
     │   └── QueueTimeout (TimeoutError)  no worker became free within ``queue_timeout``
     ├── PoolClosed                       the pool was shut down
+    ├── UnsafePath (PermissionError)     a private directory is someone else's or open to others
     └── RemoteError                      the library raised; subclasses also derive from the
         ├── RemoteKeyError (KeyError)    matching builtin, so ``except KeyError`` keeps working
         └── …                            (one class per builtin, made on first use)
@@ -45,8 +46,10 @@ __all__ = [
     "RemoteError",
     "SnakeBridgeError",
     "SymbolNotFound",
+    "UnsafePath",
     "WorkerCrashed",
     "WorkerStartError",
+    "remote_error",
     "remote_error_class",
 ]
 
@@ -144,6 +147,11 @@ class PoolClosed(SnakeBridgeError):
     """The pool was shut down (``snakebridge.shutdown()`` or interpreter exit)."""
 
 
+class UnsafePath(SnakeBridgeError, PermissionError):
+    """A directory snakebridge keeps private files in is a symlink, another user's, or open to
+    group or others; it is refused (as ssh refuses such a ``~/.ssh``)."""
+
+
 class RemoteError(SnakeBridgeError):
     """The library raised an exception in the worker.
 
@@ -167,6 +175,8 @@ _REMOTE_CLASSES: dict[str, type[RemoteError]] = {}
 def remote_error_class(builtin_name: str | None) -> type[RemoteError]:
     """The RemoteError subclass that also derives from builtin exception ``builtin_name``."""
     key = builtin_name or ""
+    if key == "BaseExceptionGroup":  # its members arrive as RemoteErrors, which are Exceptions
+        key = "ExceptionGroup"
     cls = _REMOTE_CLASSES.get(key)
     if cls is not None:
         return cls
@@ -181,3 +191,27 @@ def remote_error_class(builtin_name: str | None) -> type[RemoteError]:
             cls = RemoteError
     _REMOTE_CLASSES[key] = cls
     return cls
+
+
+def remote_error(
+    builtin_name: str | None, message: str, members: list[RemoteError] | None = None
+) -> RemoteError:
+    """A RemoteError for builtin ``builtin_name``, made without running the builtin's __init__.
+
+    Builtins differ in what their constructors take (``UnicodeDecodeError`` needs five
+    arguments, ``MemoryError``'s ``__new__`` refuses subclasses, an exception group needs its
+    members), so ``__init__`` is skipped; a group gets ``members`` (the worker's
+    sub-exceptions) and is a plain RemoteError when there are none.
+    """
+    cls = remote_error_class(builtin_name)
+    if issubclass(cls, BaseExceptionGroup):
+        if not members:
+            cls = RemoteError
+        else:
+            group: RemoteError = cls.__new__(cls, message, members)
+            return group
+    try:
+        error: RemoteError = cls.__new__(cls, message)
+    except TypeError:  # MemoryError's __new__ serves MemoryError only
+        error = BaseException.__new__(cls, message)
+    return error

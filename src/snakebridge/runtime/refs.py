@@ -2,21 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from snakebridge.runtime.errors import RefInvalid
 from snakebridge_worker import protocol as p
 
-if TYPE_CHECKING:
-    from snakebridge.runtime.process import WorkerProcess
-
-__all__ = ["Ref", "Session", "current_session", "make_ref", "remote_mro", "remote_type"]
+__all__ = [
+    "Ref",
+    "RefHost",
+    "Session",
+    "as_proxy",
+    "current_session",
+    "learn_mro",
+    "make_ref",
+    "register_proxy",
+    "remote_mro",
+    "remote_type",
+]
 
 _session_ids = itertools.count(1)
+_SESSION_CLOSE_HOOKS: list[Callable[[list[int]], None]] = []
+"""Called with a closing session's host-callback ids (the codec registers its cleanup)."""
+
+
+class RefHost(Protocol):
+    """What a Ref needs from the worker that holds its object (the pool's worker record)."""
+
+    pid: int
+    death: BaseException | None
+
+    @property
+    def alive(self) -> bool: ...
+
+    def operate(
+        self, ref: Ref, op: str, name: str, args: list[Any], kwargs: dict[str, Any] | None
+    ) -> Any: ...
+
+    async def aoperate(
+        self, ref: Ref, op: str, name: str, args: list[Any], kwargs: dict[str, Any] | None
+    ) -> Any: ...
+
+    def add_ref(self) -> None: ...
+
+    def drop_ref(self, session_id: int, ref_id: int, session_closed: bool) -> None: ...
+
+    def release_session(self, session_id: int) -> None: ...
 
 
 class Session:
@@ -25,56 +60,19 @@ class Session:
     def __init__(self, session_id: int | None = None) -> None:
         self.id = next(_session_ids) if session_id is None else session_id
         self.closed = False
-        self.workers: dict[int, WorkerProcess] = {}
+        self.workers: dict[int, RefHost] = {}
         self.callback_ids: list[int] = []
         self._token: contextvars.Token[Session] | None = None
-
-    def call(
-        self,
-        lib: str,
-        symbol: str,
-        args: Any = (),
-        kwargs: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> Any:
-        """``snakebridge.call`` within this session."""
-        from snakebridge.runtime.client import call
-
-        return call(lib, symbol, args, kwargs, session=self, **options)
-
-    def get(self, lib: str, symbol: str, **options: Any) -> Any:
-        """``snakebridge.get`` within this session."""
-        from snakebridge.runtime.client import get
-
-        return get(lib, symbol, session=self, **options)
-
-    async def acall(
-        self,
-        lib: str,
-        symbol: str,
-        args: Any = (),
-        kwargs: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> Any:
-        """``snakebridge.acall`` within this session."""
-        from snakebridge.runtime.client import acall
-
-        return await acall(lib, symbol, args, kwargs, session=self, **options)
 
     def close(self) -> None:
         """Release every Ref of this session; using one afterwards raises RefInvalid."""
         if self.closed:
             return
         self.closed = True
-        import msgpack
-
-        from snakebridge.runtime.codec import CALLBACKS
-
-        for callback_id in self.callback_ids:
-            CALLBACKS.pop(callback_id, None)
-        frame = p.frame(msgpack.packb([p.RELEASE_SESSION, 0, self.id]))
+        for forget in _SESSION_CLOSE_HOOKS:
+            forget(self.callback_ids)
         for worker in self.workers.values():
-            worker.send_quietly(frame)
+            worker.release_session(self.id)
         self.workers.clear()
 
     def __enter__(self) -> Session:
@@ -116,7 +114,8 @@ def check_valid(ref: Ref) -> None:
         raise RefInvalid(f"{_describe(ref)} was released when its session closed")
     worker = ref._sb_worker
     if not worker.alive:
-        reason = f"crashed ({worker.death.cause})" if worker.death else "was stopped"
+        cause = getattr(worker.death, "cause", None)
+        reason = f"crashed ({cause})" if cause else "was stopped"
         raise RefInvalid(f"{_describe(ref)} is gone: the worker holding it {reason}")
 
 
@@ -139,7 +138,7 @@ class Ref:
     _sb_id: int
     _sb_session: Session
     _sb_type: str
-    _sb_worker: WorkerProcess
+    _sb_worker: RefHost
 
     def _sb_op(
         self,
@@ -148,9 +147,24 @@ class Ref:
         args: list[Any] | None = None,
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
-        from snakebridge.runtime.client import ref_operation
+        check_valid(self)
+        return self._sb_worker.operate(self, op, name, args or [], kwargs)
 
-        return ref_operation(self, op, name, args or [], kwargs)
+    async def _sb_aop(
+        self,
+        op: str,
+        name: str = "",
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        check_valid(self)
+        return await self._sb_worker.aoperate(self, op, name, args or [], kwargs)
+
+    def _sb_method(
+        self, name: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        """``self.name(*args, **kwargs)`` in one round trip (no bound-method Ref)."""
+        return self._sb_op(p.OP_METHOD, args=[name, *(args or ())], kwargs=kwargs)
 
     # attributes and calls
     def __getattr__(self, name: str) -> Any:
@@ -192,14 +206,21 @@ class Ref:
         return bool(self._sb_op(p.OP_OPERATOR, "contains", [self, item]))
 
     def __iter__(self) -> Iterator[Any]:
-        iterator = self._sb_op(p.OP_BUILTIN, "iter")
-        batch = _BATCH_FIRST
-        while True:
-            items, done = iterator._sb_op(p.OP_NEXT_BATCH, args=[batch])
-            yield from items
-            if done:
-                return
-            batch = min(batch * 2, _BATCH_MAX)
+        """A remote iterator is its own iterator (items fetched one by one, so none is lost);
+        a container is iterated in growing prefetched batches (its fresh iterator's own)."""
+        same, iterator = self._sb_op(p.OP_ITER)
+        if same:
+            return self
+        return _batches(iterator)
+
+    def __next__(self) -> Any:
+        items, _done = self._sb_op(p.OP_NEXT_BATCH, args=[1])
+        if items:
+            return items[0]
+        raise StopIteration
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return _abatches(self)
 
     # conversions
     def __repr__(self) -> str:
@@ -269,14 +290,33 @@ class Ref:
         raise TypeError(f"{_describe(self)} cannot be pickled: it lives in a worker process")
 
     def __del__(self) -> None:
-        try:
-            worker = self._sb_worker
-            with worker.refs_lock:
-                worker.live_refs -= 1
-            if worker.alive and not self._sb_session.closed:
-                worker.pending_release.append((self._sb_session.id, self._sb_id))
-        except Exception:  # interpreter shutdown: nothing left to release
-            pass
+        with contextlib.suppress(Exception):  # at interpreter shutdown nothing is left to release
+            self._sb_worker.drop_ref(self._sb_session.id, self._sb_id, self._sb_session.closed)
+
+
+def _batches(iterator: Ref) -> Iterator[Any]:
+    batch = _BATCH_FIRST
+    while True:
+        items, done = iterator._sb_op(p.OP_NEXT_BATCH, args=[batch])
+        yield from items
+        if done:
+            return
+        batch = min(batch * 2, _BATCH_MAX)
+
+
+async def _abatches(ref: Ref) -> AsyncIterator[Any]:
+    same, iterator = await ref._sb_aop(p.OP_ITER)
+    if same:
+        iterator = ref
+    batch = 1 if same else _BATCH_FIRST
+    while True:
+        items, done = await iterator._sb_aop(p.OP_NEXT_BATCH, args=[batch])
+        for item in items:
+            yield item
+        if done or (same and not items):
+            return
+        if not same:
+            batch = min(batch * 2, _BATCH_MAX)
 
 
 def _binary(name: str, reflected: bool) -> Any:
@@ -315,25 +355,67 @@ for _compare in ("eq", "ne", "lt", "le", "gt", "ge"):
     setattr(Ref, f"__{_compare}__", _binary(_compare, reflected=False))
 
 
-def make_ref(worker: WorkerProcess, session: Session, ref_id: int, type_name: str) -> Ref:
-    """A Ref to object ``ref_id`` held by ``worker`` for ``session``."""
-    ref = object.__new__(Ref)
+_PROXIES: dict[str, type[Ref]] = {}
+_MRO_CACHE: dict[str, tuple[str, ...]] = {}
+_CLASS_FOR: dict[str, type[Ref]] = {}  # remote type key -> the class its Refs are made as
+
+
+def register_proxy(type_key: str, cls: type[Ref]) -> None:
+    """Make Refs whose remote class has ``type_key`` in its MRO instances of ``cls``.
+
+    ``cls`` must subclass :class:`Ref` and declare ``__slots__ = ()``. The most specific
+    registered class in the remote MRO wins.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Ref)) or "__slots__" not in vars(cls):
+        raise TypeError(f"{cls!r} must be a Ref subclass with __slots__ = ()")
+    _PROXIES[type_key] = cls
+    _CLASS_FOR.clear()
+
+
+def learn_mro(type_key: str, mro: list[str] | tuple[str, ...]) -> None:
+    """Remember the remote MRO of ``type_key`` (the worker sends it with a class's first Ref)."""
+    _MRO_CACHE[type_key] = tuple(str(name) for name in mro)
+    _CLASS_FOR.pop(type_key, None)
+
+
+def _class_for(type_key: str) -> type[Ref]:
+    cls = _CLASS_FOR.get(type_key)
+    if cls is None:
+        cls = Ref
+        if _PROXIES:
+            for name in _MRO_CACHE.get(type_key, (type_key,)):
+                if name in _PROXIES:
+                    cls = _PROXIES[name]
+                    break
+        _CLASS_FOR[type_key] = cls
+    return cls
+
+
+def make_ref(worker: RefHost, session: Session, ref_id: int, type_name: str) -> Ref:
+    """A Ref to object ``ref_id`` held by ``worker`` for ``session``.
+
+    Its class is the registered proxy class of the remote type, else :class:`Ref`.
+    """
+    ref = object.__new__(_class_for(type_name))
     object.__setattr__(ref, "_sb_worker", worker)
     object.__setattr__(ref, "_sb_session", session)
     object.__setattr__(ref, "_sb_id", ref_id)
     object.__setattr__(ref, "_sb_type", type_name)
     session.workers[worker.pid] = worker
-    with worker.refs_lock:
-        worker.live_refs += 1
+    worker.add_ref()
+    return ref
+
+
+def as_proxy(ref: Ref, cls: type[Ref]) -> Ref:
+    """``ref`` re-classed as proxy class ``cls`` (same object, no round trip)."""
+    if type(ref) is not cls:
+        object.__setattr__(ref, "__class__", cls)
     return ref
 
 
 def remote_type(ref: Ref) -> str:
     """``module.qualname`` of the remote object's class."""
     return ref._sb_type
-
-
-_MRO_CACHE: dict[str, tuple[str, ...]] = {}
 
 
 def remote_mro(ref: Ref) -> tuple[str, ...]:

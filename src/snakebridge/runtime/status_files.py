@@ -1,37 +1,23 @@
-"""Per-process status files in an owner-only runtime directory, for ``snakebridge status``."""
+"""Per-process status files in the private per-user runtime dir, for ``snakebridge status``."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
+import sys
 from pathlib import Path
 from typing import Any
+
+from snakebridge.paths import atomic_write, read_private, status_dir
 
 __all__ = ["publish", "read_live", "remove", "status_dir"]
 
 
-def status_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/snakebridge`` when usable, else a per-user directory in the temp dir."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = (
-        Path(runtime) / "snakebridge"
-        if runtime and os.path.isdir(runtime)
-        else (Path(tempfile.gettempdir()) / f"snakebridge-{os.getuid()}")
-    )
-    directory = base / "status"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return directory
-
-
 def publish(pools: list[dict[str, Any]]) -> None:
-    """Atomically write this process's pool status."""
-    directory = status_dir()
+    """Atomically write this process's pool status (owner-only, never through a symlink)."""
     data = json.dumps({"pid": os.getpid(), "pools": pools}, sort_keys=True)
-    tmp = directory / f".{os.getpid()}.tmp"
-    tmp.write_text(data)
-    os.replace(tmp, directory / f"{os.getpid()}.json")
+    atomic_write(status_dir() / f"{os.getpid()}.json", data, private=True)
 
 
 def remove() -> None:
@@ -50,17 +36,48 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _valid(entry: Any) -> bool:
+    """Whether a status entry has the shape ``publish`` writes."""
+    if type(entry) is not dict or type(entry.get("pid")) is not int:
+        return False
+    pools = entry.get("pools")
+    if type(pools) is not list:
+        return False
+    for pool in pools:
+        if type(pool) is not dict or not {"name", "size", "queued", "workers"} <= set(pool):
+            return False
+        workers = pool["workers"]
+        if type(workers) is not list or not all(
+            type(w) is dict and {"pid", "state", "calls"} <= set(w) for w in workers
+        ):
+            return False
+    return True
+
+
 def read_live() -> list[dict[str, Any]]:
-    """Status of every live host process; files of dead processes are removed."""
+    """Status of every live host process; files of dead processes are removed.
+
+    A file that is not a status entry (a symlink, malformed JSON, the wrong shape) is skipped
+    with a one-line warning on stderr.
+    """
     entries: list[dict[str, Any]] = []
     for path in sorted(status_dir().glob("*.json")):
         try:
-            entry = json.loads(path.read_text())
-            pid = int(entry["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
+            entry = json.loads(read_private(path))
+        except FileNotFoundError:  # its host removed it meanwhile
             continue
-        if _alive(pid):
+        except (OSError, ValueError) as exc:
+            _skip(path, f"unreadable ({exc})")
+            continue
+        if not _valid(entry):
+            _skip(path, "not a status entry")
+            continue
+        if _alive(entry["pid"]):
             entries.append(entry)
         else:
             path.unlink(missing_ok=True)
     return entries
+
+
+def _skip(path: Path, why: str) -> None:
+    sys.stderr.write(f"snakebridge: ignoring status file {path}: {why}\n")

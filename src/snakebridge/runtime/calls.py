@@ -1,0 +1,140 @@
+"""One call, prepared: encoded frame, routing wishes, timeout; and the per-block options."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from snakebridge.runtime.codec import codec_for_thread
+from snakebridge.runtime.errors import EncodeError, RefInvalid
+from snakebridge.runtime.exchange import in_callback_of
+from snakebridge.runtime.refs import Ref, Session, current_session
+from snakebridge_worker import protocol as p
+
+if TYPE_CHECKING:
+    from snakebridge.runtime.lease import Worker
+
+__all__ = ["Call", "Options", "next_call_id", "options", "prepare"]
+
+_call_ids = itertools.count(1)
+
+
+def next_call_id() -> int:
+    return next(_call_ids)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-call options set by ``with snakebridge.options(...)``."""
+
+    timeout: float | None = None
+    idempotent: bool | None = None
+    path_values: bool = False
+
+
+_NO_OPTIONS = Options()
+_options: contextvars.ContextVar[Options] = contextvars.ContextVar("snakebridge_options")
+
+
+@contextlib.contextmanager
+def options(
+    *, timeout: float | None = None, idempotent: bool | None = None, path_values: bool | None = None
+) -> Iterator[Options]:
+    """Defaults for every call in the block (facade calls included); explicit arguments win."""
+    current = _options.get(_NO_OPTIONS)
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("timeout", timeout),
+            ("idempotent", idempotent),
+            ("path_values", path_values),
+        )
+        if value is not None
+    }
+    token = _options.set(replace(current, **changes))
+    try:
+        yield _options.get(_NO_OPTIONS)
+    finally:
+        _options.reset(token)
+
+
+@dataclass
+class Call:
+    """One encoded request and what is needed to route and answer it."""
+
+    frame: bytes
+    call_id: int
+    description: str
+    session: Session
+    timeout: float | None
+    want: Worker | None = None  # the worker holding the Refs it uses
+    avoid: Worker | None = None  # a worker it must not wait for (its callback is running)
+    nested: bool = False  # sent from inside a host callback of ``want``: runs at once
+    idempotent: bool = False
+
+
+def prepare(
+    pool_timeout: float | None,
+    module: str | None,
+    qualname: str,
+    subject: Ref | None,
+    op: str,
+    args: Sequence[Any],
+    kwargs: dict[str, Any] | None,
+    timeout: float | None,
+    idempotent: bool,
+    session: Session | None,
+) -> Call:
+    """Encode a CALL; find the worker its Refs live in and whether it nests in a callback."""
+    if not isinstance(args, list | tuple):
+        raise TypeError(
+            f"args must be a list or tuple of positional arguments, not "
+            f"{type(args).__name__} (write [{args!r}])"
+        )
+    current = _options.get(_NO_OPTIONS)
+    owner = session or (subject._sb_session if subject is not None else current_session())
+    if owner.closed:
+        raise RefInvalid(f"{owner!r} is closed; open a new snakebridge.session()")
+    codec = codec_for_thread()
+    call_id = next(_call_ids)
+    ref_id = subject._sb_id if subject is not None else None
+    want: Worker | None = subject._sb_worker if subject is not None else None  # type: ignore[assignment]
+    line = in_callback_of()
+    flags = p.FLAG_PATH_VALUES if current.path_values else 0
+    message = [p.CALL, call_id, owner.id, flags, module, qualname, ref_id, op, list(args), kwargs]
+    frame = codec.encode(message)
+    owner.callback_ids.extend(codec.callbacks)
+    for ref in codec.refs_seen:
+        holder: Worker = ref._sb_worker  # type: ignore[assignment]
+        if want is None:
+            want = holder
+        elif holder is not want:
+            raise EncodeError(
+                f"the arguments hold Refs from two workers ({want.pid} and {holder.pid}); "
+                "a call runs in one worker, so create these objects in one session call chain"
+            )
+    nested = want is not None and line is not None and line is want.line
+    if nested:
+        message[3] = flags | p.FLAG_NESTED
+        frame = codec.encode(message)
+    if timeout is None:
+        timeout = current.timeout if current.timeout is not None else pool_timeout
+    if subject is not None:
+        description = f"{subject._sb_type}.{qualname or op}"
+    else:
+        description = f"{module}.{qualname}" if qualname else str(module)
+    return Call(
+        frame=frame,
+        call_id=call_id,
+        description=description,
+        session=owner,
+        timeout=timeout,
+        want=want,
+        avoid=line.holder if line is not None and not nested else None,
+        nested=nested,
+        idempotent=idempotent or bool(current.idempotent),
+    )

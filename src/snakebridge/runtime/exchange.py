@@ -1,0 +1,515 @@
+"""The call exchange on one worker's connection: calls in flight, matched by id.
+
+Several calls may be in flight on one worker (pipelined). Exactly one waiting caller at a time
+holds the *reader role*: it reads frames from the transport and hands each to the call it
+belongs to, waking exactly that caller (a ``threading.Event`` for a thread, a future for an
+asyncio task — no thread hop). When its own answer arrives it passes the role on. Sync and async
+callers are two thin loops over the same steps (:meth:`Line._step`, :meth:`Line._dispatch`), so
+they cannot drift.
+
+A worker in the process profile runs non-nested calls one at a time in the order sent, so when
+it is lost only the call at the head of the line (and nested calls) had started: the others are
+*requeued*, never failed. A call's timeout runs from when it reaches the head.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import contextvars
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from snakebridge.runtime.answers import callback_reply, error_from_payload
+from snakebridge.runtime.codec import CALLBACKS, HostCodec, codec_for_thread
+from snakebridge.runtime.errors import DecodeError, ProtocolError
+from snakebridge.runtime.transport import PeerClosed, WorkerTransport
+from snakebridge_worker import protocol as p
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from snakebridge.runtime.refs import Session
+
+__all__ = ["Line", "Lost", "Pending", "in_callback_of"]
+
+_POLL_S = 40e-6  # how long a lone caller polls for a fast answer before sleeping
+
+
+class Lost(Exception):
+    """The worker was lost before this call started: send it again elsewhere."""
+
+
+class Pending:
+    """One message in flight: its id, who waits for it, and (once done) its outcome."""
+
+    __slots__ = (
+        "call_id",
+        "clock",
+        "description",
+        "done",
+        "error",
+        "event",
+        "future",
+        "inbox",
+        "loop",
+        "nested",
+        "session",
+        "timeout",
+        "value",
+    )
+
+    def __init__(
+        self,
+        call_id: int,
+        session: Session | None,
+        timeout: float | None,
+        nested: bool = False,
+        description: str = "a call",
+    ) -> None:
+        self.call_id = call_id
+        self.description = description
+        self.session = session
+        self.timeout = timeout
+        self.nested = nested
+        self.clock: float | None = None  # when its timeout started (it reached the head)
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.inbox: collections.deque[list[Any]] = collections.deque()
+        self.event: threading.Event | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.future: asyncio.Future[None] | None = None
+
+    def deadline(self) -> float | None:
+        if self.timeout is None or self.clock is None:
+            return None
+        return self.clock + self.timeout
+
+    def _wake(self) -> None:
+        if self.event is not None:
+            self.event.set()
+        elif self.loop is not None and self.future is not None:
+            future = self.future
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                self.loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_callback_line: contextvars.ContextVar[Line | None] = contextvars.ContextVar(
+    "snakebridge_callback_line", default=None
+)
+
+
+def in_callback_of() -> Line | None:
+    """The line whose worker is waiting on the host callback running in this context."""
+    return _callback_line.get()
+
+
+_LEAD, _WAIT, _SERVE, _DONE = range(4)
+
+
+class Line:
+    """Calls in flight on one transport; see the module docstring."""
+
+    def __init__(
+        self,
+        transport: WorkerTransport,
+        holder: Any,
+        on_lost: Callable[[BaseException, Pending | None], BaseException],
+    ) -> None:
+        self.transport = transport
+        self.holder = holder  # what Refs decoded here point at (the pool's Worker record)
+        self._on_lost = on_lost  # (cause, head) -> the error the head call raises
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, Pending] = {}
+        self._order: collections.deque[Pending] = collections.deque()
+        self._reader: Pending | None = None
+        self.lost: BaseException | None = None
+        self.callbacks_running = 0
+        self.kill_reason = ""
+
+    # -- state read by leasing (benign races: hints only) ---------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return len(self._order)
+
+    def head_age(self) -> float:
+        """Seconds the call at the head has been running (0 when none)."""
+        order = self._order
+        if not order:
+            return 0.0
+        clock = order[0].clock
+        return 0.0 if clock is None else time.monotonic() - clock
+
+    # -- sending --------------------------------------------------------------------------------
+    def submit(self, pending: Pending, data: bytes) -> None:
+        """Register ``pending`` and send its frame(s); Lost when the worker is already gone."""
+        with self._send_lock:
+            with self._lock:
+                if self.lost is not None:
+                    raise Lost
+                self._pending[pending.call_id] = pending
+                if pending.nested or not self._order:
+                    pending.clock = time.monotonic()
+                if not pending.nested:
+                    self._order.append(pending)
+            try:
+                self.transport.send(data)
+            except OSError as exc:
+                self.lose(PeerClosed(str(exc)))
+
+    def submit_many(self, pendings: list[Pending], data: bytes) -> None:
+        """:meth:`submit` for several calls whose frames ``data`` holds, in one write."""
+        with self._send_lock:
+            with self._lock:
+                if self.lost is not None:
+                    raise Lost
+                for pending in pendings:
+                    self._pending[pending.call_id] = pending
+                    if not self._order:
+                        pending.clock = time.monotonic()
+                    self._order.append(pending)
+            try:
+                self.transport.send(data)
+            except OSError as exc:
+                self.lose(PeerClosed(str(exc)))
+
+    def send(self, data: bytes) -> None:
+        """Frames that need no answer (releases, callback results); a lost worker ignores them."""
+        if not data or self.lost is not None:
+            return
+        try:
+            self.transport.send(data)
+        except OSError as exc:
+            self.lose(PeerClosed(str(exc)))
+
+    # -- one step of waiting, shared by the sync and async loops ---------------------------------
+    def _step(self, me: Pending) -> tuple[int, list[Any] | None]:
+        """What ``me``'s waiter does next: lead (read), wait, serve a message, or finish."""
+        with self._lock:
+            if me.done:
+                if self._reader is me:
+                    self._reader = None
+                    self._hand_off()
+                return _DONE, None
+            if me.inbox:
+                return _SERVE, me.inbox.popleft()
+            if self._reader is None or self._reader is me:
+                self._reader = me
+                return _LEAD, None
+            if me.loop is not None:
+                me.future = me.loop.create_future()
+            elif me.event is None:
+                me.event = threading.Event()
+            else:
+                me.event.clear()
+            return _WAIT, None
+
+    def _hand_off(self) -> None:
+        """Pass the reader role to a waiting call (lock held)."""
+        for pending in self._order:
+            if not pending.done:
+                pending._wake()
+                return
+        for pending in self._pending.values():
+            if not pending.done:
+                pending._wake()
+                return
+
+    def _give_up_reading(self, me: Pending) -> None:
+        with self._lock:
+            if self._reader is me:
+                self._reader = None
+                self._hand_off()
+
+    def _serve(self, me: Pending, message: list[Any], codec: HostCodec) -> None:
+        """Run the host callback the worker asked ``me``'s call for, and answer it."""
+        if message[0] != p.CALLBACK:
+            self.lose(
+                ProtocolError(
+                    f"worker {self.transport.pid} sent stream frame kind {message[0]} for call "
+                    f"{me.call_id}, which is not a stream"
+                )
+            )
+            return
+        with self._lock:
+            self.callbacks_running += 1
+        token = _callback_line.set(self)
+        try:
+            reply = callback_reply(message, codec)
+        finally:
+            _callback_line.reset(token)
+            with self._lock:
+                self.callbacks_running -= 1
+        self.send(reply)
+
+    def _dispatch(self, body: bytes | bytearray, codec: HostCodec) -> None:
+        """Decode one frame and hand it to the call it belongs to (reader role held)."""
+        kind, call_id = _peek(body)
+        if kind == p.CALLBACK:  # its id slot holds the callback id; it belongs to the head
+            target = self._order[0] if self._order else None
+        else:
+            target = self._pending.get(call_id)
+        try:
+            message = codec.decode(body, self.holder, target.session if target else None)
+        except DecodeError as exc:  # whole but undecodable: only that call fails
+            self._undecodable(kind, call_id, target, exc)
+            return
+        kind = message[0]
+        if kind == p.CALLBACK_RELEASE:
+            for callback_id in message[2]:
+                CALLBACKS.pop(callback_id, None)
+            return
+        if kind == p.CALLBACK and len(message) > 4 and message[4] in self._pending:
+            target = self._pending[message[4]]  # a callback of a nested call
+        if target is None or kind not in _FOR_CALLS:
+            raise ProtocolError(
+                f"worker {self.transport.pid} sent frame kind {kind!r} for call "
+                f"{message[1]!r}, which is not in flight"
+            )
+        if kind in _FINISHING:
+            value = _answer_value(kind, message[2])
+            with self._lock:
+                self._finish(target, value)
+                target._wake()
+        else:
+            with self._lock:
+                target.inbox.append(message)
+                target._wake()
+
+    def _undecodable(
+        self, kind: int, call_id: int, target: Pending | None, exc: DecodeError
+    ) -> None:
+        if kind == p.CALLBACK:  # the worker waits for an answer: tell it why there is none
+            import msgpack
+
+            payload = {
+                "type": "snakebridge.DecodeError",
+                "builtin": "TypeError",
+                "message": str(exc),
+            }
+            self.send(p.frame(msgpack.packb([p.CALLBACK_ERROR, call_id, payload])))
+            return
+        if target is None or kind not in _FINISHING:
+            raise ProtocolError(f"worker {self.transport.pid} sent an undecodable frame: {exc}")
+        with self._lock:
+            self._finish(target, exc)
+            target._wake()
+
+    def _finish(self, target: Pending, value: Any) -> None:
+        """Record an answer (lock held); the next call in order starts its clock."""
+        target.done = True
+        target.value = value
+        self._pending.pop(target.call_id, None)
+        if not target.nested:
+            was_head = bool(self._order) and self._order[0] is target
+            with contextlib.suppress(ValueError):
+                self._order.remove(target)
+            if was_head and self._order:
+                nxt = self._order[0]
+                nxt.clock = time.monotonic()
+                nxt._wake()
+
+    def lose(self, cause: BaseException) -> None:
+        """The worker is gone: the head call (and nested ones) fail, the others are requeued."""
+        with self._lock:
+            if self.lost is not None:
+                return
+            self.lost = cause
+            head = self._order[0] if self._order else None
+            everyone = list(self._pending.values())
+            self._pending.clear()
+            self._order.clear()
+            self._reader = None
+        error = self._on_lost(cause, head)
+        for pending in everyone:
+            pending.done = True
+            started = pending is head or pending.nested
+            pending.error = error if started else Lost()
+            pending._wake()
+
+    def _lead_failed(self, me: Pending, exc: BaseException) -> None:
+        """The read failed: a timeout of ``me`` or a lost worker."""
+        if isinstance(exc, TimeoutError):
+            self.kill_reason = "timeout"
+            self.transport.kill()
+        self.lose(exc)
+
+    def _poll_s(self, me: Pending) -> float:
+        return _POLL_S if len(self._pending) <= 1 and self.holder.lone() else 0.0
+
+    # -- the two loops --------------------------------------------------------------------------
+    def wait(self, me: Pending, stream: bool = False) -> list[Any] | None:
+        """Block until ``me`` is done (its value/error set), serving callbacks and reading.
+
+        With ``stream``, a stream frame for ``me`` (CHUNK) is returned as soon as it arrives.
+        """
+        codec = codec_for_thread()
+        while True:
+            action, message = self._step(me)
+            if action == _DONE:
+                return None
+            if action == _SERVE:
+                assert message is not None
+                if stream and message[0] != p.CALLBACK:
+                    self._give_up_reading(me)
+                    return message
+                self._serve(me, message, codec)
+            elif action == _LEAD:
+                try:
+                    body = self.transport.recv(me.deadline(), self._poll_s(me))
+                    self._dispatch(body, codec)
+                except BaseException as exc:
+                    self._give_up_reading(me)
+                    if not isinstance(exc, Exception):  # interrupted: the worker is mid-call
+                        self._interrupted(me)
+                        raise
+                    self._lead_failed(me, exc)
+            else:
+                assert me.event is not None
+                deadline = me.deadline()
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not me.event.wait(timeout) and me.deadline() is not None:
+                    self._overran(me)
+
+    def pump(self) -> None:
+        """Dispatch every frame that can be read without blocking (if nobody is reading)."""
+        with self._lock:
+            if self._reader is not None or self.lost is not None:
+                return
+            holder = Pending(-1, None, None)
+            self._reader = holder
+        codec = codec_for_thread()
+        try:
+            while (body := self.transport.recv_now()) is not None:
+                self._dispatch(body, codec)
+        except Exception as exc:
+            self._give_up_reading(holder)
+            self._lead_failed(holder, exc)
+            return
+        self._give_up_reading(holder)
+
+    async def await_(self, me: Pending, stream: bool = False) -> list[Any] | None:
+        """Async twin of :meth:`wait`: reads on the event loop, woken by a future."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        codec = codec_for_thread()
+        me.loop = loop
+        while True:
+            action, message = self._step(me)
+            if action == _DONE:
+                return None
+            try:
+                if action == _SERVE:
+                    assert message is not None
+                    if stream and message[0] != p.CALLBACK:
+                        self._give_up_reading(me)
+                        return message
+                    self._serve(me, message, codec)
+                elif action == _LEAD:
+                    try:
+                        body = self.transport.recv_now()
+                        if body is None:
+                            await _readable(loop, self.transport.wait_handles(), me.deadline())
+                            continue
+                        self._dispatch(body, codec)
+                    except Exception as exc:
+                        self._give_up_reading(me)
+                        self._lead_failed(me, exc)
+                else:
+                    assert me.future is not None
+                    deadline = me.deadline()
+                    timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                    try:
+                        await asyncio.wait_for(asyncio.shield(me.future), timeout)
+                    except TimeoutError:
+                        if me.deadline() is not None:
+                            self._overran(me)
+            except asyncio.CancelledError:
+                self._give_up_reading(me)
+                self._interrupted(me)
+                raise
+
+    def _overran(self, me: Pending) -> None:
+        deadline = me.deadline()
+        if me.done or deadline is None or time.monotonic() < deadline:
+            return
+        self.kill_reason = "timeout"
+        self.transport.kill()
+        self.lose(TimeoutError())
+
+    def _interrupted(self, me: Pending) -> None:
+        """The caller stopped waiting (Ctrl-C, cancel) while its call may be running."""
+        with self._lock:
+            started = me is (self._order[0] if self._order else None) or me.nested
+            if not started and not me.done:  # never started: just forget it
+                self._pending.pop(me.call_id, None)
+                with contextlib.suppress(ValueError):
+                    self._order.remove(me)
+                me.done, me.error = True, Lost()
+                return
+        if not me.done:
+            self.kill_reason = "interrupted"
+            self.transport.kill()
+            self.lose(PeerClosed("interrupted"))
+
+
+_FINISHING = frozenset((p.RESULT, p.ERROR, p.PONG, p.STREAM_END))
+_FOR_CALLS = frozenset((p.RESULT, p.ERROR, p.PONG, p.CHUNK, p.STREAM_END, p.CALLBACK))
+
+
+def _answer_value(kind: int, payload: Any) -> Any:
+    """The value an answer carries (an exception instance for ERROR)."""
+    if kind == p.ERROR:
+        if not isinstance(payload, dict):
+            raise ProtocolError(f"an ERROR frame's payload is not a map: {payload!r:.60}")
+        return error_from_payload(payload)
+    return payload
+
+
+def _peek(body: bytes | bytearray) -> tuple[int, int]:
+    """(kind, id) of a frame without decoding it (msgpack: fixarray, then two small ints)."""
+    try:
+        first = body[0]
+        offset = 1 if 0x90 <= first <= 0x9F else 3 if first == 0xDC else 5
+        kind = body[offset]
+        if kind > 0x7F:
+            return -1, -1
+        marker = body[offset + 1]
+        if marker <= 0x7F:
+            return kind, marker
+        width = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}.get(marker)
+        if width is None:
+            return kind, -1
+        start = offset + 2
+        return kind, int.from_bytes(body[start : start + width], "big")
+    except IndexError:
+        return -1, -1
+
+
+async def _readable(
+    loop: asyncio.AbstractEventLoop, fds: tuple[int, ...], deadline: float | None
+) -> None:
+    """Until one of ``fds`` is readable; TimeoutError past ``deadline`` (monotonic clock)."""
+    import asyncio
+
+    future: asyncio.Future[None] = loop.create_future()
+    for fd in fds:
+        loop.add_reader(fd, _resolve, future)
+    try:
+        if deadline is None:
+            await future
+        else:
+            await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
+    finally:
+        for fd in fds:
+            loop.remove_reader(fd)
