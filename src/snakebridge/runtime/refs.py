@@ -1,4 +1,8 @@
-"""Refs (handles to objects living in a worker) and the sessions that own them."""
+"""Refs (handles to objects living in a worker) and the sessions that own them.
+
+(Over 350 lines on purpose: a Ref forwards the whole Python object protocol, one small method
+per special method.)
+"""
 
 from __future__ import annotations
 
