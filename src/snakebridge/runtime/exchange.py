@@ -203,7 +203,10 @@ class Line:
                     self._reader = None
                     self._hand_off()
                 return _DONE, None
-            if me.inbox:
+            if me.inbox:  # the callback may call this worker again: let someone else read
+                if self._reader is me:
+                    self._reader = None
+                    self._hand_off()
                 return _SERVE, me.inbox.popleft()
             if self._reader is None or self._reader is me:
                 self._reader = me

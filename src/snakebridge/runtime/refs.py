@@ -424,6 +424,8 @@ def register_proxy(type_key: str, cls: type[Ref]) -> None:
     """
     if not (isinstance(cls, type) and issubclass(cls, Ref)) or "__slots__" not in vars(cls):
         raise TypeError(f"{cls!r} must be a Ref subclass with __slots__ = ()")
+    if cls.__hash__ is None:  # it defines __eq__: hashing is the remote object's business
+        cls.__hash__ = Ref.__hash__
     _PROXIES[type_key] = cls
     _CLASS_FOR.clear()
 
