@@ -94,6 +94,7 @@ class PoolSpec(_Strict, frozen=True):
     max_size: int | None = None
     idle_timeout: str | float | None = None
     threads: int | None = None  # profile = "thread": calls one worker runs at once
+    start: Literal["fresh", "zygote"] = "fresh"  # zygote: workers forked from a template
 
     @property
     def capacity(self) -> int:
@@ -322,6 +323,8 @@ def _check_semantics(parsed: _Table, path: Path) -> None:
                 'threads needs profile = "thread" and must be at least 1, got '
                 f"{pool.threads} with profile {pool.profile!r}",
             )
+        if pool.start == "zygote" and not hasattr(os, "fork"):
+            fail(f"pools.{name}.start", 'start = "zygote" needs fork (POSIX); use "fresh"')
         if pool.min_workers > pool.max_workers:
             fail(
                 f"pools.{name}.max_size",

@@ -759,7 +759,12 @@ def _policy_from(options: Dict[str, Any]) -> pol.Policy:
 def main() -> None:
     global _CURRENT
     fd, host_pid = int(sys.argv[2]), int(sys.argv[3])
-    _watch_parent(host_pid)
+    if len(sys.argv) > 4:  # scale (#15): forked by the zygote, whose own death ends us too
+        from snakebridge_worker import zygote
+
+        zygote.watch_host(host_pid)
+    else:
+        _watch_parent(host_pid)
     import faulthandler
 
     faulthandler.enable()

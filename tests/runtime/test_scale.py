@@ -392,3 +392,79 @@ def test_doctor_warns_about_a_thread_pool_under_a_gil(configured: Callable[[str]
     warned = [line for line in lines if 'profile = "thread"' in line.text]
     gil = getattr(__import__("sys"), "_is_gil_enabled", lambda: True)()
     assert [line.status for line in warned] == (["WARN"] if gil else [])
+
+
+# -- start = "zygote" ----------------------------------------------------------------------------
+ZYGOTE = """
+[tool.snakebridge.libraries]
+os = { version = "stdlib", allow_private = true }
+operator = "stdlib"
+
+[tool.snakebridge.pools.default]
+size = 2
+start = "zygote"
+preload = ["json"]
+"""
+
+
+def test_zygote_workers_serve_calls_and_are_replaced_after_sigkill(
+    configured: Callable[[str], Path],
+) -> None:
+    import os
+    import signal
+
+    from snakebridge.runtime.zygote import ForkedProcess
+
+    from .conftest import alive
+
+    configured(ZYGOTE)
+    assert snakebridge.call("operator", "add", [1, 2]) == 3
+    pool = runtime().pools["default"]
+    victim = pool.workers[0]
+    assert isinstance(victim.transport.proc, ForkedProcess)  # type: ignore[attr-defined]
+    parent = snakebridge.call("os", "getppid")
+    assert parent != os.getpid()  # its parent is the zygote
+    os.kill(victim.pid, signal.SIGKILL)
+    until(lambda: not alive(victim.pid) and victim not in pool.workers, pool)
+    until(lambda: len(pool.workers) == 2, pool)
+    assert all(w.alive for w in pool.workers)
+    assert snakebridge.call("operator", "mul", [3, 4]) == 12
+
+
+HOST = """
+import os, sys
+import snakebridge
+pid = snakebridge.call("os", "getpid")
+parent = snakebridge.call("os", "getppid")
+print(pid, parent, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_zygote_and_its_workers_die_with_the_host(configured: Callable[[str], Path]) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import alive
+
+    path = configured(ZYGOTE)
+    env = {**os.environ, "SNAKEBRIDGE_CONFIG": str(path)}
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+    assert host.stdout is not None
+    worker, zygote = map(int, host.stdout.readline().split())
+    assert alive(worker) and alive(zygote) and zygote != host.pid
+    os.kill(host.pid, signal.SIGKILL)
+    host.wait()
+    until(lambda: not alive(worker) and not alive(zygote))
+
+
+def test_zygote_needs_a_known_start_mode(configured: Callable[[str], Path]) -> None:
+    from snakebridge.config import load_settings
+
+    path = configured('[tool.snakebridge.pools.default]\nstart = "clone"\n')
+    with pytest.raises(ConfigError, match="start"):
+        load_settings(path.parent)

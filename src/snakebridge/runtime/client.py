@@ -19,7 +19,7 @@ from typing import Any
 
 from snakebridge.config import Settings, load_settings
 from snakebridge.errors import ConfigError, EncodeError, LibraryNotAllowed
-from snakebridge.runtime import dataplane, hostobjects, status_files
+from snakebridge.runtime import dataplane, hostobjects, status_files, zygote
 from snakebridge.runtime.calls import Call, Options, current_options, options, prepare
 from snakebridge.runtime.helpers import init_options
 from snakebridge.runtime.interpreters import interpreter_for
@@ -154,6 +154,7 @@ class _Runtime:
             pool.close(grace_s)
         if pools:
             status_files.remove()
+        zygote.stop_all()  # scale (#15): the templates go with their pools
 
     def forget(self) -> None:
         """Drop the parent's pools in a forked child without touching the parent's workers."""
@@ -187,6 +188,7 @@ def _after_fork_in_child() -> None:
         _runtime.forget()
     _runtime = None
     reset_after_fork()
+    zygote.reset_after_fork()
     reset_default_session()
 
 

@@ -76,12 +76,19 @@ class Pool:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _process_transport(self, init: dict[str, Any]) -> WorkerTransport:
+        start = None
+        if self.spec.start == "zygote":  # scale (#15): forked from the env's template
+            from snakebridge.runtime.zygote import zygote_for
+
+            zygote = zygote_for(self.interpreter, self.env, worker_path_dir(), self.spec.preload)
+            start = zygote.fork
         return ProcessTransport(
             pool_name=self.name,
             interpreter=self.interpreter,
             env=self.env,
             worker_path=worker_path_dir(),
             init=init,
+            start=start,
         )
 
     def _init(self) -> dict[str, Any]:

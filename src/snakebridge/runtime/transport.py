@@ -156,6 +156,11 @@ class _Spawner:
 _SPAWNER = _Spawner()
 
 
+def spawn(popen: Callable[[], Any]) -> Any:
+    """Run ``popen`` on the long-lived spawner thread (the zygote starts this way too)."""
+    return _SPAWNER.submit(popen).result()
+
+
 def reset_after_fork() -> None:
     global _SPAWNER
     _SPAWNER = _Spawner()
@@ -194,7 +199,10 @@ class ProcessTransport(WorkerTransport):
         env: dict[str, str],
         worker_path: str,
         init: dict[str, Any],
+        start: Callable[[socket.socket], Any] | None = None,
     ) -> None:
+        """``start`` (#15, zygote): gets the worker's socket and returns a Popen-like process
+        instead of starting a fresh interpreter."""
         self.pool_name = pool_name
         self.max_frame = int(init.get("max_frame", p.DEFAULT_MAX_FRAME))
         self._send_lock = threading.Lock()
@@ -222,7 +230,7 @@ class ProcessTransport(WorkerTransport):
             )
 
         try:
-            self.proc = _SPAWNER.submit(popen).result()
+            self.proc = _SPAWNER.submit(popen).result() if start is None else start(worker_sock)
         except OSError as exc:
             host_sock.close()
             raise WorkerStartError(f"cannot start a worker with {interpreter}: {exc}") from None
@@ -245,7 +253,8 @@ class ProcessTransport(WorkerTransport):
 
     # -- output ---------------------------------------------------------------------------------
     def _forward_output(self) -> None:
-        assert self.proc.stdout is not None
+        if self.proc.stdout is None:  # forked by the zygote: its output is the zygote's
+            return
         prefix = f"[snakebridge {self.pool_name} worker {self.pid}] "
         for raw in self.proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
