@@ -4,8 +4,11 @@ Run: ``python benchmarks/bench_scale.py`` (``--json FILE`` also writes the numbe
 throwaway config in a temporary directory and points ``SNAKEBRIDGE_CONFIG`` at it. The machine
 is shared and noisy: compare the ratios of one run.
 
-Bar (issue 15): hashlib.sha256 over 16 MiB buffers from 8 host threads, thread profile with one
-worker >= 1.7x a one-worker process profile on 2 cores.
+Bars (issue 15): hashlib.sha256 over 16 MiB buffers from 8 host threads, thread profile with
+one worker >= 1.7x a one-worker process profile on 2 cores; ``start = "zygote"``: SIGKILL ->
+pool back at full size <= 3x a fork-based pool's start time (multiprocessing "fork", 2
+workers and a first call), in the same run. Recovery is timed from the kill, with housekeeping
+run back to back (the runtime runs it every 0.2 s, which would add up to that to any figure).
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ hashlib = "stdlib"
 operator = "stdlib"
 
 [tool.snakebridge.pools.default]
-size = 1
 {extra}
 """
 
@@ -68,7 +70,7 @@ def _hash_run(buffer: Any) -> float:
 
 def _burst(directory: Path) -> dict[str, float]:
     """Autoscaling: a burst of 8 slow calls on a pool of min 1, max 4."""
-    _configure(directory, "min_size = 1\nmax_size = 4\nidle_timeout = 0.5")
+    _configure(directory, "size = 1\nmin_size = 1\nmax_size = 4\nidle_timeout = 0.5")
     snakebridge.call("operator", "pos", [1])
     pool = runtime().pools["default"]
     started = time.perf_counter()
@@ -89,6 +91,42 @@ def _burst(directory: Path) -> dict[str, float]:
     return {"burst_s": elapsed, "workers_at_end_of_burst": float(peak)}
 
 
+def _fork_pool_start() -> float:
+    """A multiprocessing fork pool of 2 started and answering its first calls (median of 5)."""
+    import multiprocessing
+    import operator
+    import statistics
+
+    context = multiprocessing.get_context("fork")
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        with context.Pool(2) as pool:
+            pool.map(operator.pos, [1, 2])
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _recovery(directory: Path, start: str) -> float:
+    """SIGKILL one of 2 workers -> 2 in service again (median of 5), ``start`` fresh/zygote."""
+    import signal
+    import statistics
+
+    _configure(directory, f'size = 2\nstart = "{start}"')
+    snakebridge.call("operator", "pos", [1])
+    pool = runtime().pools["default"]
+    times = []
+    for _ in range(5):
+        victim = pool.workers[0]
+        started = time.perf_counter()
+        os.kill(victim.pid, signal.SIGKILL)
+        while victim in pool.workers or len(pool.workers) < 2:
+            pool.housekeep()
+            time.sleep(0.0005)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", type=Path)
@@ -99,12 +137,16 @@ def main() -> None:
     figures: dict[str, Any] = {"cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        _configure(directory, 'profile = "process"')
+        _configure(directory, 'size = 1\nprofile = "process"')
         figures["process_1_worker_s"] = _hash_run(snakebridge.share(data))
-        _configure(directory, 'profile = "thread"\nthreads = 8')
+        _configure(directory, 'size = 1\nprofile = "thread"\nthreads = 8')
         figures["thread_1_worker_s"] = _hash_run(snakebridge.share(data))
         figures["thread_speedup"] = figures["process_1_worker_s"] / figures["thread_1_worker_s"]
         figures.update(_burst(directory))
+        figures["fork_pool_start_s"] = _fork_pool_start()
+        figures["fresh_recovery_s"] = _recovery(directory, "fresh")
+        figures["zygote_recovery_s"] = _recovery(directory, "zygote")
+        figures["zygote_vs_fork"] = figures["zygote_recovery_s"] / figures["fork_pool_start_s"]
         snakebridge.shutdown()
     hashed = _HOST_THREADS * _PER_THREAD * 16
     print(f"sha256 of {hashed} MiB from {_HOST_THREADS} host threads, 1 worker:")
@@ -114,6 +156,12 @@ def main() -> None:
     print(
         f"burst of 8 pbkdf2 calls, min 1 max 4: {figures['burst_s']:.3f} s, "
         f"{figures['workers_at_end_of_burst']:.0f} workers at its end"
+    )
+    print(f"fork-based pool (2 workers + first calls): {figures['fork_pool_start_s'] * 1e3:.1f} ms")
+    print(f"SIGKILL -> full size, fresh:  {figures['fresh_recovery_s'] * 1e3:.1f} ms")
+    print(
+        f"SIGKILL -> full size, zygote: {figures['zygote_recovery_s'] * 1e3:.1f} ms "
+        f"({figures['zygote_vs_fork']:.2f}x the fork pool; bar <= 3x)"
     )
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
