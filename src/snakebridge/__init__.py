@@ -45,6 +45,7 @@ from snakebridge.runtime.client import (
 )
 from snakebridge.runtime.client import map_ as map
 from snakebridge.runtime.codec import inout
+from snakebridge.runtime.dataplane import share
 from snakebridge.runtime.helpers import worker_state
 from snakebridge.runtime.refs import Ref
 
@@ -114,6 +115,7 @@ __all__ = [
     "method",
     "options",
     "session",
+    "share",
     "shutdown",
     "status",
     "stream",

@@ -23,7 +23,7 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
 
-from snakebridge_worker import hostrefs, kinds, startup, streams
+from snakebridge_worker import hostrefs, kinds, shm, startup, streams
 from snakebridge_worker import policy as pol
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
@@ -708,6 +708,7 @@ def _read_init(connection: Connection) -> Dict[str, Any]:
     kind, _, options = msgpack.unpackb(body, raw=False)
     if kind != p.INIT or not isinstance(options, dict):
         raise SystemExit(f"snakebridge worker: expected INIT, got frame kind {kind}")
+    shm.configure_worker(options.get("shm"))  # dataplane: shared-memory settings of the host
     return options
 
 

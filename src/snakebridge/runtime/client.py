@@ -16,7 +16,7 @@ from typing import Any
 
 from snakebridge.config import Settings, load_settings
 from snakebridge.errors import EncodeError, LibraryNotAllowed
-from snakebridge.runtime import hostobjects, status_files
+from snakebridge.runtime import dataplane, hostobjects, status_files
 from snakebridge.runtime.calls import Call, Options, options, prepare
 from snakebridge.runtime.helpers import init_options
 from snakebridge.runtime.interpreters import interpreter_for
@@ -50,6 +50,14 @@ def _module_of_library(library: str) -> str:
 
 
 hostobjects.module_of_library = _module_of_library
+
+
+def _shm_threshold() -> tuple[object | None, int | None]:
+    current = runtime()
+    return current, current.settings.shm_threshold
+
+
+dataplane.configured_threshold = _shm_threshold
 
 _HOUSEKEEPING_S = 0.2
 _STATUS_EVERY = 5

@@ -163,8 +163,8 @@ class Line:
                     self._order.append(pending)
             try:
                 self.transport.send(data)
-            except OSError as exc:
-                self.lose(PeerClosed(str(exc)))
+            except OSError as exc:  # it was gone before the call reached it: send it elsewhere
+                self.lose(PeerClosed(str(exc)), unsent=(pending,))
 
     def submit_many(self, pendings: list[Pending], data: bytes) -> None:
         """:meth:`submit` for several calls whose frames ``data`` holds, in one write."""
@@ -180,7 +180,7 @@ class Line:
             try:
                 self.transport.send(data)
             except OSError as exc:
-                self.lose(PeerClosed(str(exc)))
+                self.lose(PeerClosed(str(exc)), unsent=tuple(pendings))
 
     def send(self, data: bytes) -> None:
         """Frames that need no answer (releases, callback results); a lost worker ignores them."""
@@ -318,8 +318,11 @@ class Line:
                 nxt.clock = time.monotonic()
                 nxt._wake()
 
-    def lose(self, cause: BaseException) -> None:
-        """The worker is gone: the head call (and nested ones) fail, the others are requeued."""
+    def lose(self, cause: BaseException, unsent: tuple[Pending, ...] = ()) -> None:
+        """The worker is gone: the head call (and nested ones) fail, the others are requeued.
+
+        ``unsent`` calls never reached the worker (their write failed): requeued even at the head.
+        """
         with self._lock:
             if self.lost is not None:
                 return
@@ -329,10 +332,11 @@ class Line:
             self._pending.clear()
             self._order.clear()
             self._reader = None
-        error = self._on_lost(cause, head)
+        started_head = head if head is not None and head not in unsent else None
+        error = self._on_lost(cause, started_head)
         for pending in everyone:
             pending.done = True
-            started = pending is head or pending.nested
+            started = (pending is started_head or pending.nested) and pending not in unsent
             pending.error = error if started else Lost()
             pending._wake()
 

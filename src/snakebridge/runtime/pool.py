@@ -20,8 +20,9 @@ from snakebridge.errors import (
     RefInvalid,
     WorkerCrashed,
 )
+from snakebridge.runtime import dataplane
 from snakebridge.runtime.calls import Call, next_call_id, prepare
-from snakebridge.runtime.codec import HOST_HAS_NUMPY
+from snakebridge.runtime.codec import CALLBACKS, HOST_HAS_NUMPY
 from snakebridge.runtime.exchange import Line, Lost, Pending
 from snakebridge.runtime.lease import Leaser, State, Worker
 from snakebridge.runtime.supervisor import Supervisor
@@ -80,7 +81,8 @@ class Pool:
         )
 
     def _init(self) -> dict[str, Any]:
-        return {**self.init_options, "host_numpy": HOST_HAS_NUMPY, "max_frame": p.DEFAULT_MAX_FRAME}
+        init = {**self.init_options, "host_numpy": HOST_HAS_NUMPY, "max_frame": p.DEFAULT_MAX_FRAME}
+        return {**init, **dataplane.init_options()}  # dataplane: shared-memory settings
 
     def launch(self, deadline: float | None = None) -> Worker:
         """Start one worker and complete its handshake (not yet in service)."""
@@ -243,6 +245,8 @@ class Pool:
             ):
                 emit("runtime.call", "retry", pool=self.name, call=call.description)
                 return False, None
+            for callback_id in call.callbacks:  # the worker that held them is gone
+                CALLBACKS.pop(callback_id, None)
             raise error
         if isinstance(pending.value, Exception):
             raise pending.value

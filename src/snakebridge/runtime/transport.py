@@ -29,6 +29,7 @@ import msgpack
 
 from snakebridge import paths
 from snakebridge.errors import ProtocolError, WorkerCrashed, WorkerStartError
+from snakebridge.runtime import dataplane
 from snakebridge_worker import protocol as p
 from snakebridge_worker.framing import FrameBuffer, FrameTooLarge
 
@@ -437,6 +438,7 @@ class ProcessTransport(WorkerTransport):
             self._wait_exit(5.0)
         with contextlib.suppress(OSError):  # anything the library left in its group goes too
             os.killpg(self.pid, signal.SIGKILL)
+        dataplane.peer_gone(self.pid)  # the host owns the cleanup of the worker's segments
         self.close()
 
     def close(self) -> None:
@@ -458,6 +460,7 @@ class ProcessTransport(WorkerTransport):
         with contextlib.suppress(OSError):
             os.killpg(self.pid, signal.SIGKILL)
         self._output.join(timeout=0.2)
+        dataplane.peer_gone(self.pid)  # the host owns the cleanup of the worker's segments
         exit_code, sig, cause = describe_exit(code)
         if kill_reason:
             cause = kill_reason
