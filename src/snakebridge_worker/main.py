@@ -1,5 +1,8 @@
 """Worker main loop: read frames, run the named call, answer with values or Refs.
 
+(Over 350 lines on purpose: the worker ships as few files as possible into every library env;
+values, streams, policy and host objects already live in their own modules.)
+
 Started by the host as ``python -I -u -c BOOT <worker-dir> <socket-fd> <host-pid>``.
 """
 

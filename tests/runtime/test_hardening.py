@@ -136,3 +136,21 @@ def test_host_callables_of_a_call_whose_worker_crashed_are_dropped() -> None:
         with pytest.raises(SnakeBridgeError):
             snakebridge.call("builtins", "eval", ["__import__('os')._exit(1)", {"f": lambda: 1}])
     assert len(CALLBACKS) == before
+
+
+def test_a_callback_from_a_worker_thread_may_call_back_into_that_worker() -> None:
+    # the host callback runs while its call holds the worker; the worker object it is handed
+    # (a bound method) is called from inside the callback: a nested call, served at once
+    seen: list[int] = []
+
+    def produce(sink: Callable[[int], object]) -> str:
+        for i in range(3):
+            sink(i)
+            seen.append(i)
+        return "done"
+
+    executor = snakebridge.call("concurrent.futures", "ThreadPoolExecutor", [1])
+    store = snakebridge.call("collections", "UserList", [[]])
+    future = executor.submit(produce, store.append)
+    assert future.result(timeout=30) == "done"
+    assert seen == [0, 1, 2] and list(store) == [0, 1, 2]

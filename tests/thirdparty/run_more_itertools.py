@@ -58,7 +58,9 @@ generated = "snakebridge_generated"
 scan = ["tests"]
 
 [tool.snakebridge.libraries]
-more_itertools = {{ package = "more-itertools", version = "=={VERSION}" }}
+# the library's own tests reach its private helpers (peekable._cache, recipes._pairwise): a
+# project testing its own internals opts out of the private-name rule, as documented
+more_itertools = {{ package = "more-itertools", version = "=={VERSION}", allow_private = true }}
 
 [tool.snakebridge.pools.default]
 call_timeout = 20   # bounds a stuck call (a callback deadlock) so the run stays short

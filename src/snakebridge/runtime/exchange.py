@@ -1,5 +1,8 @@
 """The call exchange on one worker's connection: calls in flight, matched by id.
 
+(Over 350 lines on purpose: the sync and async waiting loops share every step and stay side
+by side here so they cannot drift.)
+
 Several calls may be in flight on one worker (pipelined). Exactly one waiting caller at a time
 holds the *reader role*: it reads frames from the transport and hands each to the call it
 belongs to, waking exactly that caller (a ``threading.Event`` for a thread, a future for an
@@ -200,7 +203,10 @@ class Line:
                     self._reader = None
                     self._hand_off()
                 return _DONE, None
-            if me.inbox:
+            if me.inbox:  # the callback may call this worker again: let someone else read
+                if self._reader is me:
+                    self._reader = None
+                    self._hand_off()
                 return _SERVE, me.inbox.popleft()
             if self._reader is None or self._reader is me:
                 self._reader = me

@@ -1,5 +1,8 @@
 """A pool of workers of one environment: composition of transport, exchange, leasing, supervision.
 
+(Over 350 lines on purpose: it is the composition point; run, arun, run_many and the stream
+channel share one failure rule, kept next to them.)
+
 ``run``/``arun`` lease a worker (:mod:`lease`), send the call and wait on that worker's line
 (:mod:`exchange`); ``run_many`` pipelines a whole batch; ``open_channel`` holds a worker for a
 stream. What a lost worker means for its calls is decided in one place (:meth:`Pool._lost`).
