@@ -9,23 +9,7 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
-from snakebridge.runtime.client import ClientSession as Session
-from snakebridge.runtime.client import (
-    aattr,
-    acall,
-    aget,
-    amap,
-    amethod,
-    attr,
-    call,
-    get,
-    method,
-    options,
-    shutdown,
-    status,
-)
-from snakebridge.runtime.client import map_ as map
-from snakebridge.runtime.errors import (
+from snakebridge.errors import (
     CallTimeout,
     ConfigError,
     DecodeError,
@@ -43,6 +27,23 @@ from snakebridge.runtime.errors import (
     WorkerCrashed,
     WorkerStartError,
 )
+from snakebridge.runtime.client import ClientSession as Session
+from snakebridge.runtime.client import (
+    aattr,
+    acall,
+    aget,
+    amap,
+    amethod,
+    attr,
+    call,
+    get,
+    method,
+    options,
+    shutdown,
+    status,
+)
+from snakebridge.runtime.client import map_ as map
+from snakebridge.runtime.codec import inout
 from snakebridge.runtime.refs import Ref
 
 
@@ -90,6 +91,7 @@ __all__ = [
     "attr",
     "call",
     "get",
+    "inout",
     "map",
     "method",
     "options",

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from snakebridge.runtime.errors import SnakeBridgeError
+from snakebridge.errors import SnakeBridgeError
 
 __all__ = ["main"]
 

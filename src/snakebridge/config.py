@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from snakebridge.runtime.errors import ConfigError
+from snakebridge.errors import ConfigError
 
 __all__ = [
     "EnvSpec",
@@ -86,6 +86,8 @@ class PoolSpec(_Strict, frozen=True):
     queue_timeout: float = 60.0
     max_queue: int = 10_000
     env_vars: dict[str, str] = {}
+    preload: list[str] = []  # streams (#14): modules each worker imports before taking calls
+    init: str | None = None  # streams (#14): "helper.module:function" run once per worker
 
     @property
     def ttl_s(self) -> float | None:
@@ -105,6 +107,7 @@ class _Table(_Strict, frozen=True):
     envs: dict[str, EnvSpec] = {}
     pools: dict[str, PoolSpec] = {}
     variants: dict[str, dict[str, str]] = {}
+    helpers: list[str] = []  # streams (#14): host modules shipped to workers as source
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,14 @@ class Settings:
     envs: dict[str, EnvSpec] = field(default_factory=lambda: {DEFAULT: EnvSpec()})
     pools: dict[str, PoolSpec] = field(default_factory=lambda: {DEFAULT: PoolSpec()})
     variants: dict[str, dict[str, str]] = field(default_factory=dict)
+    helpers: tuple[str, ...] = ()
+
+    def helper_pool(self, helper: str) -> str:
+        """The pool a helper's calls go to: the one whose ``init`` it provides, else default."""
+        owners = [
+            n for n, s in sorted(self.pools.items()) if (s.init or "").split(":")[0] == helper
+        ]
+        return owners[0] if owners else DEFAULT
 
     @property
     def allow_all(self) -> bool:
@@ -147,13 +158,15 @@ class Settings:
             spec = self.libraries.get(key)
             if spec is not None:
                 return key, spec
+            if key in self.helpers:
+                return key, LibrarySpec(pool=self.helper_pool(key))
         return None
 
     def pool_for(self, library: str | None) -> str:
         """Pool for ``library``: its ``pool``, else the one named after its env, else default."""
         spec = self.libraries.get(library) if (self.libraries and library) else None
         if spec is None:
-            return DEFAULT
+            return self.helper_pool(library) if library in self.helpers else DEFAULT
         return spec.pool if spec.pool is not None else spec.env
 
     def pool_spec(self, name: str) -> PoolSpec:
@@ -268,6 +281,12 @@ def _check_semantics(parsed: _Table, path: Path) -> None:
             fail(f"pools.{name}.env", f"unknown environment {pool.env!r} (known: {sorted(envs)})")
         for key, problem in _pool_problems(pool):
             fail(f"pools.{name}.{key}", problem)
+    for name, pool in parsed.pools.items():  # streams (#14)
+        if pool.init is not None and not re.fullmatch(r"[\w.]+:\w+", pool.init):
+            fail(f"pools.{name}.init", f"write init as 'module:function', not {pool.init!r}")
+    for index, helper in enumerate(parsed.helpers):
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", helper):
+            fail(f"helpers[{index}]", f"{helper!r} is not a dotted module name")
     for name, lib in parsed.libraries.items():
         if isinstance(lib, str):
             continue
@@ -299,6 +318,7 @@ def _settings_from(table: object, path: Path) -> Settings:
         envs={DEFAULT: EnvSpec(), **parsed.envs},
         pools={DEFAULT: PoolSpec(), **parsed.pools},
         variants=parsed.variants,
+        helpers=tuple(parsed.helpers),
     )
 
 

@@ -22,7 +22,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from snakebridge.runtime.errors import UnsafePath
+from snakebridge.errors import UnsafePath
 
 __all__ = [
     "STATE_DIR",

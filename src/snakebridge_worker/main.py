@@ -18,10 +18,12 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Deque, Dict, List, Optional, Set
+import types
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
 
+from snakebridge_worker import hostrefs, startup, streams
 from snakebridge_worker import policy as pol
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
@@ -96,7 +98,8 @@ class Registry:
 
 
 class WorkerCodec(v.ValueCodec):
-    """Opaque results become Refs registered in the current session."""
+    """Opaque results become Refs registered in the current session; host objects, by-name
+    values and in-out arrays from the host are rebuilt here."""
 
     def __init__(self, registry: Registry, host_numpy: bool, connection: "Connection") -> None:
         super().__init__()
@@ -106,26 +109,45 @@ class WorkerCodec(v.ValueCodec):
         self.session = 0
         self.path_values = False
         self.classes_sent: Set[str] = set()
+        self.added: List[int] = []
+        self.inout: List[Tuple[int, Any]] = []
+        self.inout_calls: Dict[int, List[Tuple[int, Any]]] = {}
         self.decoders[p.EXT_REF] = lambda d: registry.get(msgpack.unpackb(d))
-        self.decoders[p.EXT_CALLBACK] = lambda d: HostCallback(connection, self, msgpack.unpackb(d))
+        self.decoders[p.EXT_CALLBACK] = lambda d: hostrefs.make(msgpack.unpackb(d), None)
+        self.decoders[p.EXT_NDARRAY] = lambda d: v.decode_ndarray(d, writable=False)
+        self.builders[p.EXT_NAME] = self._by_name
+        self.builders[p.EXT_HOSTREF] = lambda items: hostrefs.make(items[1], items[2])
+        self.builders[p.EXT_INOUT] = self._inout
+        hostrefs.install(_call_host)
 
     def fallback(self, obj: Any) -> Any:
         if type(obj) is _Opaque:
             return self.as_ref(obj.value)
+        if isinstance(obj, hostrefs.HostObject):  # back to the host as its own object
+            return msgpack.ExtType(p.EXT_CALLBACK, msgpack.packb(obj._sb_id))
         if self.path_values and v.is_path(obj):
             return v.encode_path(self, obj)
+        if v.is_namedtuple(obj):
+            return v.encode_namedtuple(obj)
+        if isinstance(obj, (type, types.BuiltinFunctionType)):
+            name = v.builtin_name(obj)
+            if name is not None:  # int, len, ValueError…: the host's own
+                return v.encode_builtin(name)
         if self.host_numpy:
             kind = v.numpy_kind(obj)
             if kind == "ndarray":
                 return v.encode_ndarray(self, obj)
             if kind == "scalar":
                 return v.encode_npscalar(self, obj)
+            if kind == "dtype":
+                return v.encode_dtype(self, obj)
         return self.as_ref(obj)
 
     def as_ref(self, obj: Any) -> msgpack.ExtType:
         """Register ``obj`` for the host and describe it as a Ref."""
         cls = type(obj)
         ref_id = self.registry.add(self.session, obj)
+        self.added.append(ref_id)
         key = v.type_key(cls)
         if key in self.classes_sent:
             described = [ref_id, cls.__module__, cls.__qualname__]
@@ -135,6 +157,63 @@ class WorkerCodec(v.ValueCodec):
             described = [ref_id, cls.__module__, cls.__qualname__, mro]
         return msgpack.ExtType(p.EXT_REF, msgpack.packb(described))
 
+    def _by_name(self, items: List[Any]) -> Any:
+        _, module, qualname, fallback = items
+        try:
+            return resolve(module, qualname)
+        except Exception as exc:
+            if fallback is not None:
+                return fallback  # the host's object by reference (or an enum member's value)
+            raise ValueError(f"cannot resolve {module}.{qualname} in the worker: {exc}") from None
+
+    def _inout(self, items: List[Any]) -> Any:
+        _, array, host_id = items
+        for known_id, known in self.inout:  # the same host array twice: one array here too
+            if known_id == host_id:
+                return known
+        array = array.copy()  # writeable; copied back to the host before the answer
+        self.inout.append((host_id, array))
+        return array
+
+    def unpack(self, data: Union[bytes, bytearray]) -> Any:
+        """Decode a frame; ArgumentError (naming the frame) when only its values are bad."""
+        mark = len(self.inout)
+        try:
+            message = super().unpack(data)
+        except Exception as exc:
+            del self.inout[mark:]
+            head = v.frame_head(data)
+            if head is None:
+                raise ValueError(f"a malformed frame: {exc}") from None
+            raise v.ArgumentError(f"the worker cannot decode the values: {exc}", *head) from None
+        if len(self.inout) > mark:  # in-out arrays belong to the call that brought them
+            if type(message) is list and len(message) > 1 and message[0] == p.CALL:
+                self.inout_calls[message[1]] = self.inout[mark:]
+            del self.inout[mark:]
+        return message
+
+    def copy_back(self, call_id: int) -> None:
+        """Send the in-out arrays of call ``call_id`` back to the host (before its answer)."""
+        for host_id, array in self.inout_calls.pop(call_id, ()):
+            _call_host(host_id, [array], {})
+
+    def pack_reply(self, packer: msgpack.Packer, message: List[Any]) -> bytes:
+        """Pack a call's answer; a failed pack leaves no Refs registered for it."""
+        self.added = []
+        try:
+            body = packer.pack(v.lift_message(message))
+        except BaseException as exc:
+            packer.reset()
+            self.registry.release(self.session, self.added)
+            raise v.as_depth_error(exc) from None
+        if len(body) > self.connection.max_frame:
+            self.registry.release(self.session, self.added)
+            raise v.Unsendable(
+                f"the answer encodes to {len(body):,} bytes, over the "
+                f"{self.connection.max_frame:,}-byte frame limit"
+            )
+        return body
+
 
 class _Opaque:
     """Marks a value that must travel as a Ref even where its type travels by value."""
@@ -143,6 +222,13 @@ class _Opaque:
 
     def __init__(self, value: Any) -> None:
         self.value = value
+
+
+def _call_host(callback_id: int, args: List[Any], kwargs: Dict[str, Any]) -> Any:
+    worker = _CURRENT
+    if worker is None:
+        raise RuntimeError("snakebridge: no host connection")
+    return worker.callback(callback_id, args, kwargs)
 
 
 class Connection:
@@ -206,24 +292,6 @@ class Connection:
 
     def send(self, body: bytes) -> None:
         self.sock.sendall(p.frame(body))
-
-
-class HostCallback:
-    """A host callable passed as an argument: calling it asks the host to run it."""
-
-    def __init__(self, connection: Connection, codec: WorkerCodec, callback_id: int) -> None:
-        self.connection, self.codec, self.callback_id = connection, codec, callback_id
-
-    def __del__(self) -> None:
-        _RELEASED_CALLBACKS.append(self.callback_id)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        worker = _CURRENT
-        assert worker is not None
-        return worker.callback(self.callback_id, list(args), kwargs)
-
-    def __repr__(self) -> str:
-        return f"<snakebridge host callback #{self.callback_id}>"
 
 
 def _close_matches(name: str, candidates: Any) -> str:
@@ -312,6 +380,7 @@ def error_payload(
         "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__))
         if with_traceback
         else "",
+        "host_exception": getattr(exc, "_sb_host_exception", None),
     }
     if _GROUP is not None and isinstance(exc, _GROUP):  # members travel too, for except*
         payload["message"] = exc.message
@@ -375,26 +444,40 @@ class Worker:
             self.connection.send(body)
 
     def reply(self, kind: int, call_id: int, payload: Any) -> None:
+        try:
+            self.codec.copy_back(call_id)  # in-out arrays see the call's writes first
+        except Exception as exc:
+            kind, payload = p.ERROR, error_payload(p.ERR_REMOTE, exc)
         if _RELEASED_CALLBACKS:  # tell the host which of its callables we no longer hold
             released = _RELEASED_CALLBACKS[:]
             del _RELEASED_CALLBACKS[: len(released)]
             self.send([p.CALLBACK_RELEASE, 0, released])
         with self.send_lock:
             try:
-                body = self.packer.pack([kind, call_id, payload])
+                body = self.codec.pack_reply(self.packer, [kind, call_id, payload])
             except Exception as exc:  # an unencodable result: report it instead of dying
-                self.packer.reset()
-                body = self.packer.pack([p.ERROR, call_id, error_payload(p.ERR_REMOTE, exc)])
+                error_kind = p.ERR_DECODE if isinstance(exc, v.Unsendable) else p.ERR_REMOTE
+                body = self.packer.pack([p.ERROR, call_id, error_payload(error_kind, exc)])
             self.connection.send(body)
 
     # -- the reader role ------------------------------------------------------------------------
     def _read(self) -> List[Any]:
         """One decoded frame (reader role held); exits when the host has gone."""
-        body = self.connection.read()
-        if body is None:
-            os._exit(0)
-        message: List[Any] = self.codec.unpack(body)
-        return message
+        while True:
+            body = self.connection.read()
+            if body is None:
+                os._exit(0)
+            try:
+                message: List[Any] = self.codec.unpack(body)
+            except v.ArgumentError as exc:  # a whole frame whose values did not decode
+                if exc.kind in (p.CALLBACK_RESULT, p.CALLBACK_ERROR):  # the waiter raises it
+                    failure = {"type": "ValueError", "builtin": "ValueError", "message": str(exc)}
+                    return [p.CALLBACK_ERROR, exc.call_id, failure, exc.request]
+                if exc.kind != p.CALL:
+                    raise
+                self.send([p.ERROR, exc.call_id, error_payload(p.ERR_DECODE, exc, False)])
+                continue
+            return message
 
     def _lead_or_wait(self, ready: Any) -> bool:
         """With ``cv`` held: wait until ``ready()`` or the reader role is free; True if taken."""
@@ -453,7 +536,9 @@ class Worker:
             self.send([p.PONG, message[1], stats])
         elif kind == p.SHUTDOWN:
             self.stopping = True
-        elif kind != p.CANCEL:  # a cancel for a call already answered is harmless
+        elif kind in (p.CREDIT, p.CANCEL):  # streams (#14); late ones are dropped
+            streams.control(message)
+        else:
             problem = ValueError(f"unexpected frame kind {kind!r}")
             self.send([p.ERROR, message[1], error_payload(p.ERR_PROTOCOL, problem, False)])
 
@@ -465,7 +550,7 @@ class Worker:
         self.codec.path_values = bool(flags & p.FLAG_PATH_VALUES)
         self.running.append(call_id)
         try:
-            self._execute(call_id, module, qualname, ref_id, op, args, kwargs)
+            self._execute(call_id, module, qualname, ref_id, op, args, kwargs, flags)
         finally:
             self.running.pop()
             self.codec.session, self.codec.path_values = outer
@@ -479,6 +564,7 @@ class Worker:
         op: str,
         args: List[Any],
         kwargs: Optional[Dict[str, Any]],
+        flags: int = 0,
     ) -> None:
         try:
             subject = self.registry.get(ref_id) if ref_id is not None else None
@@ -494,7 +580,10 @@ class Worker:
         except BaseException as exc:  # SystemExit from a library is an answer, not our exit
             self.reply(p.ERROR, call_id, error_payload(p.ERR_REMOTE, exc))
         else:
-            self.reply(p.RESULT, call_id, result)
+            if flags & p.FLAG_STREAM:  # streams (#14): CHUNK frames under credit
+                streams.push(self, call_id, result, error_payload)
+            else:
+                self.reply(p.RESULT, call_id, result)
 
     def apply(
         self, subject: Any, op: str, qualname: str, args: List[Any], kwargs: Dict[str, Any]
@@ -567,17 +656,11 @@ class Worker:
 
 
 def _callback_error(payload: Dict[str, Any]) -> BaseException:
-    cls = getattr(builtins, payload.get("builtin") or "", None)
-    if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        cls = RuntimeError
-    try:
-        return cls(f"host callback raised {payload['type']}: {payload['message']}")
-    except Exception:
-        return RuntimeError(f"host callback raised {payload['type']}: {payload['message']}")
+    return hostrefs.callback_exception(payload)
 
 
 _CURRENT: Optional[Worker] = None
-_RELEASED_CALLBACKS: List[int] = []
+_RELEASED_CALLBACKS: List[int] = hostrefs.RELEASED
 
 
 def _watch_parent(host_pid: int) -> None:
@@ -638,8 +721,13 @@ def main() -> None:
         "pid": os.getpid(),
         "executable": sys.executable,
     }
-    connection.send(msgpack.packb([p.HELLO, 0, hello]))
     options = _read_init(connection)
+    try:  # streams (#14): helpers, preload and init run before HELLO, off every call's clock
+        hello["startup"] = startup.prepare(options)
+    except startup.StartupError as exc:
+        sys.stderr.write(f"snakebridge worker {os.getpid()}: {exc}\n")
+        os._exit(3)
+    connection.send(msgpack.packb([p.HELLO, 0, hello]))
     connection.max_frame = int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
     worker = Worker(connection, bool(options.get("host_numpy")))
     worker.options = options

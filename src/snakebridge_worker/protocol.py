@@ -73,6 +73,14 @@ EXT_NDARRAY = 15
 EXT_NPSCALAR = 16
 EXT_CALLBACK = 17
 EXT_SHM = 18
+# Values helper (#11): 19-29. Composites are arrays headed by a zero-length ext of the code.
+EXT_NAME = 19  # composite [module, qualname, fallback]: resolved by name in the worker
+EXT_BUILD = 20  # composite [kind, *fields]: range, slice, OrderedDict, deque, dtype, ...
+EXT_ELLIPSIS = 21  # flat, empty: Ellipsis
+EXT_BYTEARRAY = 22  # flat: the bytes of a bytearray
+EXT_HOSTREF = 23  # composite [host object id, meta]: a host object by reference
+EXT_INOUT = 24  # composite [array, host object id]: an array whose writes go back to the host
+EXT_RECORDS = 25  # flat: a list of tuples of plain scalars, packed as plain arrays
 
 # ERROR kinds.
 ERR_REMOTE = "remote"

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from snakebridge.runtime.errors import WorkerCrashed, WorkerStartError
+from snakebridge.errors import WorkerCrashed, WorkerStartError
 from snakebridge.runtime.transport import PeerClosed, WorkerTransport
 from snakebridge_worker import protocol as p
 from snakebridge_worker.framing import FrameBuffer

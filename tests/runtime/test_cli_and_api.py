@@ -31,5 +31,12 @@ def test_public_names_are_sorted_and_complete() -> None:
     public = {name for name in dir(snakebridge) if not name.startswith("_")}
     public -= {"runtime", "config", "annotations"}  # submodules and the __future__ import
     assert snakebridge.__all__ == sorted(snakebridge.__all__)
-    assert public <= set(snakebridge.__all__) | {"codegen", "envs", "facade", "cli", "paths"}
+    assert public <= set(snakebridge.__all__) | {
+        "codegen",
+        "envs",
+        "errors",
+        "facade",
+        "cli",
+        "paths",
+    }
     assert all(hasattr(snakebridge, name) for name in snakebridge.__all__)

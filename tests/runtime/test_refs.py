@@ -43,12 +43,28 @@ def test_items_len_contains_bool() -> None:
 
 
 def test_iteration_is_lazy_and_batched() -> None:
-    numbers = snakebridge.call("builtins", "range", [2000])
+    numbers = snakebridge.call("collections", "UserList", [list(range(2000))])
     assert type(numbers) is Ref
-    assert list(numbers) == list(range(2000))
+    assert list(numbers) == list(range(2000))  # a container: prefetched in growing batches
     endless = snakebridge.call("itertools", "count", [5])
     iterator = iter(endless)
+    assert iterator is endless  # a remote iterator is its own iterator
     assert [next(iterator) for _ in range(3)] == [5, 6, 7]
+    assert next(endless) == 8  # nothing was prefetched past what was consumed
+
+
+def test_async_iteration_and_async_ref_operations() -> None:
+    import asyncio
+
+    async def scenario() -> tuple[list[int], str, bool]:
+        numbers = snakebridge.call("collections", "UserList", [[1, 2, 3]])
+        items = [item async for item in numbers]
+        buffer = snakebridge.call("io", "StringIO", ["hello"])
+        text = await snakebridge.amethod(buffer, "read")
+        closed = await snakebridge.aattr(buffer, "closed")
+        return items, text, closed
+
+    assert asyncio.run(scenario()) == ([1, 2, 3], "hello", False)
 
 
 def test_repr_str_format_and_comparisons() -> None:
@@ -88,14 +104,14 @@ def test_ref_argument_resolves_to_the_original_object() -> None:
     assert snakebridge.call("os.path", "join", [path, "y"]) == "/tmp/y"
     items = snakebridge.call("builtins", "list", [[1]])
     assert items == [1]
-    bag = snakebridge.call("collections", "deque", [[1]])
+    bag = snakebridge.call("collections", "UserList", [[1]])
     snakebridge.call("operator", "methodcaller", ["append", 2])(bag)
     assert list(bag) == [1, 2]
 
 
 def test_remote_mro_names_the_class_hierarchy() -> None:
-    counter = snakebridge.call("collections", "Counter", ["a"])
-    assert remote_mro(counter)[:2] == ("collections.Counter", "builtins.dict")
+    chain = snakebridge.call("collections", "ChainMap", [{"a": 1}])
+    assert remote_mro(chain)[:2] == ("collections.ChainMap", "collections.abc.MutableMapping")
 
 
 def test_session_close_releases_every_ref_and_invalidates_them() -> None:

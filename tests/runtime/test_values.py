@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import decimal
 import enum
@@ -10,15 +11,20 @@ import fractions
 import math
 import pathlib
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import snakebridge
-from snakebridge import EncodeError, Ref
+from snakebridge import DecodeError, EncodeError, Ref
+from snakebridge.runtime.codec import codec_for_thread
+
+from .conftest import default_pool, registry_size
 
 
 def same(a: Any, b: Any) -> bool:
@@ -93,13 +99,13 @@ def test_big_and_special_numbers() -> None:
     assert math.isnan(snakebridge.call("builtins", "float", ["nan"]))
 
 
-def test_subclasses_of_values_come_back_as_refs() -> None:
+def test_stdlib_collections_are_values_other_subclasses_refs() -> None:
     counter = snakebridge.call("collections", "Counter", ["abracadabra"])
-    assert type(counter) is Ref
-    assert counter["a"] == 5
-    assert counter.most_common(1) == [("a", 5)]
+    assert type(counter) is collections.Counter and counter["a"] == 5
     ordered = snakebridge.call("collections", "OrderedDict", [[("x", 1)]])
-    assert type(ordered) is Ref and ordered["x"] == 1
+    assert type(ordered) is collections.OrderedDict and ordered == {"x": 1}
+    cookie = snakebridge.call("http.cookies", "SimpleCookie", ["a=1"])
+    assert type(cookie) is Ref and cookie["a"].value == "1"
 
 
 def test_containers_keep_structure_and_only_opaque_leaves_become_refs() -> None:
@@ -148,14 +154,121 @@ def test_uuid_and_datetime_types() -> None:
 
 
 def test_unsendable_argument_names_its_path() -> None:
+    cyclic: dict[str, Any] = {"a": [1]}
+    cyclic["a"].append(cyclic)
     with pytest.raises(EncodeError) as caught:
-        snakebridge.call("copy", "copy", [{"a": [1, object()]}])
+        snakebridge.call("copy", "copy", [cyclic])
     assert caught.value.path == "args[0]['a'][1]"
-    assert "args[0]['a'][1]" in str(caught.value)
-    with pytest.raises(EncodeError, match=r"kwargs\['x'\]"):
-        snakebridge.call("builtins", "dict", [], {"x": collections.Counter()})
+    assert "contains itself" in str(caught.value) and "args[0]['a'][1]" in str(caught.value)
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(EncodeError, match=r"kwargs\['x'\]\[0\]"):
+        snakebridge.call("builtins", "dict", [], {"x": loop})
     with pytest.raises(TypeError, match="args must be a list or tuple"):
         snakebridge.call("math", "sqrt", 16)  # type: ignore[arg-type]
+
+
+def nested(depth: int, kind: Callable[[Any], Any] = lambda x: (x,)) -> Any:
+    value: Any = ()
+    for _ in range(depth):
+        value = kind(value)
+    return value
+
+
+def depth_of(value: Any) -> int:
+    depth = 0
+    while value:
+        value, depth = next(iter(value)), depth + 1
+    return depth
+
+
+def test_deep_values_cross_and_too_deep_ones_are_clear_errors() -> None:
+    """Each level was a nested unpackb: 200 levels segfaulted the host (issue 10 item 1)."""
+    builder = "__import__('functools').reduce(lambda a, _: {kind}, range({depth}), ())"
+    for kind in ("(a,)", "frozenset([a])", "[a]"):
+        deep = snakebridge.call("builtins", "eval", [builder.format(kind=kind, depth=200)])
+        assert depth_of(deep) == 200
+    assert depth_of(snakebridge.call("copy", "copy", [nested(300)])) == 300
+    with pytest.raises(DecodeError, match="nesting limit"):
+        snakebridge.call("builtins", "eval", [builder.format(kind="(a,)", depth=3000)])
+    with pytest.raises(EncodeError, match="levels deep") as caught:
+        snakebridge.call("copy", "copy", [[nested(3000)]])
+    assert caught.value.path.startswith("args[0][0]")
+    assert snakebridge.call("operator", "add", [1, 2]) == 3  # the worker is fine
+
+
+def test_a_key_whose_repr_fails_is_still_an_encode_error() -> None:
+    class BadRepr:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(EncodeError, match="contains itself"):
+        snakebridge.call("copy", "copy", [{BadRepr(): loop}])
+
+
+def test_oversized_arguments_fail_before_sending(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = default_pool()
+    pids = {worker.pid for worker in pool.workers}
+    monkeypatch.setattr(codec_for_thread(), "max_frame", 1 << 20)
+    with pytest.raises(EncodeError, match="frame limit; nothing was sent"):
+        snakebridge.call("builtins", "len", [b"x" * (2 << 20)])
+    monkeypatch.undo()
+    assert snakebridge.call("builtins", "len", [b"x" * (2 << 20)]) == 2 << 20
+    assert {worker.pid for worker in pool.workers} == pids  # no worker was harmed
+
+
+def test_a_reply_that_cannot_be_sent_leaves_no_refs_behind() -> None:
+    pool = default_pool()
+    before = registry_size(pool)
+    deep = "__import__('functools').reduce(lambda a, _: (a,), range(3000), ())"
+    code = f"[object(), object(), {deep}]"
+    for _ in range(3):
+        with pytest.raises(DecodeError):
+            snakebridge.call("builtins", "eval", [code])
+    assert registry_size(pool) == before
+
+
+class Unknown:
+    """Sent as an extension code the worker does not know (see the fixture below)."""
+
+
+@pytest.fixture
+def unknown_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = codec_for_thread()
+    real = codec.fallback
+
+    def fallback(obj: Any) -> Any:
+        return msgpack.ExtType(99, b"?") if type(obj) is Unknown else real(obj)
+
+    monkeypatch.setattr(codec, "fallback", fallback)
+
+
+@pytest.mark.usefixtures("unknown_extension")
+def test_arguments_the_worker_cannot_decode_fail_the_call_not_the_worker() -> None:
+    pool = default_pool()
+    pids = {worker.pid for worker in pool.workers}
+    with pytest.raises(DecodeError, match="unknown extension type 99"):
+        snakebridge.call("copy", "copy", [[1, Unknown()]])
+    with pytest.raises(ValueError, match="unknown extension type 99"):  # a callback's answer
+        snakebridge.call("builtins", "sorted", [[1, 2]], {"key": lambda _: Unknown()})
+    assert snakebridge.call("operator", "add", [1, 2]) == 3
+    assert {worker.pid for worker in pool.workers} == pids
+
+
+def test_hostile_frames_decode_to_errors_on_both_ends() -> None:
+    from snakebridge_worker.values import DepthError, ValueCodec
+
+    deep = b"\x91" * 5000 + b"\xc0"
+    with pytest.raises(DepthError):
+        ValueCodec().unpack(deep)
+    codec = codec_for_thread()
+    with pytest.raises(DecodeError, match="nesting limit"):
+        codec.decode(b"\x93\x03\x01" + deep, None, None)  # type: ignore[arg-type]
+    old_style = msgpack.packb(msgpack.ExtType(1, msgpack.packb([1, 2])))
+    with pytest.raises(DecodeError, match="unknown extension"):
+        codec.decode(b"\x93\x03\x01" + old_style, None, None)  # type: ignore[arg-type]
 
 
 def test_host_callables_are_called_back() -> None:
@@ -181,3 +294,44 @@ def test_callbacks_the_worker_dropped_are_forgotten() -> None:
     for _ in range(20):
         assert snakebridge.call("builtins", "sorted", [[1, 2]], {"key": lambda x: -x}) == [2, 1]
     assert len(CALLBACKS) <= before + 2
+
+
+def test_mutated_frames_never_escape_as_anything_but_decode_errors() -> None:
+    """20,000 seeded mutations of real frames: each end raises only its decode errors."""
+    import random
+
+    from snakebridge.errors import ProtocolError
+    from snakebridge_worker import main as worker_main
+    from snakebridge_worker import protocol as p
+
+    class NoConnection:
+        max_frame = p.DEFAULT_MAX_FRAME
+
+    worker = worker_main.WorkerCodec(worker_main.Registry(), True, NoConnection())  # type: ignore[arg-type]
+    host = codec_for_thread()
+    samples = [
+        [p.RESULT, 7, value]
+        for value in (
+            (1, (2, (3,))),
+            {frozenset({1}): [datetime.date(2020, 1, 2), decimal.Decimal("1.5")]},
+            [(i, str(i), None) for i in range(10)],
+            collections.deque([range(3), slice(1, 2), ...], maxlen=4),
+            np.arange(6.0).reshape(2, 3),
+            uuid.UUID(int=5),
+        )
+    ]
+    frames = [worker.pack(sample) for sample in samples]
+    rng = random.Random(11)
+    for _ in range(20_000):
+        frame = bytearray(rng.choice(frames))
+        for _ in range(rng.randint(1, 4)):
+            position = rng.randrange(len(frame) or 1)
+            if rng.random() < 0.2:
+                del frame[position:]
+                frame += bytes(rng.randrange(256) for _ in range(rng.randint(0, 3)))
+            else:
+                frame[position : position + 1] = bytes([rng.randrange(256)])
+        with contextlib.suppress(DecodeError, ProtocolError):
+            host.decode(bytes(frame), None, None)  # type: ignore[arg-type]
+        with contextlib.suppress(ValueError):  # ArgumentError, DepthError or a malformed frame
+            worker.unpack(bytes(frame))

@@ -13,7 +13,7 @@ import click
 from snakebridge.codegen.generator import render_module
 from snakebridge.codegen.pipeline import Project, SyncReport
 from snakebridge.config import load_settings
-from snakebridge.runtime.errors import SnakeBridgeError
+from snakebridge.errors import SnakeBridgeError
 
 __all__ = ["COMMANDS"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snakebridge.runtime.errors import SnakeBridgeError
+from snakebridge.errors import SnakeBridgeError
 
 __all__ = ["CodegenError", "Manifest", "atomic_write", "content_hash"]
 

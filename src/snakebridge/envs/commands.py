@@ -12,7 +12,7 @@ import click
 from snakebridge.config import load_settings
 from snakebridge.envs.builder import setup as run_setup
 from snakebridge.envs.doctor import diagnose
-from snakebridge.runtime.errors import SnakeBridgeError
+from snakebridge.errors import SnakeBridgeError
 
 __all__ = ["COMMANDS"]
 

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from functools import cache
 
-from snakebridge.runtime.errors import EnvSetupError
+from snakebridge.errors import EnvSetupError
 
 __all__ = ["EnvSetupError", "run_uv", "uv_binary", "uv_version"]
 

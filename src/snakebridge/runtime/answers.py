@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from snakebridge.runtime.codec import CALLBACKS, HostCodec
-from snakebridge.runtime.errors import (
+from snakebridge.errors import (
     DecodeError,
     LibraryNotAllowed,
     ProtocolError,
@@ -14,6 +13,9 @@ from snakebridge.runtime.errors import (
     SymbolNotFound,
     remote_error,
 )
+from snakebridge.runtime import hostobjects
+from snakebridge.runtime.codec import CALLBACKS, HostCodec
+from snakebridge_worker import hostrefs
 from snakebridge_worker import protocol as p
 
 __all__ = ["callback_reply", "error_from_payload"]
@@ -23,6 +25,8 @@ def error_from_payload(payload: object, depth: int = 0) -> Exception:
     """The host exception for an ERROR frame's payload (a malformed one is a ProtocolError)."""
     if type(payload) is not dict:
         return ProtocolError(f"worker sent an ERROR whose payload is not a map: {payload!r:.80}")
+    if isinstance(payload.get("host_exception"), Exception):  # a host callback's own error
+        return payload["host_exception"]  # type: ignore[no-any-return]
     kind, message = payload.get("kind"), _text(payload.get("message", ""))
     if kind == p.ERR_SYMBOL:
         return SymbolNotFound(message)
@@ -60,23 +64,37 @@ def _text(value: object) -> str:
 
 
 def callback_reply(message: list[Any], codec: HostCodec) -> bytes:
-    """Run the host callable the worker asked for; framed CALLBACK_RESULT or CALLBACK_ERROR."""
+    """Run what the worker asked of the host: a host callable (``CALLBACK``) or an operation
+    on a host object (callback id ``HOST_OP``); framed CALLBACK_RESULT or CALLBACK_ERROR.
+
+    An error carries the exception's class (by name when the worker can import it) and the
+    exception itself by reference, so it is raised in the worker with its own type and, when
+    it propagates out of the call, the host raises the original exception object again.
+    """
     callback_id, args, kwargs = message[1], message[2], message[3]
     request = message[5] if len(message) > 5 else callback_id  # answers are matched by it
-    function = CALLBACKS.get(callback_id)
     try:
-        if function is None:
-            raise LookupError(f"no host callback #{callback_id} in this call")
-        result = function(*args, **(kwargs or {}))
+        if callback_id == hostrefs.HOST_OP:
+            result = hostobjects.operation(list(args), CALLBACKS)
+        else:
+            function = CALLBACKS.get(callback_id)
+            if function is None:
+                raise LookupError(f"no host callback #{callback_id} in this call")
+            result = function(*args, **(kwargs or {}))
         reply = [p.CALLBACK_RESULT, callback_id, result, request]
         return codec.encode(reply, values=([result], None))
     except Exception as exc:
         builtin = next(
             (c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"), "Exception"
         )
-        payload = {
+        payload: dict[str, Any] = {
             "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
             "builtin": builtin,
             "message": str(exc),
         }
-        return codec.encode([p.CALLBACK_ERROR, callback_id, payload, request], values=([], None))
+        try:
+            full = {**payload, "class": type(exc), "args": list(exc.args), "exception": exc}
+            return codec.encode([p.CALLBACK_ERROR, callback_id, full, request], values=([], None))
+        except Exception:  # arguments that cannot travel: the type and message still do
+            reply = [p.CALLBACK_ERROR, callback_id, payload, request]
+            return codec.encode(reply, values=([], None))

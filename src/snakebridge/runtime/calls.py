@@ -9,8 +9,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from snakebridge.errors import EncodeError, RefInvalid
 from snakebridge.runtime.codec import codec_for_thread
-from snakebridge.runtime.errors import EncodeError, RefInvalid
 from snakebridge.runtime.exchange import in_callback_of
 from snakebridge.runtime.refs import Ref, Session, current_session
 from snakebridge_worker import protocol as p

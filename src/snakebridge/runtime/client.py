@@ -15,9 +15,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from snakebridge.config import Settings, load_settings
-from snakebridge.runtime import status_files
+from snakebridge.errors import EncodeError, LibraryNotAllowed
+from snakebridge.runtime import hostobjects, status_files
 from snakebridge.runtime.calls import Call, Options, options, prepare
-from snakebridge.runtime.errors import EncodeError, LibraryNotAllowed
+from snakebridge.runtime.helpers import init_options
 from snakebridge.runtime.interpreters import interpreter_for
 from snakebridge.runtime.pool import Pool
 from snakebridge.runtime.refs import Ref, Session, reset_default_session
@@ -42,6 +43,12 @@ __all__ = [
     "shutdown",
     "status",
 ]
+
+def _module_of_library(library: str) -> str:
+    return runtime().route(library)[1]
+
+
+hostobjects.module_of_library = _module_of_library
 
 _HOUSEKEEPING_S = 0.2
 _STATUS_EVERY = 5
@@ -78,7 +85,10 @@ class _Runtime:
                 env.update(settings.envs.get(spec.env, settings.envs["default"]).env_vars)
                 env.update(spec.env_vars)
                 interpreter = interpreter_for(settings, spec.env)
-                options = {"allowlist": settings.allowlist()}  # enforced by the workers
+                options = {  # the allowlist, enforced by the workers; helpers, preload, init (#14)
+                    "allowlist": settings.allowlist(),
+                    **init_options(settings, name),
+                }
                 pool = Pool(name, spec, interpreter, env, init_options=options)
                 self.pools[name] = pool
                 self._start_housekeeping()

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
+import enum
 import importlib.util
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from snakebridge.runtime import refs
-from snakebridge.runtime.errors import (
-    DecodeError,
-    EncodeError,
-    ProtocolError,
-    RefInvalid,
-    SnakeBridgeError,
-)
+from snakebridge.errors import DecodeError, EncodeError, ProtocolError, RefInvalid
+from snakebridge.runtime import hostobjects, refs
 from snakebridge.runtime.replies import check_reply
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
@@ -25,7 +20,7 @@ from snakebridge_worker import values as v
 if TYPE_CHECKING:
     from snakebridge.runtime.refs import Ref, RefHost, Session
 
-__all__ = ["CALLBACKS", "HostCodec", "codec_for_thread"]
+__all__ = ["CALLBACKS", "HostCodec", "InOut", "codec_for_thread", "inout"]
 
 CALLBACKS: dict[int, Callable[..., Any]] = {}
 """Host callables sent to workers, by id; a session drops its own when it closes."""
@@ -43,17 +38,44 @@ HOST_HAS_NUMPY = importlib.util.find_spec("numpy") is not None
 """Whether arrays can come back by value (numpy itself is imported only when one arrives)."""
 
 
+class InOut:
+    """A host numpy array a call may write to: the worker's writes are copied back into it."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: Any) -> None:
+        if v.numpy_kind(array) != "ndarray" or not array.flags.writeable:
+            raise TypeError("snakebridge.inout takes a writeable numpy array")
+        self.array = array
+
+
+def inout(array: Any) -> InOut:
+    """Mark ``array`` as written by the call: the worker gets a writeable copy, and what it
+    wrote is copied back into ``array`` before the call returns (arrays are read-only in the
+    worker otherwise, so an in-place write without it fails instead of being lost)."""
+    return InOut(array)
+
+
+_READ_ONLY_HINT = (
+    " (host arrays arrive read-only in the worker; wrap an array the call writes to in "
+    "snakebridge.inout(array) to get the writes back)"
+)
+
+
 class HostCodec(v.ValueCodec):
     """One per thread. Encoding records the Refs and callables it meets; decoding makes Refs."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.packer_ = self.packer()
+        self.max_frame = p.DEFAULT_MAX_FRAME
         self.refs_seen: list[Ref] = []
         self.callbacks: list[int] = []
         self.worker: RefHost | None = None
         self.session: Session | None = None
+        self._sent: dict[int, int] = {}
         self.decoders[p.EXT_REF] = self._decode_ref
+        self.decoders[p.EXT_CALLBACK] = self._decode_host_object
+        self.builders[p.EXT_NAME] = _decode_name
 
     # -- encoding -----------------------------------------------------------------------------
     def fallback(self, obj: Any) -> Any:
@@ -70,12 +92,46 @@ class HostCodec(v.ValueCodec):
             return v.encode_ndarray(self, obj)
         if kind == "scalar":
             return v.encode_npscalar(self, obj)
-        if callable(obj):
-            callback_id = next(_callback_ids)
-            CALLBACKS[callback_id] = obj
-            self.callbacks.append(callback_id)
-            return msgpack.ExtType(p.EXT_CALLBACK, msgpack.packb(callback_id))
-        raise TypeError(f"cannot send {v.type_key(type(obj))}")
+        if kind == "dtype":
+            return v.encode_dtype(self, obj)
+        if type(obj) is InOut:
+            target = obj.array
+            host_id = self._sent.get(id(target))
+            if host_id is None:
+                host_id = self.register(lambda written: target.__setitem__(..., written))
+                self._sent[id(target)] = host_id
+            return [v.HEADS[p.EXT_INOUT], v.encode_ndarray(self, target), host_id]
+        if v.is_namedtuple(obj):  # by class name; a class the worker lacks: a plain tuple
+            name = hostobjects.importable_name(type(obj))
+            if name is None:
+                return [v.HEADS[p.EXT_TUPLE], *obj]
+            cls = [v.HEADS[p.EXT_NAME], name[0], name[1], list(name)]
+            return [v.HEADS[p.EXT_BUILD], "namedtuple", cls, list(obj)]
+        name = hostobjects.importable_name(obj)
+        if name is not None:
+            fallback = self.host_ref(obj) if hostobjects.needs_fallback(name[0]) else None
+            return [v.HEADS[p.EXT_NAME], name[0], name[1], fallback]
+        return self.host_ref(obj)
+
+    def enum_member(self, obj: enum.Enum) -> Any:
+        name = hostobjects.importable_name(type(obj))
+        if name is None:
+            return obj.value
+        return [v.HEADS[p.EXT_NAME], name[0], f"{name[1]}.{obj.name}", obj.value]
+
+    def register(self, obj: Any) -> int:
+        """Keep ``obj`` for the worker under a new id (dropped when the worker releases it)."""
+        host_id = next(_callback_ids)
+        CALLBACKS[host_id] = obj
+        self.callbacks.append(host_id)
+        return host_id
+
+    def host_ref(self, obj: Any) -> Any:
+        """``obj`` by reference: the worker gets a proxy that calls back into the host."""
+        host_id = self._sent.get(id(obj))
+        if host_id is None or CALLBACKS.get(host_id) is not obj:
+            host_id = self._sent[id(obj)] = self.register(obj)
+        return [v.HEADS[p.EXT_HOSTREF], host_id, hostobjects.describe(obj)]
 
     def encode(self, message: list[Any], values: tuple[Any, Any] | None = None) -> bytes:
         """Frame ``message``; EncodeError names the part of ``values`` (args, kwargs) at fault.
@@ -84,19 +140,33 @@ class HostCodec(v.ValueCodec):
         """
         self.refs_seen = []
         self.callbacks = []
+        if self._sent:
+            self._sent = {}
         try:
-            return p.frame(self.packer_.pack(message))
+            body = self._packer.pack(v.lift_message(message))
         except RefInvalid:
-            self.packer_.reset()
+            self._packer.reset()
+            self._forget_callbacks()
             raise
-        except (TypeError, ValueError, OverflowError) as exc:
-            self.packer_.reset()
-            path = _find_unsendable(values or (message[-2], message[-1]), self)
+        except Exception as exc:
+            self._packer.reset()
+            self._forget_callbacks()
+            path, reason = _find_unsendable(values or (message[-2], message[-1]), self)
+            reason = reason or _reason(v.as_depth_error(exc))
+            raise EncodeError(f"cannot send {path}: {reason}", path=path) from None
+        if len(body) > self.max_frame:
+            self._forget_callbacks()
             raise EncodeError(
-                f"cannot send {path}: {exc}; send values (str, int, list, dict, …), Refs, "
-                "or host callables",
-                path=path,
-            ) from None
+                f"cannot send the arguments: they encode to {len(body):,} bytes, over the "
+                f"{self.max_frame:,}-byte frame limit; nothing was sent (pass large data in "
+                "parts, or create it in the worker and pass a Ref)"
+            )
+        return p.frame(body)
+
+    def _forget_callbacks(self) -> None:
+        for host_id in self.callbacks:
+            CALLBACKS.pop(host_id, None)
+        self.callbacks = []
 
     # -- decoding -----------------------------------------------------------------------------
     def _decode_ref(self, data: bytes) -> Ref:
@@ -111,63 +181,107 @@ class HostCodec(v.ValueCodec):
         session = self.session if self.session is not None else refs.current_session()
         return make_ref(self.worker, session, ref_id, type_name)
 
+    def _decode_host_object(self, data: bytes) -> Any:
+        host_id = msgpack.unpackb(data)
+        if host_id not in CALLBACKS:
+            raise ValueError(f"the worker sent back host object #{host_id}, already released")
+        return CALLBACKS[host_id]
+
     def decode(
         self, body: bytes | bytearray, worker: RefHost, session: Session | None
     ) -> list[Any]:
         """Decode a reply frame body; Refs in it belong to ``worker`` and ``session``."""
         self.worker, self.session = worker, session
         try:
-            message = msgpack.unpackb(body, ext_hook=self.ext_hook, raw=False, strict_map_key=False)
+            message = self.unpack(body)
+        except v.DepthError as exc:
+            raise DecodeError(f"cannot decode the reply: {exc}") from None
         except msgpack.UnpackException as exc:
             raise ProtocolError(f"worker sent a malformed frame ({exc}); it was closed") from None
         except ImportError as exc:
             raise DecodeError(f"cannot decode the reply: {exc} (install it in the host)") from None
-        except SnakeBridgeError:
-            raise
-        except Exception as exc:  # a hook met garbage: struct.error, InvalidOperation, …
-            raise DecodeError(f"cannot decode the reply: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            raise DecodeError(f"cannot decode the reply: {_reason(exc)}") from None
         finally:
             self.worker = self.session = None
-        return check_reply(message)  # ProtocolError unless the frame has its kind's shape
+        message = check_reply(message)  # ProtocolError unless the frame has its kind's shape
+        if message[0] == p.ERROR and type(message[2]) is dict:
+            text = message[2].get("message")
+            if isinstance(text, str) and "read-only" in text and "inout" not in text:
+                message[2]["message"] = text + _READ_ONLY_HINT
+        return message
 
 
-def _children(value: Any) -> Iterator[tuple[str, Any]]:
+def _decode_name(items: list[Any]) -> Any:
+    """A by-name value from the worker: only builtins travel this way (the host imports
+    nothing a worker names)."""
+    _, module, qualname, _ = items
+    found = v.loaded(module, qualname) if module == "builtins" else None
+    if found is None:
+        raise ValueError(f"the worker named {module}.{qualname}, which is not a builtin")
+    return found
+
+
+def _reason(exc: BaseException) -> str:
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:
+        return type(exc).__name__
+
+
+def _key_text(key: Any) -> str:
+    try:
+        return repr(key)
+    except Exception:  # a key whose __repr__ fails still gets a path
+        return f"<{type(key).__qualname__} key>"
+
+
+def _children(value: Any) -> list[tuple[str, Any]] | None:
     if type(value) in (list, tuple):
-        for index, item in enumerate(value):
-            yield f"[{index}]", item
-    elif type(value) in (set, frozenset):
-        for item in value:
-            yield "{…}", item
-    elif type(value) is dict:
+        return [(f"[{index}]", item) for index, item in enumerate(value)]
+    if type(value) in (set, frozenset):
+        return [("{…}", item) for item in value]
+    if type(value) is dict:
+        children = []
         for key, item in value.items():
-            yield f"[{key!r}]", item
-            yield f" (key {key!r})", key
+            children.append((f"[{_key_text(key)}]", item))
+            children.append((f" (key {_key_text(key)})", key))
+        return children
+    return None
 
 
-def _find_unsendable(values: tuple[Any, Any], codec: HostCodec) -> str:
-    """Path of the first leaf of (args, kwargs) that the codec refuses."""
+def _find_unsendable(values: tuple[Any, Any], codec: HostCodec) -> tuple[str, str | None]:
+    """(path, reason) of the first part of (args, kwargs) the codec refuses; iterative, so
+    cyclic and very deep arguments are found without recursion."""
     args, kwargs = values
-
-    def walk(path: str, value: Any) -> str | None:
-        children = list(_children(value))
-        if children:
-            for suffix, child in children:
-                found = walk(path + suffix, child)
-                if found is not None:
-                    return found
-            return None
-        try:
-            codec.pack_nested(value)
-        except (TypeError, ValueError, OverflowError):
-            return path
-        return None
-
-    roots = [("args", args or []), ("kwargs", kwargs or {})]
-    for name, root in roots:
-        found = walk(name, root)
-        if found is not None:
-            return found
-    return "a value"
+    on_path: set[int] = set()
+    stack: list[tuple[bool, str, Any, int]] = [(True, "kwargs", kwargs or {}, 1)]
+    stack.append((True, "args", args or [], 1))
+    try:
+        while stack:
+            enter, path, value, depth = stack.pop()
+            if not enter:
+                on_path.discard(id(value))
+                continue
+            children = _children(value)
+            if children is None:
+                try:
+                    codec.pack(value)
+                except Exception as exc:
+                    return path, _reason(exc)
+                continue
+            if id(value) in on_path:
+                return path, "it contains itself (a cycle)"
+            if depth > v.MAX_DEPTH:
+                return path, f"it nests more than {v.MAX_DEPTH} levels deep (the codec's limit)"
+            on_path.add(id(value))
+            stack.append((False, path, value, depth))
+            stack.extend(
+                (True, path + suffix, child, depth + 1) for suffix, child in children[::-1]
+            )
+    finally:
+        codec._forget_callbacks()
+    return "a value", None
 
 
 _local = threading.local()

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from snakebridge.errors import DecodeError, ProtocolError
 from snakebridge.runtime.answers import callback_reply, error_from_payload
 from snakebridge.runtime.codec import CALLBACKS, HostCodec, codec_for_thread
-from snakebridge.runtime.errors import DecodeError, ProtocolError
 from snakebridge.runtime.transport import PeerClosed, WorkerTransport
 from snakebridge_worker import protocol as p
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from snakebridge.config import Settings
-from snakebridge.runtime.errors import EnvironmentMissing
+from snakebridge.errors import EnvironmentMissing
 
 __all__ = [
     "LOCK_NAME",

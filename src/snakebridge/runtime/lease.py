@@ -16,7 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from snakebridge.runtime.errors import PoolClosed, PoolSaturated, QueueTimeout, RefInvalid
+from snakebridge.errors import PoolClosed, PoolSaturated, QueueTimeout, RefInvalid
 
 if TYPE_CHECKING:
     import asyncio
@@ -241,6 +241,7 @@ class Leaser:
             and worker.leases < _DEPTH
             and worker.line.callbacks_running == 0
             and worker.line.head_age() < _YOUNG_S
+            and not getattr(worker, "streaming", False)  # streams (#14): held by an open stream
         )
 
     def _pick(self, want: Worker | None, avoid: Worker | None) -> Worker | None:

@@ -13,15 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from snakebridge.config import PoolSpec
-from snakebridge.runtime.calls import Call, next_call_id, prepare
-from snakebridge.runtime.codec import HOST_HAS_NUMPY
-from snakebridge.runtime.errors import (
+from snakebridge.errors import (
     CallTimeout,
     PoolClosed,
     ProtocolError,
     RefInvalid,
     WorkerCrashed,
 )
+from snakebridge.runtime.calls import Call, next_call_id, prepare
+from snakebridge.runtime.codec import HOST_HAS_NUMPY
 from snakebridge.runtime.exchange import Line, Lost, Pending
 from snakebridge.runtime.lease import Leaser, State, Worker
 from snakebridge.runtime.supervisor import Supervisor
@@ -127,7 +127,8 @@ class Pool:
                     errors.append(exc)
                     continue
                 self.leaser.add(worker)
-                emit("runtime.worker", "start", pool=self.name, pid=worker.pid)
+                startup = worker.info.get("startup", {})  # streams (#14): preload/init seconds
+                emit("runtime.worker", "start", pool=self.name, pid=worker.pid, startup=startup)
             if not self.leaser.workers:
                 raise errors[0]
             self._started = True
@@ -160,7 +161,13 @@ class Pool:
             "size": self.size,
             "queued": self.leaser.queued,
             "workers": [
-                {"pid": w.pid, "state": w.state.value, "calls": w.calls} for w in self.workers
+                {
+                    "pid": w.pid,
+                    "state": "streaming" if getattr(w, "streaming", False) else w.state.value,
+                    "calls": w.calls,
+                    **({"startup": w.info["startup"]} if w.info.get("startup") else {}),  # 14
+                }
+                for w in self.workers
             ],
         }
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
-from snakebridge.runtime.errors import RefInvalid
+from snakebridge.errors import RefInvalid
 from snakebridge_worker import protocol as p
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from snakebridge.runtime.errors import ProtocolError
+from snakebridge.errors import ProtocolError
 from snakebridge_worker import protocol as p
 
 __all__ = ["check_reply"]

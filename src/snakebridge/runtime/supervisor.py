@@ -10,7 +10,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from snakebridge.runtime.errors import WorkerStartError
+from snakebridge.errors import WorkerStartError
 from snakebridge.runtime.lease import State, Worker
 from snakebridge.runtime.lifecycle import recycle_reason, resident_bytes
 from snakebridge.runtime.telemetry import emit
@@ -62,7 +62,8 @@ class Supervisor:
                 worker.transport.stop(0.5)
                 return
             pool.leaser.add(worker)
-            emit("runtime.worker", "start", pool=pool.name, pid=worker.pid)
+            startup = worker.info.get("startup", {})  # streams (#14): preload/init seconds
+            emit("runtime.worker", "start", pool=pool.name, pid=worker.pid, startup=startup)
             if old is not None:
                 pool.retire(old, reason="recycle", replace=False)
                 old.transport.stop(1.0)

@@ -28,7 +28,7 @@ from typing import Any
 import msgpack
 
 from snakebridge import paths
-from snakebridge.runtime.errors import ProtocolError, WorkerCrashed, WorkerStartError
+from snakebridge.errors import ProtocolError, WorkerCrashed, WorkerStartError
 from snakebridge_worker import protocol as p
 from snakebridge_worker.framing import FrameBuffer, FrameTooLarge
 

@@ -1,0 +1,195 @@
+"""Host side of values by meaning and host objects by reference.
+
+* :func:`importable_name` — modules, classes, functions and methods the worker can import
+  travel as ``(module, qualname)`` and are the worker's own objects there (``dtype=float``,
+  ``key=len``, ``isinstance(x, str)``, exception and enum classes).
+* :func:`describe` — what a worker proxy of any other host object needs: its class, the special
+  methods it has, and for functions their name, doc and signature.
+* :func:`operation` — runs what a worker proxy asks for (attribute, method, special method,
+  iteration) on the host object.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import inspect
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+from snakebridge_worker import hostrefs
+
+__all__ = ["describe", "importable_name", "operation"]
+
+_ALWAYS = frozenset({"builtins"})
+_NAMES: dict[Any, tuple[str, str]] = {}
+_OPS: dict[type, list[str]] = {}
+_NAMED_KINDS = (
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodDescriptorType,
+    types.WrapperDescriptorType,
+    types.ClassMethodDescriptorType,
+    types.ModuleType,
+)
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    obj = sys.modules.get(module)
+    for part in qualname.split(".") if qualname else ():
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _unrouted(library: str) -> str:
+    return library
+
+
+module_of_library: Callable[[str], str] = _unrouted
+"""The worker module a configured library key names (the client installs its router)."""
+
+
+def importable_name(obj: Any) -> tuple[str, str] | None:
+    """``(module, qualname)`` when ``obj`` is a module-level object the worker can import."""
+    try:
+        cached = _NAMES.get(obj)
+    except TypeError:  # unhashable: not a function, class or module
+        return None
+    if cached is not None:
+        return cached
+    if obj is NotImplemented:
+        return "builtins", "NotImplemented"
+    remote = getattr(obj, "__sb_remote__", None) if isinstance(obj, type) else None
+    if isinstance(remote, tuple) and len(remote) == 2:  # a generated facade class
+        try:
+            found: tuple[str, str] | None = (module_of_library(remote[0]), str(remote[1]))
+        except Exception:
+            return None
+    elif isinstance(obj, types.ModuleType):
+        found = (obj.__name__, "") if sys.modules.get(obj.__name__) is obj else None
+    elif isinstance(obj, _NAMED_KINDS) or type(obj).__name__ == "ufunc":
+        owner = getattr(obj, "__objclass__", None)
+        module = getattr(owner if owner is not None else obj, "__module__", None)
+        qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+        if not (isinstance(module, str) and isinstance(qualname, str)) or "<" in qualname:
+            return None
+        target = _lookup(module, qualname)
+        found = (module, qualname) if target is obj or (owner and target == obj) else None
+    else:
+        return None
+    if found is None or found[0] == "__main__" or found[0].split(".")[0] == "snakebridge":
+        return None
+    _NAMES[obj] = found
+    return found
+
+
+def needs_fallback(module: str) -> bool:
+    """Whether a by-name value should carry a callback in case the worker cannot import it."""
+    return module.split(".")[0] not in _ALWAYS
+
+
+def _special_methods(cls: type) -> list[str]:
+    ops = _OPS.get(cls)
+    if ops is None:
+        ops = [
+            name
+            for name in hostrefs.FORWARDED
+            if getattr(cls, name, None) is not None
+            and getattr(cls, name, None) is not getattr(object, name, None)
+        ]
+        _OPS[cls] = ops
+    return ops
+
+
+def _signature(function: Any) -> list[list[Any]] | None:
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    return [
+        [
+            param.name,
+            param.kind.name,
+            None if param.default is inspect.Parameter.empty else repr(param.default),
+        ]
+        for param in signature.parameters.values()
+    ]
+
+
+def describe(obj: Any) -> dict[str, Any]:
+    """What the worker's proxy of host object ``obj`` needs to know about it."""
+    cls = type(obj)
+    meta: dict[str, Any] = {
+        "type": f"{cls.__module__}.{cls.__qualname__}",
+        "ops": _special_methods(cls),
+    }
+    with contextlib.suppress(Exception):  # unhashable: the proxy is unhashable too
+        meta["hash"] = hash(obj)
+    if callable(obj):
+        for key in ("name", "qualname", "module", "doc"):
+            value = getattr(obj, f"__{key}__", None)
+            if isinstance(value, str):
+                meta[key] = value
+        if not isinstance(obj, type):
+            meta["signature"] = _signature(obj)
+    return meta
+
+
+def _exit_args(spec: Any) -> tuple[Any, Any, Any]:
+    if spec is None:
+        return None, None, None
+    cls = getattr(builtins, str(spec[0]), None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        cls = Exception
+    exc = cls(spec[1])
+    return cls, exc, None
+
+
+def _checked(name: Any) -> str:
+    if not isinstance(name, str) or (name.startswith("_") and name not in hostrefs.SAFE_DUNDERS):
+        raise AttributeError(f"host objects do not give workers attribute {name!r}")
+    return name
+
+
+def operation(args: list[Any], registry: dict[int, Any]) -> Any:
+    """Run ``[op, host_id, *op_args]`` (sent by a worker proxy) on the host object."""
+    op, host_id, *rest = args
+    if host_id not in registry:
+        raise LookupError(f"host object #{host_id} was already released")
+    obj = registry[host_id]
+    if op == "getattr":
+        return getattr(obj, _checked(rest[0]))
+    if op == "setattr":
+        setattr(obj, _checked(rest[0]), rest[1])
+        return None
+    if op == "delattr":
+        delattr(obj, _checked(rest[0]))
+        return None
+    if op == "dunder":
+        name = rest[0]
+        if name not in hostrefs.FORWARDED and name not in ("__repr__", "__str__"):
+            raise AttributeError(f"host objects do not forward {name!r}")
+        return getattr(type(obj), name)(obj, *rest[1:])
+    if op == "next":
+        try:
+            return [next(obj), False]
+        except StopIteration:
+            return [None, True]
+    if op == "next_batch":
+        items = []
+        for _ in range(int(rest[0])):
+            try:
+                items.append(next(obj))
+            except StopIteration:
+                return [items, True]
+        return [items, False]
+    if op == "iter":
+        return iter(obj)
+    if op == "exit":
+        return obj.__exit__(*_exit_args(rest[0]))
+    if op == "dir":
+        return [name for name in dir(obj) if not name.startswith("_")]
+    raise LookupError(f"unknown host object operation {op!r}")

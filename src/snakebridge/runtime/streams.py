@@ -1,0 +1,309 @@
+"""``snakebridge.stream``: iterate a worker's generator as it produces, under a credit window.
+
+A stream leases a worker through the pool's queue (like a call), sends the call with
+``FLAG_STREAM`` and ``window`` chunks of credit, and holds the worker until the stream ends:
+each chunk the host takes is credited back, so the worker never runs more than ``window``
+chunks ahead. Closing early sends ``CANCEL`` and waits for the worker's acknowledgement, so
+the generator's ``finally`` has run before the worker takes another call.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import msgpack
+
+from snakebridge.errors import CallTimeout, ProtocolError, SnakeBridgeError, WorkerCrashed
+from snakebridge.runtime.calls import Call, prepare
+from snakebridge.runtime.client import runtime
+from snakebridge.runtime.pool import Pool
+from snakebridge.runtime.refs import Session
+from snakebridge_worker import protocol as p
+
+__all__ = ["AsyncStream", "Stream", "astream", "invoke_stream", "stream"]
+
+DEFAULT_WINDOW = 8
+CANCEL_GRACE_S = 5.0
+
+
+def _control(kind: int, call_id: int, *rest: Any) -> bytes:
+    return p.frame(msgpack.packb([kind, call_id, *rest]))
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` leaves the worker unusable (else it answered and can go back)."""
+    return not isinstance(exc, Exception) or isinstance(
+        exc, WorkerCrashed | CallTimeout | ProtocolError | TimeoutError | OSError
+    )
+
+
+class _Base:
+    """What the sync and async streams share: the call, the buffer, credit and deadlines."""
+
+    def __init__(
+        self, pool: Pool, call: Call, window: int, item_timeout: float | None, timeout: float | None
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1 chunk, got {window}")
+        self.pool, self.call, self.window = pool, call, window
+        self.item_timeout = item_timeout
+        self.timeout = timeout
+        self.channel: Any = None
+        self.items: collections.deque[Any] = collections.deque()
+        self.ended = False  # the worker finished, failed or acknowledged a cancel
+        self.closed = False
+        self._taken = 0  # chunks received since credit was last granted
+        self._until: float | None = None
+
+    def _opened(self, channel: Any) -> None:
+        self.channel = channel
+        channel.send(_control(p.CREDIT, self.call.call_id, self.window))
+        if self.timeout is not None:
+            self._until = time.monotonic() + self.timeout
+        channel.worker.streaming = True  # status() shows the worker as "streaming"
+
+    def _close_channel(self, error: BaseException | None) -> None:
+        """Give the worker back (``error`` None) or have it replaced."""
+        self.channel.worker.streaming = False
+        self.channel.close(error)
+
+    def _deadline(self) -> float | None:
+        item = None if self.item_timeout is None else time.monotonic() + self.item_timeout
+        if self._until is None:
+            return item
+        return self._until if item is None else min(item, self._until)
+
+    def _check_overall(self) -> None:
+        """CallTimeout once the whole stream's ``timeout`` has passed (even while items flow)."""
+        if self._until is not None and time.monotonic() >= self._until:
+            raise CallTimeout(
+                f"stream of {self.call.description} ran past its timeout ({self.timeout}s); "
+                "the worker was replaced"
+            )
+
+    def _take(self, message: list[Any]) -> None:
+        """Buffer a CHUNK (granting credit back) or note the end."""
+        kind = message[0]
+        if kind == p.CHUNK:
+            self.items.extend(message[2])
+            self._taken += 1
+            if self._taken >= max(1, self.window // 2):
+                self.channel.send(_control(p.CREDIT, self.call.call_id, self._taken))
+                self._taken = 0
+        elif kind == p.STREAM_END:
+            self.ended = True
+            self._close_channel(None)
+        else:
+            raise SnakeBridgeError(f"unexpected frame kind {kind} in a stream")
+
+    def _failed(self, exc: BaseException) -> None:
+        """The stream cannot go on: a remote error (worker healthy) or a lost/overrun worker."""
+        self.ended = self.closed = True
+        if self.channel is not None:
+            self._close_channel(exc if _lost(exc) else None)
+
+    def _cancel(self) -> None:
+        """Send CANCEL and read until the worker acknowledges (blocking), then let it go."""
+        if self.closed:
+            return
+        self.closed = True
+        self.items.clear()
+        if self.channel is None or self.ended:
+            return
+        self.channel.send(_control(p.CANCEL, self.call.call_id))
+        grace = time.monotonic() + (self.item_timeout or CANCEL_GRACE_S)
+        try:
+            while not self.ended:
+                if self.channel.next_message(grace)[0] == p.STREAM_END:
+                    self.ended = True
+        except BaseException as exc:
+            self.ended = True
+            self._close_channel(exc)  # no acknowledgement in time: the worker is replaced
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self._close_channel(None)
+
+
+class Stream(_Base, Iterator[Any]):
+    """Items of a remote iterable, as they arrive; ``close()`` (or ``break``) cancels it."""
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> Any:
+        while not self.items:
+            if self.ended or self.closed:
+                raise StopIteration
+            if self.channel is None:
+                self._opened(self.pool.open_channel(self.call))
+            try:
+                self._check_overall()
+                message = self.channel.next_message(self._deadline())
+            except BaseException as exc:
+                self._failed(exc)
+                raise
+            self._take(message)
+        return self.items.popleft()
+
+    def close(self) -> None:
+        """Cancel the remote generator (its ``finally`` runs) and give the worker back."""
+        self._cancel()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown, or the pool is gone
+            self._cancel()
+
+
+class AsyncStream(_Base, AsyncIterator[Any]):
+    """Async twin of :class:`Stream`: ``async for item in snakebridge.astream(...)``."""
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        import asyncio
+
+        while not self.items:
+            if self.ended or self.closed:
+                raise StopAsyncIteration
+            if self.channel is None:
+                loop = asyncio.get_running_loop()
+                self._opened(await loop.run_in_executor(None, self.pool.open_channel, self.call))
+            try:
+                self._check_overall()
+                message = await self.channel.anext_message(self._deadline())
+            except BaseException as exc:
+                self._failed(exc)
+                raise
+            self._take(message)
+        return self.items.popleft()
+
+    async def aclose(self) -> None:
+        """Cancel the remote generator and give the worker back."""
+        if self.closed:
+            return
+        self.closed = True
+        self.items.clear()
+        if self.channel is None or self.ended:
+            return
+        self.channel.send(_control(p.CANCEL, self.call.call_id))
+        grace = time.monotonic() + (self.item_timeout or CANCEL_GRACE_S)
+        try:
+            while not self.ended:
+                message = await self.channel.anext_message(grace)
+                if message[0] == p.STREAM_END:
+                    self.ended = True
+            self._close_channel(None)
+        except Exception as exc:
+            self.ended = True
+            self._close_channel(exc)
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # dropped without aclose(): cancel, blocking
+            self._cancel()
+
+
+_INT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+
+
+def _skip_uint(frame: bytearray, at: int) -> int:
+    lead = frame[at]
+    return at + 1 + (0 if lead < 0x80 else _INT_WIDTH[lead])
+
+
+def with_stream_flag(frame: bytes) -> bytes:
+    """A CALL frame with ``FLAG_STREAM`` set (``[2, id, session, flags, ...]``, flags < 128)."""
+    patched = bytearray(frame)
+    at = 4 + 1 + 1  # length prefix, fixarray header, kind
+    at = _skip_uint(patched, _skip_uint(patched, at))  # call id, session
+    if patched[at] >= 0x80:
+        raise ValueError("unexpected CALL layout")
+    patched[at] |= p.FLAG_STREAM
+    return bytes(patched)
+
+
+def _prepared(
+    lib: str,
+    symbol: str,
+    args: Sequence[Any],
+    kwargs: dict[str, Any] | None,
+    session: Session | None,
+) -> tuple[Pool, Call]:
+    pool, module, _ = runtime().route(lib)
+    call = prepare(
+        pool.spec.call_timeout, module, symbol, None, p.OP_CALL, args, kwargs, None, False, session
+    )
+    call.frame = with_stream_flag(call.frame)
+    return pool, call
+
+
+def stream(
+    lib: str,
+    symbol: str,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    item_timeout: float | None = None,
+    window: int = DEFAULT_WINDOW,
+    session: Session | None = None,
+) -> Stream:
+    """Iterate ``lib.symbol(*args, **kwargs)`` in a worker as it produces items.
+
+    ``item_timeout`` bounds the wait for each item (default: the pool's ``call_timeout``),
+    ``timeout`` the whole stream; ``window`` is how many chunks the worker may run ahead.
+    The stream holds its worker until it ends or is closed (``break`` closes it).
+    """
+    pool, call = _prepared(lib, symbol, args, kwargs, session)
+    return Stream(pool, call, window, item_timeout or pool.spec.call_timeout, timeout)
+
+
+def astream(
+    lib: str,
+    symbol: str,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    timeout: float | None = None,
+    item_timeout: float | None = None,
+    window: int = DEFAULT_WINDOW,
+    session: Session | None = None,
+) -> AsyncStream:
+    """Async twin of :func:`stream`: ``async for item in snakebridge.astream(...)``."""
+    pool, call = _prepared(lib, symbol, args, kwargs, session)
+    return AsyncStream(pool, call, window, item_timeout or pool.spec.call_timeout, timeout)
+
+
+def invoke_stream(
+    library: str,
+    qualname: str,
+    positional: Any = (),
+    keywords: dict[str, Any] | None = None,
+    var_args: tuple[Any, ...] = (),
+    var_kwargs: dict[str, Any] | None = None,
+) -> Stream:
+    """What a facade's ``name_stream`` twin calls (arguments as ``facade.invoke`` takes them)."""
+    from snakebridge.facade import _arguments
+
+    args, kwargs = _arguments(positional, keywords or {}, var_args, var_kwargs)
+    return stream(library, qualname, args, kwargs or None)

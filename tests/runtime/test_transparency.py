@@ -1,0 +1,282 @@
+"""Ordinary host values cross the bridge unchanged (issue 11 items 1, 2, 5, 6 and 7)."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import decimal
+import gc
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+import snakebridge
+from snakebridge import Ref
+from snakebridge.runtime import exchange as exchange_module
+from snakebridge.runtime.codec import CALLBACKS
+
+
+def echo(value: Any) -> Any:
+    return snakebridge.call("copy", "copy", [value])
+
+
+@pytest.fixture
+def host_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the callbacks workers make into the host (one entry per round trip)."""
+    trips: list[int] = []
+    real = exchange_module.callback_reply
+
+    def counted(message: list[Any], codec: Any) -> bytes:
+        trips.append(message[1])
+        return real(message, codec)
+
+    monkeypatch.setattr(exchange_module, "callback_reply", counted)
+    return trips
+
+
+# -- item 1: ordinary host values can be sent ------------------------------------------------
+def test_stdlib_value_kinds_round_trip_exactly() -> None:
+    assert snakebridge.call("builtins", "sum", [range(5)]) == 10
+    for value in (
+        range(2, 10, 3),
+        slice(1, None, 2),
+        ...,
+        collections.OrderedDict(b=1, a=2),
+        collections.deque([1, 2], maxlen=5),
+        collections.Counter("abracadabra"),
+        decimal.DecimalTuple(0, (1, 2), -1),  # a namedtuple of an importable class
+    ):
+        back = echo(value)
+        assert type(back) is type(value) and back == value
+    assert echo(collections.deque([1], maxlen=5)).maxlen == 5
+    assert list(echo(collections.OrderedDict(b=1, a=2))) == ["b", "a"]
+    factory = echo(collections.defaultdict(list, {"a": [1]}))
+    assert type(factory) is collections.defaultdict and factory.default_factory is list
+    assert factory == {"a": [1]}
+    local = collections.namedtuple("local", "x y")  # not importable: its fields as a tuple
+    assert echo(local(1, 2)) == (1, 2) and type(echo(local(1, 2))) is tuple
+
+
+def test_iterators_generators_and_host_mappings_are_sent() -> None:
+    assert snakebridge.call("builtins", "sum", [(x * x for x in range(5))]) == 30
+    assert snakebridge.call("builtins", "list", [map(str, [1, 2])]) == ["1", "2"]
+    pairs = zip("ab", [1, 2], strict=True)
+    assert snakebridge.call("builtins", "list", [pairs]) == [("a", 1), ("b", 2)]
+    assert snakebridge.call("operator", "getitem", [os.environ, "PATH"]) == os.environ["PATH"]
+    assert snakebridge.call("builtins", "dict", [os.environ]) == dict(os.environ)
+
+
+class Box:
+    """A user class the worker has never heard of."""
+
+    def __init__(self) -> None:
+        self.v = 3
+        self._secret = "host only"
+
+    def scaled(self, k: int = 1) -> int:
+        return self.v * k
+
+    def __len__(self) -> int:
+        return 7
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(40))
+
+    def __getitem__(self, key: int) -> int:
+        return key * 10
+
+    def __add__(self, other: int) -> int:
+        return self.v + other
+
+
+def test_host_objects_reach_the_worker_by_reference() -> None:
+    box = Box()
+    assert snakebridge.call("builtins", "getattr", [box, "v"]) == 3
+    assert snakebridge.call("operator", "methodcaller", ["scaled", 5])(box) == 15
+    assert snakebridge.call("builtins", "len", [box]) == 7
+    assert snakebridge.call("builtins", "list", [box]) == list(range(40))
+    assert snakebridge.call("operator", "getitem", [box, 4]) == 40
+    assert snakebridge.call("operator", "add", [box, 1]) == 4
+    assert snakebridge.call("builtins", "list", [[box]])[0] is box  # the same object back
+    snakebridge.call("builtins", "setattr", [box, "v", 9])
+    assert box.v == 9  # the worker wrote to the host's object
+    with pytest.raises(AttributeError, match="_secret"):
+        snakebridge.call("builtins", "getattr", [box, "_secret"])  # private: refused
+
+
+def test_host_objects_are_released_when_the_worker_drops_them() -> None:
+    snakebridge.call("operator", "pos", [1])
+    before = len(CALLBACKS)
+    for _ in range(30):
+        assert snakebridge.call("builtins", "len", [Box()]) == 7
+    gc.collect()
+    assert len(CALLBACKS) <= before + 2
+
+
+def test_a_host_generator_is_not_consumed_past_what_the_worker_took() -> None:
+    taken: list[int] = []
+
+    def numbers() -> Iterator[int]:
+        for n in range(100):
+            taken.append(n)
+            yield n
+
+    generator = numbers()
+    assert snakebridge.call("builtins", "next", [generator]) == 0
+    assert snakebridge.call("itertools", "islice", [generator, 2]) is not None
+    assert snakebridge.call("builtins", "next", [generator]) == 1
+    assert next(generator) == 2 and taken == [0, 1, 2]  # nothing prefetched and lost
+
+
+# -- item 2: types, functions and modules travel by name --------------------------------------
+def test_types_functions_and_modules_are_the_workers_own(host_trips: list[int]) -> None:
+    assert snakebridge.call("numpy", "zeros", [3], {"dtype": float}).dtype == np.float64
+    assert snakebridge.call("numpy", "zeros", [3], {"dtype": np.float32}).dtype == np.float32
+    assert snakebridge.call("builtins", "isinstance", ["a", str]) is True
+    assert snakebridge.call("builtins", "issubclass", [json.JSONDecodeError, ValueError])
+    assert snakebridge.call("builtins", "len", [re.RegexFlag]) == len(re.RegexFlag)
+    assert snakebridge.call("builtins", "repr", [re.IGNORECASE]) == repr(re.IGNORECASE)
+    dumps = snakebridge.call("builtins", "getattr", [json, "dumps"])
+    assert type(dumps) is Ref and dumps([1]) == "[1]"
+    assert snakebridge.call("builtins", "type", [1]) is int
+    words = snakebridge.call("builtins", "iter", [["ccc", "a", "bb"] * 50])
+    assert type(words) is Ref
+    assert snakebridge.call("builtins", "sorted", [words], {"key": len})[:3] == ["a"] * 3
+    assert host_trips == []  # len ran in the worker: no host round trip per item
+
+
+def test_facade_classes_travel_as_the_remote_class() -> None:
+    class float32:  # what a generated facade class carries
+        __sb_remote__ = ("numpy", "float32")
+
+    assert snakebridge.call("numpy", "zeros", [2], {"dtype": float32}).dtype == np.float32
+
+
+def host_key(value: int) -> int:
+    """A module-level function of a module the worker cannot import."""
+    return -value
+
+
+def test_functions_the_worker_cannot_import_are_called_back(host_trips: list[int]) -> None:
+    assert snakebridge.call("builtins", "sorted", [[1, 3, 2]], {"key": host_key}) == [3, 2, 1]
+    assert len(host_trips) == 3
+
+
+def test_callbacks_keep_their_name_doc_and_signature() -> None:
+    def fit(x: float, a: float, b: float = 2.0) -> float:
+        """A model to fit."""
+        return a * x + b
+
+    signature = snakebridge.call("inspect", "signature", [fit])
+    assert str(signature) == "(x, a, b=2.0)"  # names, kinds and defaults (not annotations)
+    assert snakebridge.call("builtins", "getattr", [fit, "__name__"]) == "fit"
+    assert snakebridge.call("builtins", "getattr", [fit, "__qualname__"]) == fit.__qualname__
+    assert snakebridge.call("builtins", "getattr", [fit, "__doc__"]) == "A model to fit."
+    arity = "lambda f: len(__import__('inspect').signature(f).parameters) - 1"
+    assert snakebridge.call("builtins", "eval", [arity])(fit) == 2  # what curve_fit reads
+
+
+# -- item 5 (runtime side): host callbacks' exceptions keep their type -----------------------
+class Oops(ValueError):
+    pass
+
+
+def test_a_host_callbacks_exception_comes_back_as_itself() -> None:
+    raised: list[BaseException] = []
+
+    def fail(_: Any) -> Any:
+        raised.append(Oops("bad"))
+        raise raised[-1]
+
+    with pytest.raises(Oops) as caught:
+        snakebridge.call("builtins", "sorted", [[1, 2]], {"key": fail})
+    assert caught.value is raised[0]
+
+    def bad_json(_: Any) -> Any:
+        raised.append(json.JSONDecodeError("no", "doc", 0))
+        raise raised[-1]
+
+    with pytest.raises(json.JSONDecodeError) as decoded:
+        snakebridge.call("builtins", "list", [map(bad_json, [1])])
+    assert decoded.value is raised[-1]
+
+
+def test_in_the_worker_it_is_an_instance_of_its_builtin_base() -> None:
+    class Missing(AttributeError):
+        pass
+
+    class Lazy:
+        @property
+        def value(self) -> Any:
+            raise Missing("not here")
+
+    # getattr(obj, name, default) in the worker catches AttributeError: Missing must be one.
+    assert snakebridge.call("builtins", "getattr", [Lazy(), "value", "default"]) == "default"
+    assert snakebridge.call("builtins", "hasattr", [Lazy(), "value"]) is False
+
+
+# -- item 6: no silent loss of mutation -------------------------------------------------------
+def test_writes_to_host_arrays_fail_clearly_unless_marked_inout() -> None:
+    a = np.arange(5.0)
+    with pytest.raises(ValueError, match=r"read-only.*snakebridge\.inout"):
+        snakebridge.call("numpy", "multiply", [a, 2], {"out": a})
+    with pytest.raises(ValueError, match=r"snakebridge\.inout"):
+        snakebridge.call("numpy.random", "shuffle", [a])
+    with pytest.raises(ValueError, match=r"snakebridge\.inout"):
+        snakebridge.call("numpy", "copyto", [a, 7.0])
+    assert a.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]  # nothing half-written either
+    assert snakebridge.call("numpy", "sum", [a]) == 10.0  # reading is unaffected
+
+
+def test_inout_arrays_see_the_workers_writes() -> None:
+    a = np.arange(5.0)
+    marked = snakebridge.inout(a)
+    assert snakebridge.call("numpy", "multiply", [marked, 2], {"out": marked}) is not None
+    assert a.tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
+    snakebridge.call("numpy", "copyto", [snakebridge.inout(a), 7.0])
+    assert a.tolist() == [7.0] * 5
+    deck = np.arange(50)
+    snakebridge.call("numpy.random", "shuffle", [snakebridge.inout(deck)])
+    assert sorted(deck.tolist()) == list(range(50)) and deck.tolist() != list(range(50))
+    with pytest.raises(TypeError, match="writeable numpy array"):
+        snakebridge.inout([1, 2])
+
+
+# -- item 7: values are exact -----------------------------------------------------------------
+def test_zoned_datetimes_keep_their_zone_and_fold() -> None:
+    paris = ZoneInfo("Europe/Paris")
+    summer = datetime.datetime(2026, 7, 1, 12, 0, tzinfo=paris)
+    back = echo(summer)
+    assert type(back.tzinfo) is ZoneInfo and back.tzinfo.key == "Europe/Paris"
+    later = back + datetime.timedelta(days=180)
+    assert later.utcoffset() == datetime.timedelta(hours=1)  # winter time, as in process
+    ambiguous = datetime.datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=paris)
+    assert echo(ambiguous).fold == 1 and echo(ambiguous).utcoffset() == ambiguous.utcoffset()
+    assert echo(datetime.time(1, 2, fold=1)).fold == 1
+
+
+def test_arrays_keep_order_and_structure_dtypes_and_scalars_are_values() -> None:
+    fortran = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    back = echo(fortran)
+    assert back.flags.f_contiguous and not back.flags.c_contiguous
+    assert np.array_equal(back, fortran)
+    records = snakebridge.call("numpy", "zeros", [3], {"dtype": [("a", "i4"), ("b", "f8")]})
+    assert type(records) is np.ndarray and records.dtype.names == ("a", "b")
+    padded = np.dtype({"names": ["a", "b"], "formats": ["u1", "<f8"], "offsets": [0, 8]})
+    assert echo(np.zeros(2, dtype=padded)).dtype == padded
+    for dtype in (np.dtype("f4"), np.dtype([("a", "<i4"), ("b", "<f8", (2,))]), padded):
+        assert echo(dtype) == dtype
+    assert type(echo(np.float32(1.5))) is np.float32
+    assert echo(records[0]) == records[0]
+
+
+def test_bytearray_stays_bytearray_and_memoryview_arrives_as_bytes() -> None:
+    back = echo(bytearray(b"ab"))
+    assert type(back) is bytearray and back == bytearray(b"ab")
+    assert echo(memoryview(b"ab")) == b"ab"  # by value, documented in docs/protocol.md
