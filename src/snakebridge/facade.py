@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-from pathlib import Path
 from typing import Any, Final
 
+from snakebridge import paths
 from snakebridge.runtime.client import call, get
 from snakebridge.runtime.refs import Ref, remote_mro
 from snakebridge_worker.values import type_key
@@ -129,7 +129,7 @@ def _strict() -> bool:
 def _record(library: str, name: str) -> None:
     from snakebridge.runtime.client import runtime
 
-    path = runtime().settings.root / ".snakebridge" / "ledger.json"
+    path = paths.ledger_path(runtime().settings.root)
     with _LEDGER_LOCK:
         try:
             entries = json.loads(path.read_text())
@@ -137,10 +137,7 @@ def _record(library: str, name: str) -> None:
             entries = {}
         calls = entries.setdefault(library, {})
         calls[name] = int(calls.get(name, 0)) + 1
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".ledger.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, Path(path))
+        paths.atomic_write(path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
 def missing_name(lib_path: str, name: str) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 
 import filelock
 
+from snakebridge import paths
 from snakebridge.codegen.generator import header, render_module, sanitize
 from snakebridge.codegen.manifest import CodegenError, Manifest, atomic_write, content_hash
 from snakebridge.codegen.scanner import ScanResult, Use, scan_paths
@@ -59,7 +60,7 @@ class Project:
 
     @property
     def state_dir(self) -> Path:
-        return self.settings.root / ".snakebridge"
+        return paths.state_dir(self.settings.root)
 
     @property
     def generated_dir(self) -> Path:
