@@ -13,6 +13,7 @@ import pytest
 
 from snakebridge import paths
 from snakebridge.codegen.manifest import CodegenError, Manifest
+from snakebridge.errors import UnwritablePath
 
 
 @pytest.fixture
@@ -72,3 +73,21 @@ def test_malformed_status_files_are_skipped_with_one_line(
     assert result.stdout == "no running snakebridge pools\n"
     warnings = result.stderr.splitlines()
     assert len(warnings) == 3 and all("ignoring status file" in line for line in warnings)
+
+
+def test_an_unwritable_generated_dir_is_one_line_from_sync(tmp_path: Path) -> None:
+    """(Root ignores a read-only mode, so the directory is blocked by a file of its name.)"""
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n[tool.snakebridge]\ngenerated_path = "blocked"\n'
+        '[tool.snakebridge.libraries]\njson = "stdlib"\n'
+    )
+    (tmp_path / "app.py").write_text("from snakebridge_generated import json\njson.dumps(1)\n")
+    (tmp_path / "blocked").write_text("a file, not a directory")
+    result = subprocess.run(
+        ["snakebridge", "sync"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: cannot write ") and "blocked/snakebridge_generated" in line
+    with pytest.raises(UnwritablePath, match=r"cannot write .*x\.json"):
+        paths.atomic_write(tmp_path / "blocked" / "x.json", "{}")
