@@ -7,6 +7,7 @@ Architecture: ``snakebridge.runtime`` is the self-contained core (pools, wire, v
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from snakebridge.errors import (
@@ -44,10 +45,26 @@ from snakebridge.runtime.client import (
 )
 from snakebridge.runtime.client import map_ as map
 from snakebridge.runtime.codec import inout
+from snakebridge.runtime.dataplane import share
+from snakebridge.runtime.helpers import worker_state
 from snakebridge.runtime.refs import Ref
+
+if _TYPE_CHECKING:  # streams (#14): imported on first use (about 9 ms), typed for checkers
+    from snakebridge.runtime.executor import executor
+    from snakebridge.runtime.streams import astream, stream
+
+_LAZY = {
+    "executor": "snakebridge.runtime.executor",
+    "stream": "snakebridge.runtime.streams",
+    "astream": "snakebridge.runtime.streams",
+}
 
 
 def __getattr__(name: str) -> _Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     if name == "__version__":  # read lazily: importlib.metadata costs ~15 ms at import
         import importlib.metadata
 
@@ -88,14 +105,19 @@ __all__ = [
     "aget",
     "amap",
     "amethod",
+    "astream",
     "attr",
     "call",
+    "executor",
     "get",
     "inout",
     "map",
     "method",
     "options",
     "session",
+    "share",
     "shutdown",
     "status",
+    "stream",
+    "worker_state",
 ]

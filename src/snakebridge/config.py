@@ -103,6 +103,7 @@ class _Table(_Strict, frozen=True):
     generated_path: str = "."
     scan: list[str] | None = None
     strict: bool = False
+    shm_threshold: str | int | None = None  # dataplane: bytes from which buffers go by shm
     libraries: dict[str, str | LibrarySpec] = {}
     envs: dict[str, EnvSpec] = {}
     pools: dict[str, PoolSpec] = {}
@@ -120,6 +121,7 @@ class Settings:
     generated_path: str = "."
     scan: tuple[str, ...] | None = None
     strict: bool = False
+    shm_threshold: int | None = None  # dataplane: None = measured default, -1 = never
     libraries: dict[str, LibrarySpec] | None = None
     envs: dict[str, EnvSpec] = field(default_factory=lambda: {DEFAULT: EnvSpec()})
     pools: dict[str, PoolSpec] = field(default_factory=lambda: {DEFAULT: PoolSpec()})
@@ -287,6 +289,11 @@ def _check_semantics(parsed: _Table, path: Path) -> None:
     for index, helper in enumerate(parsed.helpers):
         if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", helper):
             fail(f"helpers[{index}]", f"{helper!r} is not a dotted module name")
+    if parsed.shm_threshold is not None and parsed.shm_threshold != "off":
+        try:
+            parse_bytes(parsed.shm_threshold)
+        except ValueError as exc:
+            fail("shm_threshold", f"{exc}, or 'off' to send every buffer through the socket")
     for name, lib in parsed.libraries.items():
         if isinstance(lib, str):
             continue
@@ -314,6 +321,7 @@ def _settings_from(table: object, path: Path) -> Settings:
         generated_path=parsed.generated_path,
         scan=tuple(parsed.scan) if parsed.scan is not None else None,
         strict=parsed.strict,
+        shm_threshold=-1 if parsed.shm_threshold == "off" else parse_bytes(parsed.shm_threshold),
         libraries=libraries,
         envs={DEFAULT: EnvSpec(), **parsed.envs},
         pools={DEFAULT: PoolSpec(), **parsed.pools},

@@ -201,16 +201,20 @@ def remote_error_class(builtin_name: str | None) -> type[RemoteError]:
 
 
 def remote_error(
-    builtin_name: str | None, message: str, members: list[RemoteError] | None = None
+    builtin_name: str | None,
+    message: str,
+    members: list[RemoteError] | None = None,
+    cls: type[RemoteError] | None = None,
 ) -> RemoteError:
     """A RemoteError for builtin ``builtin_name``, made without running the builtin's __init__.
 
     Builtins differ in what their constructors take (``UnicodeDecodeError`` needs five
     arguments, ``MemoryError``'s ``__new__`` refuses subclasses, an exception group needs its
     members), so ``__init__`` is skipped; a group gets ``members`` (the worker's
-    sub-exceptions) and is a plain RemoteError when there are none.
+    sub-exceptions) and is a plain RemoteError when there are none. ``cls`` (a facade's
+    exception class registered for the remote type) replaces the builtin-derived class.
     """
-    cls = remote_error_class(builtin_name)
+    cls = cls or remote_error_class(builtin_name)
     if issubclass(cls, BaseExceptionGroup):
         if not members:
             cls = RemoteError
@@ -222,3 +226,25 @@ def remote_error(
     except TypeError:  # MemoryError's __new__ serves MemoryError only
         error = BaseException.__new__(cls, message)
     return error
+
+
+# Exception classes of generated facades (codegen): a remote exception whose type, or a class in
+# its MRO, has a registered type key is raised as that class, so ``except JSONDecodeError``
+# through a facade works.
+_REGISTERED: dict[str, type[RemoteError]] = {}
+
+
+def register_remote_exception(type_key: str, cls: type[RemoteError]) -> None:
+    """Raise remote exceptions of ``type_key`` (``module.qualname``) as ``cls``."""
+    if not (isinstance(cls, type) and issubclass(cls, RemoteError)):
+        raise TypeError(f"{cls!r} must be a RemoteError subclass")
+    _REGISTERED[type_key] = cls
+
+
+def registered_exception(type_key: str, mro: list[str] | None = None) -> type[RemoteError] | None:
+    """The class registered for ``type_key``, else for the nearest class in ``mro``."""
+    for key in [type_key, *(mro or [])]:
+        cls = _REGISTERED.get(key)
+        if cls is not None:
+            return cls
+    return None

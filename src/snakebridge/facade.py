@@ -1,32 +1,45 @@
 """Run-time support imported by generated facade modules (never by user code directly).
 
-It turns a facade call into one ``snakebridge.call`` that sends only the arguments the caller
-passed, makes proxy classes answer ``isinstance`` for Refs of their remote class, and serves
-names a facade lacks: a dynamic call recorded in ``.snakebridge/ledger.json``, or, in strict
-mode, an ``AttributeError`` that names ``snakebridge sync``.
+It turns a facade call into one ``snakebridge.call`` (a method into one method round trip) that
+sends only the arguments the caller passed, registers proxy classes so Refs of their remote
+class arrive as their instances, registers exception classes so remote errors of their type
+are raised as them, and serves names a facade lacks: a dynamic call recorded in
+``.snakebridge/ledger.json``, or, in strict mode, an ``AttributeError`` that names
+``snakebridge sync``.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
+import sys
 import threading
 from typing import Any, Final
 
 from snakebridge import paths
-from snakebridge.runtime.client import call, get
-from snakebridge.runtime.refs import Ref, remote_mro
+from snakebridge.errors import RemoteError, register_remote_exception
+from snakebridge.runtime.client import call as call_function
+from snakebridge.runtime.client import get
+from snakebridge.runtime.refs import Ref, as_proxy, register_proxy, remote_mro
 from snakebridge_worker.values import type_key
 
 __all__ = [
     "NOT_GIVEN",
     "ProxyMeta",
+    "Ref",
+    "RemoteError",
     "attribute",
+    "call",
     "constant",
     "construct",
     "invoke",
-    "invoke_method",
+    "method",
     "missing_name",
+    "register_exception",
+    "set_attribute",
+    "special",
 ]
 
 
@@ -49,33 +62,45 @@ class _NotGiven:
 
 NOT_GIVEN: Final[Any] = _NotGiven()
 
-Positional = tuple[tuple[str, Any, bool], ...]
+Params = tuple[tuple[Any, ...], ...]
+_KEYWORD_ONLY, _POSITIONAL_ONLY = 2, 0
 
 
 def _arguments(
-    positional: Positional,
-    keywords: dict[str, Any],
-    var_args: tuple[Any, ...],
-    var_kwargs: dict[str, Any] | None,
+    params: Params, var_args: tuple[Any, ...], var_kwargs: dict[str, Any] | None
 ) -> tuple[list[Any], dict[str, Any]]:
-    """Positional and keyword arguments to send, leaving out every NOT_GIVEN."""
+    """Arguments to send: what the caller passed, never a default the facade filled in.
+
+    ``params`` holds ``(name, value, kind)`` or ``(name, value, kind, default)``; a value that
+    is NOT_GIVEN, or the very literal default of its parameter, is left out (so the library
+    applies its own default), unless a later positional-only argument needs its slot.
+    """
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    skipped = False
-    for name, value, by_keyword in positional:
-        if value is NOT_GIVEN:
-            skipped = True
-        elif not skipped:
+    held: list[Any] = []  # omitted positional slots, replayed if a positional-only one follows
+    for entry in params:
+        name, value, kind = entry[0], entry[1], entry[2]
+        omitted = value is NOT_GIVEN or (
+            len(entry) == 4 and type(value) is type(entry[3]) and value == entry[3]
+        )
+        if kind == _KEYWORD_ONLY:
+            if not omitted:
+                kwargs[name] = value
+        elif omitted:
+            held.append(value)
+        elif not held:
             args.append(value)
-        elif by_keyword:
+        elif kind != _POSITIONAL_ONLY:
             kwargs[name] = value
-        else:
+        elif NOT_GIVEN in held:
             raise TypeError(f"argument {name!r} cannot follow an omitted positional-only one")
+        else:
+            args += [*held, value]
+            held = []
     if var_args:
-        if skipped:
+        if held:
             raise TypeError("*args cannot follow an omitted positional argument")
         args.extend(var_args)
-    kwargs.update((key, value) for key, value in keywords.items() if value is not NOT_GIVEN)
     if var_kwargs:
         kwargs.update(var_kwargs)
     return args, kwargs
@@ -84,34 +109,93 @@ def _arguments(
 def invoke(
     library: str,
     qualname: str,
-    positional: Positional = (),
-    keywords: dict[str, Any] | None = None,
+    params: Params = (),
     var_args: tuple[Any, ...] = (),
     var_kwargs: dict[str, Any] | None = None,
 ) -> Any:
     """Call ``library.qualname`` in a worker with the arguments the caller gave."""
-    args, kwargs = _arguments(positional, keywords or {}, var_args, var_kwargs)
-    return call(library, qualname, args, kwargs or None)
+    args, kwargs = _arguments(params, var_args, var_kwargs)
+    return call_function(library, qualname, args, kwargs or None)
 
 
-def construct(cls: type, *arguments: Any, **named: Any) -> Any:
-    """Create an instance of a proxy class's remote class (see :func:`invoke`)."""
+def construct(
+    cls: type[Ref],
+    params: Params = (),
+    var_args: tuple[Any, ...] = (),
+    var_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """An instance of proxy class ``cls``: its remote class called with the caller's arguments."""
     library, qualname = cls.__sb_remote__  # type: ignore[attr-defined]
-    return invoke(library, qualname, *arguments, **named)
+    result = invoke(library, qualname, params, var_args, var_kwargs)
+    if isinstance(result, Ref) and not isinstance(result, cls):
+        result = as_proxy(result, cls)
+    return result
+
+
+def method(
+    instance: Ref,
+    name: str,
+    params: Params = (),
+    var_args: tuple[Any, ...] = (),
+    var_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Call method ``name`` of a remote object in one round trip."""
+    args, kwargs = _arguments(params, var_args, var_kwargs)
+    return instance._sb_method(name, args, kwargs)
+
+
+def call(
+    instance: Ref,
+    params: Params = (),
+    var_args: tuple[Any, ...] = (),
+    var_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Call a remote callable object (what a proxy's ``__call__`` does)."""
+    args, kwargs = _arguments(params, var_args, var_kwargs)
+    return Ref.__call__(instance, *args, **kwargs)
+
+
+def special(instance: Ref, name: str, *args: Any) -> Any:
+    """A special method (``__getitem__``, ``__add__``, …) as the Ref protocol runs it."""
+    return getattr(Ref, name)(instance, *args)
+
+
+def attribute(instance: Ref, name: str) -> Any:
+    """An attribute of a remote object (what a proxy property reads)."""
+    return Ref.__getattr__(instance, name)
+
+
+def set_attribute(instance: Ref, name: str, value: Any) -> None:
+    """Set an attribute of a remote object (what a proxy property setter does)."""
+    Ref.__setattr__(instance, name, value)
 
 
 class ProxyMeta(type):
-    """Metaclass of generated proxy classes: ``isinstance`` asks the remote class hierarchy."""
+    """Metaclass of proxy classes: registers them for their remote type; ``isinstance`` asks
+    the remote class hierarchy, so by-value results of that type answer too."""
 
     __sb_type__: str
 
+    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
+        super().__init__(name, bases, namespace)
+        remote = namespace.get("__sb_type__")
+        if remote and issubclass(cls, Ref):
+            register_proxy(str(remote), cls)
+
     def __instancecheck__(cls, instance: Any) -> bool:
+        if type.__instancecheck__(cls, instance):
+            return True
         remote = getattr(cls, "__sb_type__", None)
         if remote is None:
-            return type.__instancecheck__(cls, instance)
-        if type(instance) is Ref:
+            return False
+        if isinstance(instance, Ref):
             return remote in remote_mro(instance)
         return any(type_key(klass) == remote for klass in type(instance).__mro__)
+
+
+def register_exception(cls: type[RemoteError]) -> None:
+    """Raise remote exceptions of ``cls.__sb_type__`` (or a subclass of it) as ``cls``."""
+    register_remote_exception(str(cls.__sb_type__), cls)  # type: ignore[attr-defined]
 
 
 _LEDGER_LOCK = threading.Lock()
@@ -140,10 +224,27 @@ def _record(library: str, name: str) -> None:
         paths.atomic_write(path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
-def missing_name(lib_path: str, name: str) -> Any:
-    """A module ``__getattr__`` for names the facade lacks: dynamic and recorded, or strict."""
+def _has_module(dotted: str) -> bool:
+    try:
+        return importlib.util.find_spec(dotted) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_name(lib_path: str, name: str, module: str = "") -> Any:
+    """A module ``__getattr__`` for names the facade lacks: dynamic and recorded, or strict.
+
+    A child facade module comes first: ``from . import child`` asks ``__getattr__`` before it
+    imports, and a parent still initialising does not have its children as attributes yet.
+    """
     if name.startswith("__"):
         raise AttributeError(name)
+    if module:
+        child = sys.modules.get(f"{module}.{name}")
+        if child is None and _has_module(f"{module}.{name}"):
+            child = importlib.import_module(f"{module}.{name}")
+        if child is not None:
+            return child
     library, _, prefix = lib_path.partition(".")
     dotted = f"{prefix}.{name}" if prefix else name
     if _strict():
@@ -153,24 +254,6 @@ def missing_name(lib_path: str, name: str) -> Any:
         )
     _record(library, dotted)
     return get(lib_path, name)
-
-
-def invoke_method(
-    instance: Any,
-    name: str,
-    positional: Positional = (),
-    keywords: dict[str, Any] | None = None,
-    var_args: tuple[Any, ...] = (),
-    var_kwargs: dict[str, Any] | None = None,
-) -> Any:
-    """Call method ``name`` of a remote instance (a Ref) with the arguments the caller gave."""
-    args, kwargs = _arguments(positional, keywords or {}, var_args, var_kwargs)
-    return getattr(instance, name)(*args, **kwargs)
-
-
-def attribute(instance: Any, name: str) -> Any:
-    """An attribute of a remote instance (what a proxy property reads)."""
-    return getattr(instance, name)
 
 
 def constant(library: str, name: str, namespace: dict[str, Any]) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import datetime
 import sys
+import types
 from typing import Any, Callable, Dict, List, Optional
 
 import msgpack
@@ -16,6 +17,27 @@ import msgpack
 from snakebridge_worker import protocol as p
 
 BUILD = msgpack.ExtType(p.EXT_BUILD, b"")
+UNSAFE_BUILTINS = frozenset(
+    [
+        "eval",
+        "exec",
+        "compile",
+        "open",
+        "__import__",
+        "breakpoint",
+        "input",
+        "globals",
+        "locals",
+        "vars",
+        "getattr",
+        "setattr",
+        "delattr",
+        "help",
+        "exit",
+        "quit",
+    ]
+)
+"""Builtins that reach code or state: by name they go through the allowlist like any name."""
 NAME = msgpack.ExtType(p.EXT_NAME, b"")
 
 
@@ -112,6 +134,15 @@ def builtin_name(obj: Any) -> Optional[str]:
     if not isinstance(name, str) or getattr(obj, "__module__", None) != "builtins":
         return None
     return name if getattr(builtins, name, None) is obj else None
+
+
+def plain_builtin(module: str, qualname: str) -> Any:
+    """The builtin ``qualname`` names, when it is a class or function every library already
+    has (``len``, ``str``, ``ValueError``…); None for anything else."""
+    if module != "builtins" or qualname in UNSAFE_BUILTINS or "." in qualname:
+        return None
+    obj = getattr(builtins, qualname, None)
+    return obj if isinstance(obj, (type, types.BuiltinFunctionType)) else None
 
 
 def encode_builtin(name: str) -> Any:

@@ -1,5 +1,8 @@
 """Worker main loop: read frames, run the named call, answer with values or Refs.
 
+(Over 350 lines on purpose: the worker ships as few files as possible into every library env;
+values, streams, policy and host objects already live in their own modules.)
+
 Started by the host as ``python -I -u -c BOOT <worker-dir> <socket-fd> <host-pid>``.
 """
 
@@ -7,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import collections
-import difflib
 import importlib
 import itertools
 import operator
@@ -23,7 +25,7 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
 
-from snakebridge_worker import hostrefs, startup, streams
+from snakebridge_worker import hostrefs, kinds, shm, startup, streams
 from snakebridge_worker import policy as pol
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
@@ -113,6 +115,7 @@ class WorkerCodec(v.ValueCodec):
         self.inout: List[Tuple[int, Any]] = []
         self.inout_calls: Dict[int, List[Tuple[int, Any]]] = {}
         self.decoders[p.EXT_REF] = lambda d: registry.get(msgpack.unpackb(d))
+        self.decoders[p.EXT_METHOD] = lambda d: _bound_method(registry, msgpack.unpackb(d))
         self.decoders[p.EXT_CALLBACK] = lambda d: hostrefs.make(msgpack.unpackb(d), None)
         self.decoders[p.EXT_NDARRAY] = lambda d: v.decode_ndarray(d, writable=False)
         self.builders[p.EXT_NAME] = self._by_name
@@ -159,8 +162,12 @@ class WorkerCodec(v.ValueCodec):
 
     def _by_name(self, items: List[Any]) -> Any:
         _, module, qualname, fallback = items
+        plain = kinds.plain_builtin(module, qualname)
+        if plain is not None:  # len, str, ValueError: every library has them anyway
+            return plain
         try:
-            return resolve(module, qualname)
+            worker = _CURRENT
+            return resolve(module, qualname, worker.policy if worker is not None else _OPEN)
         except Exception as exc:
             if fallback is not None:
                 return fallback  # the host's object by reference (or an enum member's value)
@@ -213,6 +220,15 @@ class WorkerCodec(v.ValueCodec):
                 f"{self.connection.max_frame:,}-byte frame limit"
             )
         return body
+
+
+def _bound_method(registry: "Registry", described: Any) -> Any:
+    """``getattr(object, name)`` for a method the host looked up on a Ref (EXT_METHOD)."""
+    ref_id, name = described
+    subject = registry.get(ref_id)
+    policy = _CURRENT.policy if _CURRENT is not None else _OPEN
+    policy.check_attribute(subject, name)
+    return getattr(subject, name)
 
 
 class _Opaque:
@@ -295,6 +311,8 @@ class Connection:
 
 
 def _close_matches(name: str, candidates: Any) -> str:
+    import difflib  # only for error hints: ~30 ms off every worker's start
+
     matches = difflib.get_close_matches(name, sorted(set(candidates)), n=3)
     return f"; did you mean {', '.join(matches)}?" if matches else ""
 
@@ -376,6 +394,7 @@ def error_payload(
         "kind": kind,
         "type": v.type_key(cls),
         "builtin": _builtin_base(exc),
+        "mro": [v.type_key(base) for base in cls.__mro__[1:-1]],  # codegen: facade exceptions
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__))
         if with_traceback
@@ -693,6 +712,7 @@ def _read_init(connection: Connection) -> Dict[str, Any]:
     kind, _, options = msgpack.unpackb(body, raw=False)
     if kind != p.INIT or not isinstance(options, dict):
         raise SystemExit(f"snakebridge worker: expected INIT, got frame kind {kind}")
+    shm.configure_worker(options.get("shm"))  # dataplane: shared-memory settings of the host
     return options
 
 

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 import msgpack
 
+from snakebridge_worker import oob
 from snakebridge_worker import protocol as p
 
 _SCALARS = frozenset((type(None), bool, int, float, str, bytes))
@@ -38,7 +39,8 @@ def as_records(items: List[Any]) -> Optional[msgpack.ExtType]:
         return None
 
 
-_CONTAINERS = frozenset((list, tuple, dict, bytearray))
+_CONTAINERS = frozenset((list, tuple, dict, bytearray, bytes, memoryview))
+_OOB_MIN = 1024  # dataplane: buffers smaller than this never go out of band
 
 
 def lift(value: Any, depth: int = 1) -> Any:
@@ -51,7 +53,14 @@ def lift(value: Any, depth: int = 1) -> Any:
             if records is not None:
                 return records
     elif cls is bytearray:  # msgpack packs bytearrays as bytes without asking: say so here
+        if len(value) >= _OOB_MIN and oob.wants_segment(len(value)):
+            return oob.encode_buffer(value)  # dataplane: large ones through shared memory
         return msgpack.ExtType(p.EXT_BYTEARRAY, bytes(value))
+    elif cls is bytes or cls is memoryview:  # dataplane: msgpack packs them without asking
+        size = value.nbytes if cls is memoryview else len(value)
+        if size >= _OOB_MIN and oob.wants_segment(size):
+            return oob.encode_buffer(value, as_bytes=True)
+        return value
     elif cls is not tuple and cls is not dict:
         return value
     if not depth or len(value) > _LIFT_MAX:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import msgpack
 
+from snakebridge_worker import oob
 from snakebridge_worker import protocol as p
 from snakebridge_worker.kinds import BUILDERS, dtype_spec, dtype_wire, encode_datetime, encode_time
 from snakebridge_worker.kinds import builtin_name as builtin_name
@@ -119,8 +120,16 @@ class ValueCodec:
             range: lambda o: [_BUILD, "range", o.start, o.stop, o.step],
             slice: lambda o: [_BUILD, "slice", o.start, o.stop, o.step],
             type(Ellipsis): lambda o: msgpack.ExtType(p.EXT_ELLIPSIS, b""),
-            bytearray: lambda o: msgpack.ExtType(p.EXT_BYTEARRAY, bytes(o)),
-            memoryview: lambda o: o.tobytes(),  # by value: a memoryview arrives as bytes
+            bytearray: lambda o: (
+                oob.encode_buffer(o)  # dataplane: large ones by shm
+                if oob.wants_segment(len(o))
+                else msgpack.ExtType(p.EXT_BYTEARRAY, bytes(o))
+            ),
+            memoryview: lambda o: (
+                oob.encode_buffer(o, as_bytes=True)  # arrives as bytes
+                if oob.wants_segment(o.nbytes)
+                else o.tobytes()
+            ),
         }
         # Types whose modules are imported only once a value of them appears (keyed by name).
         self.named_encoders: Dict[str, Callable[[Any], Any]] = {
@@ -160,6 +169,7 @@ class ValueCodec:
             p.EXT_PATH: self._build_path,
             p.EXT_BUILD: lambda items: BUILDERS[items[1]](*items[2:]),
         }
+        self.decoders.update(oob.decoders(self))  # dataplane: extension codes 30-34
         self._hooks()
         self._packer = self.packer()
 
@@ -302,7 +312,13 @@ def is_path(obj: Any) -> bool:
 
 
 def numpy_kind(obj: Any) -> str:
-    """``"ndarray"``, ``"scalar"``, ``"dtype"`` or ``""`` for what numpy sends by value."""
+    """``"ndarray"``, ``"scalar"``, ``"dtype"`` or ``""`` for what numpy sends by value.
+
+    ``"ndarray"`` also covers what the data plane sends out of band (bytes-like buffers, Arrow
+    and pandas data, resident data, CUDA tensors): all of it goes through :func:`encode_ndarray`.
+    """
+    if oob.kind(obj) not in ("", "array"):  # dataplane
+        return "ndarray"
     np = sys.modules.get("numpy")
     if np is None:
         return ""
@@ -316,7 +332,17 @@ def numpy_kind(obj: Any) -> str:
 
 
 def encode_ndarray(codec: ValueCodec, obj: Any) -> Any:
-    """``[dtype, shape, bytes, order]``: Fortran-ordered arrays keep their order."""
+    """``[dtype, shape, bytes, order]``: Fortran-ordered arrays keep their order.
+
+    Arrays of ``shm_threshold`` bytes or more, and the other out-of-band values, go through
+    the data plane instead (extensions 30-34, docs/dataplane.md).
+    """
+    kind = oob.kind(obj)
+    if kind != "array":
+        return oob.encode(codec, obj, kind)
+    ext = oob.encode_array(obj)
+    if ext is not None:
+        return ext
     order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
     data = obj.tobytes(order=order)
     fields = [dtype_wire(obj.dtype), list(obj.shape), data, order]

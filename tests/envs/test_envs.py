@@ -19,6 +19,8 @@ from snakebridge.envs.plan import plan_envs
 from snakebridge.envs.verify import drifts
 from tests.envs.conftest import CONFIG, cli, numpy_version
 
+pytestmark = pytest.mark.envs  # builds real uv environments from PyPI
+
 
 def test_two_numpys_in_one_host_process(in_project: Path) -> None:
     assert snakebridge.get("numpy", "__version__") == "2.1.3"

@@ -18,6 +18,8 @@ from snakebridge.envs.uvtool import EnvSetupError
 from snakebridge.runtime.interpreters import MARKER, env_digest
 from tests.envs.conftest import cli
 
+pytestmark = pytest.mark.envs  # builds real uv environments from PyPI
+
 
 def offline(cache: Path) -> dict[str, str]:
     """The environment of a machine without network: uv may not fetch, its cache is empty."""

@@ -23,7 +23,12 @@ def _default_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 @pytest.fixture(scope="module", autouse=True)
 def _fresh_runtime() -> Iterator[None]:
+    """A fresh runtime per module, with no facade proxy classes left by earlier imports."""
+    from snakebridge.runtime import refs
+
     snakebridge.shutdown()
+    refs._PROXIES.clear()
+    refs._CLASS_FOR.clear()
     yield
     snakebridge.shutdown()
 

@@ -19,7 +19,7 @@ QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 
 @pytest.fixture
 def ex() -> Iterator[Executor]:
-    with executor("operator") as running:
+    with snakebridge.executor("operator") as running:
         yield running
 
 
@@ -128,3 +128,13 @@ def test_submit_after_shutdown_is_a_clear_error() -> None:
 def test_symbol_name_without_a_library_is_a_clear_error() -> None:
     with executor() as ex, pytest.raises(TypeError, match="module:sqrt"):
         ex.submit("sqrt", 2.0)
+
+
+def test_a_short_call_is_not_held_up_by_a_long_one() -> None:
+    with executor() as ex:
+        slow = ex.submit("time:sleep", 5.0)
+        while not slow.running():
+            cf.wait([slow], timeout=0.01)
+        assert ex.submit("operator:neg", 2).result() == -2
+        assert not slow.done()  # answered on the other worker while the long call runs
+        assert slow.result() is None

@@ -30,8 +30,8 @@ SEED = 20261201
 def drive(script: str, log: str, calls: int, seed: int) -> dict[str, Any]:
     """Run ``calls`` fuzzed calls (and pings) against a real Pool; what reached the caller."""
     from snakebridge.config import PoolSpec
+    from snakebridge.errors import SnakeBridgeError
     from snakebridge.runtime.calls import prepare
-    from snakebridge.runtime.errors import SnakeBridgeError
     from snakebridge.runtime.pool import Pool
     from snakebridge_worker import protocol as p
 

@@ -260,3 +260,53 @@ def test_sync_writes_typed_helper_facades_and_check_flags_edits(
     assert "changed since its facade was generated" in problem
     write_helper_facades(settings)
     assert stale_helpers(settings) == []
+
+
+def test_the_sync_and_check_commands_cover_helpers(project: Path) -> None:
+    import subprocess
+
+    (project / "app.py").write_text(
+        "from snakebridge_generated.myproj import sb_helpers\n\nsb_helpers.total_sqrt(3)\n"
+    )
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["snakebridge", command], cwd=project, capture_output=True, text=True, timeout=120
+        )
+
+    synced = run("sync")
+    assert synced.returncode == 0, synced.stderr
+    assert "snakebridge_generated/myproj/sb_helpers/__init__.py" in synced.stdout
+    assert run("check").returncode == 0
+    helper = project / "myproj" / "sb_helpers.py"
+    helper.write_text(helper.read_text() + "\n# edited\n")
+    checked = run("check")
+    assert checked.returncode == 1
+    assert "helper myproj.sb_helpers" in checked.stdout
+    assert "changed since its facade was generated" in checked.stdout
+
+
+def test_status_command_shows_the_preload_time(project: Path) -> None:
+    import json
+    import os
+    import subprocess
+
+    assert snakebridge.call("myproj.sb_helpers", "preloaded_before_call") is True
+
+    def ours() -> dict[str, Any] | None:
+        done = subprocess.run(
+            ["snakebridge", "status", "--json"], capture_output=True, text=True, timeout=60
+        )
+        hosts = [h for h in json.loads(done.stdout or "[]") if h["pid"] == os.getpid()]
+        return hosts[0] if hosts else None
+
+    deadline = time.monotonic() + 60  # the host publishes its status about once a second
+    while ours() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    host = ours()
+    assert host is not None
+    (worker, *_) = host["pools"][0]["workers"]
+    assert worker["startup"]["preload"]["myproj.slow"] >= 0.5
+    text = subprocess.run(["snakebridge", "status"], capture_output=True, text=True, timeout=60)
+    assert f"worker {worker['pid']}: " in text.stdout
+    assert "started in" in text.stdout

@@ -227,3 +227,16 @@ def test_a_ref_method_call_is_one_round_trip() -> None:
     before = buffer._sb_worker.calls
     assert snakebridge.method(buffer, "read") == "hello"
     assert buffer._sb_worker.calls - before == 1
+
+
+def test_a_plain_ref_method_call_is_one_round_trip_once_the_method_is_known() -> None:
+    first = snakebridge.call("io", "StringIO", ["ab"])
+    assert first.read() == "ab"  # learns that StringIO.read is a method
+    buffer = snakebridge.call("io", "StringIO", ["hello"])
+    worker = buffer._sb_worker
+    before = worker.calls
+    assert buffer.read() == "hello"
+    assert worker.calls - before == 1
+    method = buffer.getvalue
+    assert "getvalue" in repr(method) and method() == "hello"
+    assert snakebridge.call("builtins", "callable", [buffer.read]) is True  # sent as the method

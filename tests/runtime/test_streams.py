@@ -94,7 +94,7 @@ def worker_state() -> str:
 
 
 def test_a_stream_yields_every_item_in_order(project: Path) -> None:
-    assert list(stream("gens", "counting", [10_000])) == list(range(10_000))
+    assert list(snakebridge.stream("gens", "counting", [10_000])) == list(range(10_000))
     assert list(stream("builtins", "range", [3])) == [0, 1, 2]  # any iterable
     assert list(invoke_stream("gens", "counting", (("n", 5, True),))) == list(range(5))
 
@@ -216,3 +216,36 @@ def test_minimize_in_the_worker_with_a_host_objective_matches_in_process(project
 def rss(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.parametrize("call_id", [1, 200, 70_000, 2**33])
+@pytest.mark.parametrize("session", [0, 300, 2**40])
+def test_the_stream_flag_is_set_in_any_call_frame(call_id: int, session: int) -> None:
+    import msgpack
+
+    from snakebridge.runtime.streams import with_stream_flag
+    from snakebridge_worker import protocol as p
+
+    message = [p.CALL, call_id, session, p.FLAG_PATH_VALUES, "m", "f", None, "call", [1], None]
+    patched = with_stream_flag(p.frame(msgpack.packb(message)))
+    decoded = msgpack.unpackb(patched[4:])
+    assert decoded[3] == p.FLAG_PATH_VALUES | p.FLAG_STREAM
+    assert decoded[:3] == message[:3] and decoded[4:] == message[4:]
+
+
+def test_an_async_stream_cancelled_while_queued_frees_the_worker(project: Path) -> None:
+    holder = stream("gens", "endless", [10])
+    next(holder)  # the pool's one worker is held
+
+    async def main() -> None:
+        waiting = astream("gens", "counting", [10])
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(waiting.__anext__(), 0.2)
+
+    asyncio.run(main())
+    holder.close()  # the queued open now gets the worker, and lets it go at once
+    assert snakebridge.call("math", "sqrt", [16.0]) == 4.0
+    deadline = time.monotonic() + 30
+    while worker_state() == "streaming" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker_state() != "streaming"

@@ -9,7 +9,8 @@ import gc
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -151,11 +152,30 @@ def test_types_functions_and_modules_are_the_workers_own(host_trips: list[int]) 
     assert host_trips == []  # len ran in the worker: no host round trip per item
 
 
+def test_names_resolve_within_the_allowlist(
+    configured: Callable[[str], Path], host_trips: list[int]
+) -> None:
+    configured('[tool.snakebridge.libraries]\njson = "stdlib"\n')
+    dumped = snakebridge.call(
+        "json", "dumps", [[1, "a"]], {"default": str, "cls": json.JSONEncoder}
+    )
+    assert dumped == '[1, "a"]' and host_trips == []  # the worker's own str and JSONEncoder
+    assert snakebridge.call("json", "dumps", [[b"x"]], {"default": bytes.hex}) == '["78"]'
+    assert len(host_trips) == 1  # bytes.hex is outside the allowlist: it ran in the host
+    assert snakebridge.call("json", "dumps", [re.IGNORECASE]) == "2"  # re is not allowed
+
+
 def test_facade_classes_travel_as_the_remote_class() -> None:
     class float32:  # what a generated facade class carries
         __sb_remote__ = ("numpy", "float32")
 
     assert snakebridge.call("numpy", "zeros", [2], {"dtype": float32}).dtype == np.float32
+
+    def hypot(*args: float) -> float:  # a facade function: its remote twin runs, no callback
+        raise AssertionError("the host function must not be called")
+
+    hypot.__sb_remote__ = ("math", "hypot")  # type: ignore[attr-defined]
+    assert snakebridge.call("functools", "reduce", [hypot, [3, 4]]) == 5.0
 
 
 def host_key(value: int) -> int:

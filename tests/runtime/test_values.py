@@ -197,6 +197,19 @@ def test_deep_values_cross_and_too_deep_ones_are_clear_errors() -> None:
     assert snakebridge.call("operator", "add", [1, 2]) == 3  # the worker is fine
 
 
+def test_a_failed_encode_keeps_no_host_callables() -> None:
+    from snakebridge.runtime.codec import CALLBACKS
+
+    snakebridge.call("operator", "pos", [1])
+    before = len(CALLBACKS)
+    loop: list[Any] = []
+    loop.append(loop)
+    for _ in range(5):
+        with pytest.raises(EncodeError):
+            snakebridge.call("builtins", "sorted", [[1], loop], {"key": lambda x: x})
+    assert len(CALLBACKS) == before
+
+
 def test_a_key_whose_repr_fails_is_still_an_encode_error() -> None:
     class BadRepr:
         def __repr__(self) -> str:
@@ -213,9 +226,9 @@ def test_oversized_arguments_fail_before_sending(monkeypatch: pytest.MonkeyPatch
     pids = {worker.pid for worker in pool.workers}
     monkeypatch.setattr(codec_for_thread(), "max_frame", 1 << 20)
     with pytest.raises(EncodeError, match="frame limit; nothing was sent"):
-        snakebridge.call("builtins", "len", [b"x" * (2 << 20)])
+        snakebridge.call("builtins", "len", ["x" * (2 << 20)])  # str: large bytes go by shm
     monkeypatch.undo()
-    assert snakebridge.call("builtins", "len", [b"x" * (2 << 20)]) == 2 << 20
+    assert snakebridge.call("builtins", "len", ["x" * (2 << 20)]) == 2 << 20
     assert {worker.pid for worker in pool.workers} == pids  # no worker was harmed
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from snakebridge.codegen.generator import render_module
+from snakebridge.codegen.generator import ModuleSpec, render_module
+from snakebridge.codegen.helper_facades import stale_helpers, write_helper_facades
 from snakebridge.codegen.pipeline import Project, SyncReport
 from snakebridge.config import load_settings
 from snakebridge.errors import SnakeBridgeError
@@ -35,11 +36,13 @@ def _errors() -> Iterator[None]:
 def _print_report(report: SyncReport) -> None:
     for name in report.added:
         click.echo(f"added {name}")
+    for name in report.typed:
+        click.echo(f"added {name} (a type results have)")
     for path in report.written:
         click.echo(f"wrote {path}")
     for error in report.errors:
         click.echo(f"error: {error}", err=True)
-    if not report.added and not report.written and not report.errors:
+    if not (report.added or report.typed or report.written or report.errors):
         click.echo("facades are up to date")
 
 
@@ -82,7 +85,9 @@ def _progress() -> Iterator[Callable[[str], None]]:
 def sync() -> None:
     """Generate facades for every symbol the project uses (only what is new)."""
     with _errors(), _progress() as progress:
-        report = _project().sync(progress)
+        project = _project()
+        report = project.sync(progress)
+        report.written += write_helper_facades(project.settings)  # streams (#14): helpers
     _print_report(report)
     if report.errors:
         sys.exit(1)
@@ -92,7 +97,8 @@ def sync() -> None:
 def check() -> None:
     """Fail when the code uses symbols the committed facades lack, or facades are stale."""
     with _errors():
-        problems = _project().check()
+        project = _project()
+        problems = project.check() + stale_helpers(project.settings)  # streams (#14): helpers
     for problem in problems:
         click.echo(problem)
     if problems:
@@ -145,7 +151,7 @@ def promote(symbols: tuple[str, ...]) -> None:
 @click.command()
 @click.argument("target")
 def doc(target: str) -> None:
-    """Show the signature and docstring of LIB.SYMBOL, from the library itself."""
+    """Show the signature, signature tier and docstring of LIB.SYMBOL, from the library."""
     library, _, dotted = target.partition(".")
     if not dotted:
         raise click.BadParameter("write LIB.SYMBOL, e.g. json.dumps", param_hint="TARGET")
@@ -155,42 +161,44 @@ def doc(target: str) -> None:
         click.echo(f"error: {result['errors'][dotted]}", err=True)
         sys.exit(1)
     info = result["symbols"][dotted]
-    text = render_module(
-        version="",
-        library=library,
-        resolved="",
-        lib_path=library,
-        symbols={dotted.split(".")[-1]: info},
-        children=(),
-    )
+    text = render_module(_spec(library, {dotted.split(".")[-1]: info}))
     body = text.split("__all__", 1)[1].split("\n", 1)[1].rsplit("\n\ndef __getattr__", 1)[0]
     click.echo(f"{target}  ({info.get('kind')}, signature tier: {info.get('tier')})")
     click.echo(body.strip("\n"))
 
 
+def _spec(library: str, symbols: dict[str, Any]) -> ModuleSpec:
+    return ModuleSpec(
+        version="", library=library, resolved="", lib_path=library, package="", symbols=symbols
+    )
+
+
 @click.command()
 @click.argument("libraries", nargs=-1)
 def plan(libraries: tuple[str, ...]) -> None:
-    """Show how many symbols and lines `generate = "all"` would produce per library."""
+    """Show what `snakebridge sync` would add and write, writing nothing.
+
+    With LIBRARIES: how many symbols and lines `generate = "all"` would produce for each.
+    """
     with _errors():
         project = _project()
-        names = list(libraries) or sorted(
-            n for n, s in (project.settings.libraries or {}).items() if s.generate == "all"
-        )
-        if not names:
-            click.echo('no library has generate = "all"; name libraries to plan')
+        if not libraries:
+            report = project.sync(dry_run=True)
+            for name in report.added:
+                click.echo(f"would add {name}")
+            for name in report.typed:
+                click.echo(f"would add {name} (a type results have)")
+            for path in report.written:
+                click.echo(f"would write {path}")
+            for error in report.errors:
+                click.echo(f"error: {error}", err=True)
+            if not (report.added or report.typed or report.written):
+                click.echo("nothing to do: facades are up to date")
             return
-        for library in names:
+        for library in libraries:
             result = project.introspect(library, [], everything=True)
             symbols = result.get("symbols", {})
-            text = render_module(
-                version="",
-                library=library,
-                resolved="",
-                lib_path=library,
-                symbols={k.split(".")[-1]: v for k, v in symbols.items()},
-                children=(),
-            )
+            text = render_module(_spec(library, {k.split(".")[-1]: v for k, v in symbols.items()}))
             click.echo(
                 json.dumps({"library": library, "symbols": len(symbols), "lines": text.count("\n")})
             )

@@ -13,8 +13,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from snakebridge.codegen.generator import _def, _Params, render_module, sanitize
+from snakebridge.codegen.generator import ModuleSpec, render_module
+from snakebridge.codegen.hints import HintContext
+from snakebridge.codegen.introspect import literal_default
 from snakebridge.codegen.manifest import atomic_write
+from snakebridge.codegen.members import Params, sanitize
+from snakebridge.codegen.source import Call, Seq, def_lines, quote, statement
 from snakebridge.config import Settings
 from snakebridge.runtime.helpers import HelperSource, find_helper
 
@@ -32,7 +36,7 @@ def _default(node: ast.expr | None) -> tuple[bool, str | None]:
     if node is None:
         return False, None
     try:
-        return True, repr(ast.literal_eval(node))
+        return True, literal_default(ast.literal_eval(node))
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return True, None  # not a literal: the worker applies it (NOT_GIVEN)
 
@@ -108,37 +112,41 @@ def helper_symbols(helper: HelperSource) -> dict[str, dict[str, Any]]:
     return symbols
 
 
-def _stream_twin(name: str, info: dict[str, Any]) -> list[str]:
+def _stream_twin(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
     """``name_stream(...)``: the same parameters, the items as the worker produces them."""
-    params = _Params(info["signature"]["params"], frozenset(), skip_first=False)
-    lines = _def("", f"{sanitize(name)}_stream", params.defs, "_sb_streams.Stream")
+    params = Params(info["signature"]["params"], ctx, literal=True)
+    lines = def_lines("", f"{sanitize(name)}_stream", params.defs, "_sb_streams.Stream")
     lines.append(
         f'    """Stream the items of :func:`{sanitize(name)}` as the worker yields them."""'
     )
-    call = f"_sb_streams.invoke_stream(_LIB, {info['qualname']!r}, {params.forward()})"
-    return [*lines, f"    return {call}"]
+    call = Call("_sb_streams.invoke_stream", ("_LIB", quote(info["qualname"]), *params.forward()))
+    return [*lines, *statement("    ", "return ", call)]
 
 
-def render_helper(helper: HelperSource, version: str = "") -> str:
+def render_helper(helper: HelperSource, version: str = "", package: str = "") -> str:
     """The facade module source for one helper (with ``_stream`` twins of its generators)."""
     from snakebridge.codegen.pipeline import _version
 
     symbols = helper_symbols(helper)
     text = render_module(
-        version=version or _version(),
-        library=helper.name,
-        resolved=f"helper source sha256:{helper.digest}",
-        lib_path=helper.name,
-        symbols=symbols,
-        children=(),
+        ModuleSpec(
+            version=version or _version(),
+            library=helper.name,
+            resolved=f"helper source sha256:{helper.digest}",
+            lib_path=helper.name,
+            package=package or "snakebridge_generated",
+            symbols=symbols,
+        )
     )
     streaming = sorted(n for n, info in symbols.items() if info["streaming"])
     if not streaming:
         return text
-    twins = [line for n in streaming for line in ["", "", *_stream_twin(n, symbols[n])]]
+    ctx = HintContext(module="", index={})
+    twins = [line for n in streaming for line in ["", "", *_stream_twin(n, symbols[n], ctx)]]
     names = sorted({sanitize(n) for n in symbols} | {f"{sanitize(n)}_stream" for n in streaming})
     head, tail = text.split("\n\n\ndef __getattr__(", 1)
-    head = re.sub(r"^__all__ = \[.*\]$", "__all__ = " + repr(names), head, count=1, flags=re.M)
+    exported = "\n".join(statement("", "__all__ = ", Seq(tuple(map(quote, names)), "[", "]")))
+    head = re.sub(r"^__all__ = \[.*?\]$", exported, head, count=1, flags=re.M | re.S)
     head = head.replace(
         "import snakebridge.facade as _sb\n",
         "import snakebridge.facade as _sb\nimport snakebridge.runtime.streams as _sb_streams\n",

@@ -85,11 +85,24 @@ class Manifest:
         entry = self.libraries.get(library)
         if entry is None:
             return False
-        if dotted in entry.get("aliases", {}) or not dotted:
-            return True
+        if dotted.endswith("*"):
+            return dotted[:-1].rstrip(".") in entry.get("star", [])
+        return not dotted or self.covering(library, dotted) is not None
+
+    def covering(self, library: str, dotted: str) -> tuple[str, str] | None:
+        """(symbol path, rest of the use past it) of the symbol that serves a use."""
+        entry = self.libraries.get(library, {})
+        symbols, aliases = entry.get("symbols", {}), entry.get("aliases", {})
         parts = dotted.split(".")
-        symbols = entry.get("symbols", {})
-        return any(".".join(parts[:i]) in symbols for i in range(len(parts), 0, -1))
+        for i in range(len(parts), 0, -1):
+            head, rest = ".".join(parts[:i]), ".".join(parts[i:])
+            if head in symbols:
+                return head, rest
+            target = aliases.get(head)
+            if target in symbols:
+                beyond = head[len(target) + 1 :] if head.startswith(target + ".") else ""
+                return target, ".".join(p for p in (beyond, rest) if p)
+        return None
 
     def dump(self) -> str:
         data = {"format": FORMAT, "libraries": self.libraries, "files": self.files}

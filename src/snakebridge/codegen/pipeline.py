@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,7 +16,8 @@ from typing import Any
 import filelock
 
 from snakebridge import paths
-from snakebridge.codegen.generator import header, render_module, sanitize
+from snakebridge.codegen.generator import header
+from snakebridge.codegen.layout import render_package
 from snakebridge.codegen.manifest import CodegenError, Manifest, atomic_write, content_hash
 from snakebridge.codegen.scanner import ScanResult, Use, scan_paths
 from snakebridge.config import LibrarySpec, Settings
@@ -25,6 +27,11 @@ from snakebridge.runtime.interpreters import interpreter_for
 __all__ = ["Project", "SyncReport"]
 
 INTROSPECT = Path(__file__).with_name("introspect.py")
+# Isolated like ``-I`` (no PYTHON* variables, no user site; the script drops its own directory
+# from sys.path), but with a fixed hash seed: libraries that format sets into docstrings give
+# the same text every run, so facades are byte-identical.
+INTROSPECT_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+INTROSPECT_ENV["PYTHONHASHSEED"] = "0"
 TIERS = ("runtime", "text_signature", "stub", "docstring", "variadic")
 
 
@@ -34,6 +41,27 @@ def _normal(name: str) -> str:
 
 def _excluded(dotted: str, exclude: list[str]) -> bool:
     return any(dotted == name or dotted.startswith(name + ".") for name in exclude)
+
+
+def _typeshed() -> Path:
+    """typeshed's stdlib stubs as shipped with snakebridge (the typeshed_client package)."""
+    import typeshed_client
+
+    return Path(typeshed_client.__file__).with_name("typeshed")
+
+
+def _config_key(spec: LibrarySpec) -> dict[str, Any]:
+    """The library options that change what is generated (a change re-introspects it)."""
+    keys = ("generate", "depth", "include", "exclude", "streaming", "min_signature_tier")
+    options: dict[str, Any] = {k: getattr(spec, k) for k in keys}
+    options["module"], options["package"] = spec.module, spec.package
+    return options
+
+
+def _drop_excluded(entry: dict[str, Any], exclude: list[str]) -> None:
+    for path in [p for p in entry["symbols"] if _excluded(p, exclude)]:
+        del entry["symbols"][path]
+    entry["aliases"] = {a: c for a, c in entry.get("aliases", {}).items() if c in entry["symbols"]}
 
 
 def _version() -> str:
@@ -48,6 +76,7 @@ def _version() -> str:
 @dataclass
 class SyncReport:
     added: list[str] = field(default_factory=list)
+    typed: list[str] = field(default_factory=list)  # classes added because results have them
     written: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -80,6 +109,13 @@ class Project:
         if libraries is None:
             return LibrarySpec(), name
         spec = libraries.get(name)
+        spelled = [k for k in libraries if k != name and _normal(k) == _normal(name)]
+        if spec is None and spelled:
+            raise CodegenError(
+                f"[tool.snakebridge.libraries] key {spelled[0]!r} must be the import name: "
+                f"write {name} = {{ package = {spelled[0]!r}, version = ... }} in "
+                f"{self.settings.path}"
+            )
         if spec is None:
             raise CodegenError(
                 f"library {name!r} is used but not listed in [tool.snakebridge.libraries] of "
@@ -90,18 +126,34 @@ class Project:
     # -- scanning -----------------------------------------------------------------------------
     def scan(self) -> ScanResult:
         roots = [self.settings.root / p for p in (self.settings.scan or ("."))]
-        return scan_paths(
+        result = scan_paths(
             [r for r in roots if r.exists()],
             self.settings.generated.split(".")[0],
             self.settings.root,
             cache_file=self.state_dir / "cache" / "scan.json",
             skip=self.generated_dir,
         )
+        helpers = self.settings.helpers  # streams (#14): their facades come from their source
+        if helpers:
+            result.uses = [
+                u
+                for u in result.uses
+                if not any(f"{u.library}.{u.symbol}.".startswith(h + ".") for h in helpers)
+            ]
+        return result
 
     # -- introspection ------------------------------------------------------------------------
     def introspect(
-        self, library: str, symbols: Iterable[str], everything: bool = False
+        self,
+        library: str,
+        symbols: Iterable[str],
+        everything: bool = False,
+        known: Iterable[str] = (),
+        stars: Iterable[str] = (),
+        homes: Iterable[dict[str, Any]] = (),
     ) -> dict[str, Any]:
+        """What the introspector reports for ``symbols`` (or the whole surface), with the
+        classes results are typed as; ``homes`` re-describes classes pulled in earlier."""
         spec, module = self.library(library)
         request = {
             "library": library,
@@ -110,14 +162,19 @@ class Project:
             "symbols": sorted(set(symbols)),
             "all": everything,
             "depth": spec.depth,
+            "typeshed": str(_typeshed()),
+            "known": sorted(set(known)),
+            "star": sorted(set(stars)),
+            "types": list(homes),
         }
         interpreter = interpreter_for(self.settings, spec.env)
         done = subprocess.run(
-            [interpreter, "-I", str(INTROSPECT)],
+            [interpreter, "-s", str(INTROSPECT)],
             input=json.dumps(request),
             capture_output=True,
             text=True,
             cwd="/",
+            env=INTROSPECT_ENV,
             timeout=600,
         )
         if done.returncode != 0:
@@ -129,56 +186,29 @@ class Project:
         return result
 
     # -- generation ---------------------------------------------------------------------------
-    def generate(self, manifest: Manifest, libraries: Iterable[str]) -> list[str]:
-        """Rewrite the facade tree of ``libraries`` from the manifest; paths written."""
-        written: list[str] = []
-        root_init = self.generated_dir / "__init__.py"
+    def render(self, manifest: Manifest) -> dict[Path, str]:
+        """Every generated file's text, by absolute path."""
         version = _version()
         package_doc = (
             f"{header(version, 'snakebridge', version)}"
             f'"""Facades generated by `snakebridge sync`."""\n'
         )
-        for path, text in ((root_init, package_doc), (self.generated_dir / "py.typed", "")):
-            if atomic_write(path, text):
-                written.append(str(path.relative_to(self.settings.root)))
-            manifest.files[str(path.relative_to(self.settings.root))] = content_hash(text)
-        for library in sorted(set(libraries)):
-            written += self._generate_library(manifest, library, version)
-        return written
+        texts = {
+            self.generated_dir / "__init__.py": package_doc,
+            self.generated_dir / "py.typed": "",
+        }
+        for relative, text in render_package(
+            self.settings.generated, manifest.libraries, version
+        ).items():
+            texts[self.generated_dir.joinpath(*relative.parts)] = text
+        return texts
 
-    def _generate_library(self, manifest: Manifest, library: str, version: str) -> list[str]:
-        entry = manifest.libraries.get(library, {})
-        modules: dict[str, dict[str, Any]] = defaultdict(dict)
-        modules[""] = {}
-        for path, record in entry.get("symbols", {}).items():
-            prefix, _, name = path.rpartition(".")
-            info = record["info"]
-            if info.get("kind") == "module":
-                modules[path]
-                continue
-            modules[prefix][name] = info
-        for prefix in list(modules):
-            parts = prefix.split(".") if prefix else []
-            for i in range(len(parts)):
-                modules[".".join(parts[:i])]
-        written = []
-        for prefix in sorted(modules):
-            children = {
-                m.split(".")[-1]
-                for m in modules
-                if m and m.rpartition(".")[0] == prefix and m != prefix
-            }
-            lib_path = f"{library}.{prefix}" if prefix else library
-            text = render_module(
-                version=version,
-                library=library,
-                resolved=entry.get("resolved", "unknown"),
-                lib_path=lib_path,
-                symbols=modules[prefix],
-                children=children,
-            )
-            parts = [sanitize(p) for p in prefix.split(".")] if prefix else []
-            path = self.generated_dir.joinpath(library, *parts, "__init__.py")
+    def generate(self, manifest: Manifest, libraries: Iterable[str] = ()) -> list[str]:
+        """Rewrite the facade tree from the manifest (every library: classes are shared
+        across modules); paths written."""
+        del libraries
+        written: list[str] = []
+        for path, text in sorted(self.render(manifest).items()):
             relative = str(path.relative_to(self.settings.root))
             if atomic_write(path, text):
                 written.append(relative)
@@ -202,27 +232,58 @@ class Project:
         report: SyncReport,
         progress: Callable[[str], None] | None = None,
     ) -> set[str]:
-        """Introspect symbols the manifest lacks and record them; libraries that changed."""
+        """Introspect what the manifest lacks (all of a library whose config changed) and
+        record it; the libraries that changed."""
         changed: set[str] = set()
         for library in sorted(wanted):
-            spec, _ = self.library(library)
+            spec, root = self.library(library)
+            entry = manifest.libraries.get(library)
+            config = _config_key(spec)
+            reconfigured = entry is not None and entry.get("config") != config
             requested = {**dict.fromkeys(spec.include), **wanted[library]}
+            if reconfigured and entry is not None:
+                _drop_excluded(entry, spec.exclude)
+                requested = {**dict.fromkeys(entry["symbols"]), **requested}
+            stars = sorted({s[:-1].rstrip(".") for s in requested if s.endswith("*")})
+            done_stars = set(entry.get("star", [])) if entry and not reconfigured else set()
+            stars = [s for s in stars if s not in done_stars]
             missing = {
                 s: u
                 for s, u in requested.items()
-                if not manifest.covers(library, s) and not _excluded(s, spec.exclude)
+                if not s.endswith("*")
+                and (reconfigured or not manifest.covers(library, s))
+                and not _excluded(s, spec.exclude)
             }
-            everything = spec.generate == "all" and not manifest.libraries.get(library)
-            if not missing and not everything and library in manifest.libraries:
+            everything = spec.generate == "all" and (entry is None or reconfigured)
+            if not missing and not stars and not everything and entry is not None:
                 continue
             if progress is not None:
                 progress(library)
-            result = self.introspect(library, missing, everything=everything)
             entry = manifest.libraries.setdefault(
                 library, {"resolved": "", "symbols": {}, "aliases": {}}
             )
+            known = [
+                str(r["info"].get("remote_type"))
+                for path, r in entry["symbols"].items()
+                if r["info"].get("remote_type") and path not in missing
+            ]
+            pulled_types = entry.get("types", {})
+            homes = [
+                {
+                    "key": pulled_types[s]["key"],
+                    "module": pulled_types[s]["module"],
+                    "name": s.rpartition(".")[2],
+                }
+                for s in sorted(missing)
+                if s in pulled_types
+            ]
+            asked = {s: u for s, u in missing.items() if s not in pulled_types}
+            result = self.introspect(library, asked, everything, known, stars, homes)
             entry["resolved"] = result.get("version", "unknown")
             entry["generator"] = generator_hash()
+            entry["config"] = config
+            if stars or entry.get("star"):
+                entry["star"] = sorted(done_stars | set(stars) | set(entry.get("star", [])))
             interpreter = self._locked_interpreter(spec.env)
             if interpreter:
                 entry["interpreter"] = interpreter
@@ -231,16 +292,20 @@ class Project:
                 use = missing.get(dotted)
                 where = f"{use.file}:{use.line}: " if use else ""
                 report.errors.append(f"{where}{library}.{dotted}: {message}")
-            for dotted, info in sorted(result.get("symbols", {}).items()):
-                root = self.library(library)[1]
+            found = sorted(result.get("symbols", {}).items())
+            found += sorted((key, info) for key, info in result.get("types", {}).items())
+            for dotted, info in found:
                 prefix = info["module"][len(root) :].lstrip(".")
                 canonical = ".".join(p for p in (prefix, info.get("qualname", "")) if p)
-                if not canonical:
+                pulled = bool(info.pop("pulled", False))
+                if not canonical or (pulled and canonical in entry["symbols"]):
                     continue
-                if canonical != dotted:
+                if _excluded(dotted, spec.exclude) or _excluded(canonical, spec.exclude):
+                    continue
+                if canonical != dotted and not pulled:
                     entry["aliases"][dotted] = canonical
                 tier = str(info.get("tier", "variadic"))
-                if TIERS.index(tier) > TIERS.index(spec.min_signature_tier):
+                if TIERS.index(tier) > TIERS.index(spec.min_signature_tier) and not pulled:
                     use = missing.get(dotted)
                     where = f"{use.file}:{use.line}: " if use else ""
                     report.errors.append(
@@ -250,17 +315,33 @@ class Project:
                     continue
                 if canonical in spec.streaming or dotted in spec.streaming:
                     info["streaming"] = True
-                if canonical not in entry["symbols"]:
-                    use = missing.get(dotted)
-                    entry["symbols"][canonical] = {
-                        "info": info,
-                        "hash": content_hash(info),
-                        "first_use": f"{use.file}:{use.line}" if use else "",
-                    }
-                    report.added.append(f"{library}.{canonical}")
+                old = entry["symbols"].get(canonical)
+                if old is not None and not reconfigured and canonical not in missing:
+                    continue
+                use = missing.get(dotted)
+                record: dict[str, Any] = {
+                    "info": info,
+                    "hash": content_hash(info),
+                    "first_use": f"{use.file}:{use.line}" if use else "",
+                }
+                if pulled or (old is not None and old.get("pulled")):
+                    record["pulled"] = True
+                    home = {"key": info.get("remote_type"), "module": info["module"]}
+                    entry.setdefault("types", {})[canonical] = home
+                if old is not None:
+                    record["first_use"] = old.get("first_use", "") or record["first_use"]
+                entry["symbols"][canonical] = record
+                if old is None:
+                    (report.typed if record.get("pulled") else report.added).append(
+                        f"{library}.{canonical}"
+                    )
         return changed
 
-    def sync(self, progress: Callable[[str], None] | None = None) -> SyncReport:
+    def sync(
+        self, progress: Callable[[str], None] | None = None, dry_run: bool = False
+    ) -> SyncReport:
+        """Generate what the code uses and the config asks for; ``dry_run`` writes nothing
+        and reports what would be written (``snakebridge plan``)."""
         report = SyncReport()
         with self.lock():
             scanned = self.scan()
@@ -270,13 +351,28 @@ class Project:
                 lib: dict(symbols) for lib, symbols in self._wanted(scanned.uses).items()
             }
             for library, spec in (self.settings.libraries or {}).items():
-                if spec.generate == "all":
+                if spec.generate == "all" or library in manifest.libraries:
                     wanted.setdefault(library, {})
             changed = self.add(manifest, wanted, report, progress)
-            if changed or not (self.generated_dir / "__init__.py").exists():
+            if dry_run:
+                report.written = self._would_write(manifest)
+            elif changed or not (self.generated_dir / "__init__.py").exists():
                 report.written = self.generate(manifest, changed)
-            manifest.save()
+            if not dry_run:
+                manifest.save()
         return report
+
+    def _would_write(self, manifest: Manifest) -> list[str]:
+        out = []
+        for path, text in sorted(self.render(manifest).items()):
+            try:
+                same = path.read_text(encoding="utf-8") == text
+            except OSError:
+                same = False
+            if not same:
+                lines = text.count("\n")
+                out.append(f"{path.relative_to(self.settings.root)} ({lines} lines)")
+        return out
 
     def check(self) -> list[str]:
         """Problems that make ``snakebridge check`` fail (needs no library installed)."""
@@ -295,7 +391,16 @@ class Project:
                     f"{use.file}:{use.line}: library {use.library} is used but has no "
                     "facade; run `snakebridge sync`"
                 )
+            elif use.symbol and not use.symbol.endswith("*"):
+                problems += self._diverging(manifest, use)
         problems += self._stale_libraries(manifest)
+        for library, entry in sorted(manifest.libraries.items()):
+            spec = (self.settings.libraries or {}).get(library)
+            if spec is not None and "config" in entry and entry["config"] != _config_key(spec):
+                problems.append(
+                    f"{library}: its [tool.snakebridge.libraries] options changed since the "
+                    "facades were generated; run `snakebridge sync`"
+                )
         for relative, digest in sorted(manifest.files.items()):
             path = self.settings.root / relative
             if not path.exists():
@@ -306,6 +411,22 @@ class Project:
                     "hand or stale); run `snakebridge regen`"
                 )
         return problems
+
+    def _diverging(self, manifest: Manifest, use: Use) -> list[str]:
+        """A use the facade would serve differently from the dynamic path it replaces: an
+        attribute of something generated as a host-side function (which has none)."""
+        found = manifest.covering(use.library, use.symbol)
+        if found is None or not found[1]:
+            return []
+        path, rest = found
+        record = manifest.libraries[use.library]["symbols"].get(path, {})
+        if record.get("info", {}).get("kind") not in ("function", "builtin"):
+            return []
+        return [
+            f"{use.file}:{use.line}: {use.library}.{use.symbol}: the facade generates "
+            f"{use.library}.{path} as a function, which has no attribute {rest!r} (the library "
+            "object has); run `snakebridge regen`"
+        ]
 
     def _locked_interpreter(self, env: str) -> str:
         """The interpreter hash the lock records for ``env`` ("" when there is none)."""
@@ -351,16 +472,21 @@ class Project:
                 manifest.files = {}
             wanted: dict[str, dict[str, Use | None]] = {}
             first_uses: dict[tuple[str, str], str] = {}
+            pulled: set[tuple[str, str]] = set()
             for library, entry in manifest.libraries.items():
                 wanted[library] = dict.fromkeys(entry.get("symbols", {}))
                 for path, record in entry.get("symbols", {}).items():
                     first_uses[library, path] = record.get("first_use", "")
+                    if record.get("pulled"):
+                        pulled.add((library, path))
                 entry["symbols"], entry["aliases"] = {}, entry.get("aliases", {})
             self.add(manifest, wanted, report)
-            report.added = []
+            report.added, report.typed = [], []
             for library, entry in manifest.libraries.items():
                 for path, record in entry["symbols"].items():
                     record["first_use"] = first_uses.get((library, path), "")
+                    if (library, path) in pulled:
+                        record["pulled"] = True
             report.written = self.generate(manifest, manifest.libraries)
             manifest.save()
         return report
@@ -377,6 +503,7 @@ class Project:
             for library, entry in manifest.libraries.items():
                 for path in list(entry.get("symbols", {})):
                     kept = any(u == path or u.startswith(path + ".") for u in used[library])
+                    kept = kept or bool(entry["symbols"][path].get("pulled") and used[library])
                     if not kept:
                         removed.append(f"{library}.{path}")
                         if not dry_run:

@@ -131,6 +131,10 @@ class _Visitor(ast.NodeVisitor):
             return
         for alias in node.names:
             local = alias.asname or alias.name
+            if alias.name == "*":  # every public name of that module: a "*" use
+                if len(parts) > 1:
+                    self._add(parts[1], ".".join([*parts[2:], "*"]), node.lineno)
+                continue
             if len(parts) == 1:
                 self.scope.aliases[local] = (alias.name, "")
             else:

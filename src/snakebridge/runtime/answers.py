@@ -11,6 +11,7 @@ from snakebridge.errors import (
     RefInvalid,
     RemoteError,
     SymbolNotFound,
+    registered_exception,
     remote_error,
 )
 from snakebridge.runtime import hostobjects
@@ -46,8 +47,10 @@ def error_from_payload(payload: object, depth: int = 0) -> Exception:
             member = error_from_payload(item, depth + 1)
             if isinstance(member, RemoteError):
                 members.append(member)
-    exc = remote_error(builtin if type(builtin) is str else None, message, members)
-    exc.remote_type = _text(payload.get("type", ""))
+    remote_type, mro = _text(payload.get("type", "")), payload.get("mro")
+    facade = registered_exception(remote_type, mro if type(mro) is list else None)
+    exc = remote_error(builtin if type(builtin) is str else None, message, members, facade)
+    exc.remote_type = remote_type
     exc.remote_message = message
     exc.remote_traceback = _text(payload.get("traceback", ""))
     if exc.remote_traceback:

@@ -1,5 +1,8 @@
 """The universal call API over lazily started pools: call/get and their asyncio twins.
 
+(Over 350 lines on purpose: one short public function per entry point, each with its async
+twin.)
+
 One :class:`_Runtime` per host process owns the settings, the pools and a housekeeping
 thread (releases dropped Refs in batches, replaces idle workers that died, publishes status).
 A process that forks gets a fresh runtime in the child; it never shares its parent's workers.
@@ -16,7 +19,7 @@ from typing import Any
 
 from snakebridge.config import Settings, load_settings
 from snakebridge.errors import EncodeError, LibraryNotAllowed
-from snakebridge.runtime import hostobjects, status_files
+from snakebridge.runtime import dataplane, hostobjects, status_files
 from snakebridge.runtime.calls import Call, Options, options, prepare
 from snakebridge.runtime.helpers import init_options
 from snakebridge.runtime.interpreters import interpreter_for
@@ -44,11 +47,20 @@ __all__ = [
     "status",
 ]
 
+
 def _module_of_library(library: str) -> str:
     return runtime().route(library)[1]
 
 
 hostobjects.module_of_library = _module_of_library
+
+
+def _shm_threshold() -> tuple[object | None, int | None]:
+    current = runtime()
+    return current, current.settings.shm_threshold
+
+
+dataplane.configured_threshold = _shm_threshold
 
 _HOUSEKEEPING_S = 0.2
 _STATUS_EVERY = 5

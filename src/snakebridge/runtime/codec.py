@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from snakebridge.errors import DecodeError, EncodeError, ProtocolError, RefInvalid
+from snakebridge.errors import (
+    DecodeError,
+    EncodeError,
+    ProtocolError,
+    RefInvalid,
+    SnakeBridgeError,
+)
 from snakebridge.runtime import hostobjects, refs
 from snakebridge.runtime.replies import check_reply
 from snakebridge_worker import protocol as p
@@ -79,8 +85,13 @@ class HostCodec(v.ValueCodec):
 
     # -- encoding -----------------------------------------------------------------------------
     def fallback(self, obj: Any) -> Any:
-        from snakebridge.runtime.refs import Ref, check_valid
+        from snakebridge.runtime.refs import Ref, RemoteMethod, check_valid
 
+        if type(obj) is RemoteMethod:  # a method looked up on a Ref, sent as the method itself
+            owner = obj._sb_owner
+            check_valid(owner)
+            self.refs_seen.append(owner)
+            return msgpack.ExtType(p.EXT_METHOD, msgpack.packb([owner._sb_id, obj._sb_name]))
         if isinstance(obj, Ref):
             check_valid(obj)
             self.refs_seen.append(obj)
@@ -109,7 +120,7 @@ class HostCodec(v.ValueCodec):
             return [v.HEADS[p.EXT_BUILD], "namedtuple", cls, list(obj)]
         name = hostobjects.importable_name(obj)
         if name is not None:
-            fallback = self.host_ref(obj) if hostobjects.needs_fallback(name[0]) else None
+            fallback = self.host_ref(obj) if hostobjects.needs_fallback(*name) else None
             return [v.HEADS[p.EXT_NAME], name[0], name[1], fallback]
         return self.host_ref(obj)
 
@@ -200,7 +211,9 @@ class HostCodec(v.ValueCodec):
             raise ProtocolError(f"worker sent a malformed frame ({exc}); it was closed") from None
         except ImportError as exc:
             raise DecodeError(f"cannot decode the reply: {exc} (install it in the host)") from None
-        except Exception as exc:
+        except SnakeBridgeError:
+            raise
+        except Exception as exc:  # a hook met garbage: struct.error, InvalidOperation, …
             raise DecodeError(f"cannot decode the reply: {_reason(exc)}") from None
         finally:
             self.worker = self.session = None

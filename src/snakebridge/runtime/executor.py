@@ -1,9 +1,10 @@
 """``snakebridge.executor``: the pool as a :class:`concurrent.futures.Executor`.
 
-Work is pipelined: a dispatcher thread takes everything queued, sends it to every free worker
-of the pool at once (up to 32 calls in flight per worker, answers matched by id) and
-completes the futures as answers arrive. Work that must run on one particular worker (its
-arguments hold Refs) and arbitrary host callables run on a few helper threads instead.
+Work is pipelined: a dispatcher thread takes everything queued and sends it to every free
+worker of the pool at once (up to 32 calls in flight per worker, answers matched by id); a
+batch of a few calls runs call by call instead, so a short call is never held up by a long
+one beside it. Work that must run on one particular worker (its arguments hold Refs) and
+arbitrary host callables run on a few helper threads.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from snakebridge_worker import protocol as p
 __all__ = ["Executor", "ExecutorShutdown", "executor"]
 
 _MAX_BATCH = 4096
+_SOLO_MAX = 4  # a batch this small runs call by call, each future done as its answer comes
 
 
 class ExecutorShutdown(SnakeBridgeError, RuntimeError):
@@ -226,17 +228,30 @@ class Executor(cf.Executor):
             self._wakeup.notify()
 
     def _dispatch(self) -> None:
-        """Take everything queued, run it pipelined per pool, complete the futures."""
-        while True:
-            with self._wakeup:
-                while not self._queue and not self._shutdown:
-                    self._wakeup.wait()
-                if not self._queue:
-                    return
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), _MAX_BATCH))]
-            batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
-            for pool, items in _by_pool(batch).items():
-                self._run_batch(pool, items)
+        """Take everything queued and run it: pipelined per pool, or call by call when little.
+
+        A big batch goes through ``run_many`` (its futures complete when it is done); a small
+        one runs on the solo threads, so a long call never holds up a short one beside it.
+        """
+        solo = cf.ThreadPoolExecutor(_SOLO_MAX, thread_name_prefix="snakebridge-ex-solo")
+        try:
+            while True:
+                with self._wakeup:
+                    while not self._queue and not self._shutdown:
+                        self._wakeup.wait()
+                    if not self._queue:
+                        return
+                    count = min(len(self._queue), _MAX_BATCH)
+                    batch = [self._queue.popleft() for _ in range(count)]
+                batch = [item for item in batch if item.future.set_running_or_notify_cancel()]
+                for pool, items in _by_pool(batch).items():
+                    if sum(len(item.calls) for item in items) <= _SOLO_MAX:
+                        for item in items:
+                            solo.submit(self._run_batch, pool, [item])
+                    else:
+                        self._run_batch(pool, items)
+        finally:
+            solo.shutdown(wait=True)
 
     def _run_batch(self, pool: Pool, items: list[_Item]) -> None:
         calls = [call for item in items for call in item.calls]

@@ -19,11 +19,10 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from snakebridge_worker import hostrefs
+from snakebridge_worker import hostrefs, kinds
 
 __all__ = ["describe", "importable_name", "operation"]
 
-_ALWAYS = frozenset({"builtins"})
 _NAMES: dict[Any, tuple[str, str]] = {}
 _OPS: dict[type, list[str]] = {}
 _NAMED_KINDS = (
@@ -62,8 +61,9 @@ def importable_name(obj: Any) -> tuple[str, str] | None:
         return cached
     if obj is NotImplemented:
         return "builtins", "NotImplemented"
-    remote = getattr(obj, "__sb_remote__", None) if isinstance(obj, type) else None
-    if isinstance(remote, tuple) and len(remote) == 2:  # a generated facade class
+    facade = isinstance(obj, type | types.FunctionType)
+    remote = getattr(obj, "__sb_remote__", None) if facade else None
+    if isinstance(remote, tuple) and len(remote) == 2:  # a generated facade class or function
         try:
             found: tuple[str, str] | None = (module_of_library(remote[0]), str(remote[1]))
         except Exception:
@@ -86,9 +86,10 @@ def importable_name(obj: Any) -> tuple[str, str] | None:
     return found
 
 
-def needs_fallback(module: str) -> bool:
-    """Whether a by-name value should carry a callback in case the worker cannot import it."""
-    return module.split(".")[0] not in _ALWAYS
+def needs_fallback(module: str, qualname: str) -> bool:
+    """Whether a by-name value should carry a host object in case the worker cannot resolve
+    it (outside the allowlist or not installed there); plain builtins always resolve."""
+    return kinds.plain_builtin(module, qualname) is None
 
 
 def _special_methods(cls: type) -> list[str]:

@@ -1,5 +1,8 @@
 """Which worker takes a call: worker states, the one wait queue, pipelining.
 
+(Over 350 lines on purpose: states, the wait queue and the worker record change together,
+under one lock.)
+
 :class:`Leaser` is the only code that changes a worker's :class:`State`; counts per state are
 kept as states change, so status and the polling decision cost O(1). A call takes an idle
 worker if there is one; when every worker is busy it is *pipelined* onto the busy worker with
@@ -52,6 +55,7 @@ class Worker:
         self.started_at = time.monotonic()
         self.idle_since = 0.0
         self.info: dict[str, Any] = {}
+        self.streaming = False  # streams (#14): held by an open Channel
         self.death: BaseException | None = None
         self.pending_release: list[tuple[int, int]] = []
         self.live_refs = 0
@@ -112,10 +116,10 @@ class Worker:
 
 
 class _Waiter:
-    __slots__ = ("avoid", "error", "event", "future", "loop", "want", "worker")
+    __slots__ = ("avoid", "error", "event", "future", "hold", "loop", "want", "worker")
 
-    def __init__(self, want: Worker | None, avoid: Worker | None) -> None:
-        self.want, self.avoid = want, avoid
+    def __init__(self, want: Worker | None, avoid: Worker | None, hold: bool = False) -> None:
+        self.want, self.avoid, self.hold = want, avoid, hold
         self.worker: Worker | None = None
         self.error: BaseException | None = None
         self.event: threading.Event | None = None
@@ -241,11 +245,15 @@ class Leaser:
             and worker.leases < _DEPTH
             and worker.line.callbacks_running == 0
             and worker.line.head_age() < _YOUNG_S
-            and not getattr(worker, "streaming", False)  # streams (#14): held by an open stream
+            and not worker.streaming  # streams (#14): held by an open stream
         )
 
-    def _pick(self, want: Worker | None, avoid: Worker | None) -> Worker | None:
-        """A worker for one call (lock held), or None when it must wait."""
+    def _pick(self, want: Worker | None, avoid: Worker | None, hold: bool = False) -> Worker | None:
+        """A worker for one call (lock held), or None when it must wait.
+
+        ``hold`` (streams, #14): an idle worker only, marked streaming while still locked, so
+        no other call is pipelined onto it for as long as the stream holds it.
+        """
         if self.closed:
             raise PoolClosed(f"pool {self.pool_name!r} was shut down")
         if want is not None:
@@ -254,7 +262,7 @@ class Leaser:
             if want.state is State.IDLE:
                 self._idle.remove(want)
                 chosen: Worker | None = want
-            elif self._pipelinable(want, None):
+            elif not hold and self._pipelinable(want, None):
                 chosen = want
             else:
                 return None
@@ -265,6 +273,8 @@ class Leaser:
                     chosen = self._idle.pop(index)
                     break
             if chosen is None:
+                if hold:
+                    return None
                 candidates = [w for w in self.workers if self._pipelinable(w, avoid)]
                 if not candidates:
                     return None
@@ -273,13 +283,15 @@ class Leaser:
         if chosen.state is not State.BUSY:
             self._set(chosen, State.BUSY)
         chosen.leases += 1
+        if hold:
+            chosen.streaming = True
         return chosen
 
     def _serve(self) -> list[_Waiter]:
         """Hand free capacity to waiters in order (lock held); the waiters to wake."""
         woken: list[_Waiter] = []
         for waiter in list(self._waiters):
-            worker = self._pick(waiter.want, waiter.avoid)
+            worker = self._pick(waiter.want, waiter.avoid, waiter.hold)
             if worker is None:
                 if waiter.want is None:  # nothing free for anyone: later waiters wait too
                     break
@@ -307,13 +319,16 @@ class Leaser:
             "(queue_timeout); raise size or queue_timeout"
         )
 
-    def acquire(self, want: Worker | None = None, avoid: Worker | None = None) -> Worker:
+    def acquire(
+        self, want: Worker | None = None, avoid: Worker | None = None, hold: bool = False
+    ) -> Worker:
         """Lease a worker for one call, waiting in the queue if none can take it now."""
         with self._lock:
-            worker = self._pick(want, avoid)
+            worker = self._pick(want, avoid, hold)
             if worker is not None:
                 return worker
             waiter = self._enqueue(want, avoid)
+            waiter.hold = hold
             waiter.event = threading.Event()
         if not waiter.event.wait(self.queue_timeout):
             with self._lock:

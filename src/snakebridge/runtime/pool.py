@@ -1,5 +1,8 @@
 """A pool of workers of one environment: composition of transport, exchange, leasing, supervision.
 
+(Over 350 lines on purpose: it is the composition point; run, arun, run_many and the stream
+channel share one failure rule, kept next to them.)
+
 ``run``/``arun`` lease a worker (:mod:`lease`), send the call and wait on that worker's line
 (:mod:`exchange`); ``run_many`` pipelines a whole batch; ``open_channel`` holds a worker for a
 stream. What a lost worker means for its calls is decided in one place (:meth:`Pool._lost`).
@@ -20,8 +23,9 @@ from snakebridge.errors import (
     RefInvalid,
     WorkerCrashed,
 )
+from snakebridge.runtime import dataplane
 from snakebridge.runtime.calls import Call, next_call_id, prepare
-from snakebridge.runtime.codec import HOST_HAS_NUMPY
+from snakebridge.runtime.codec import CALLBACKS, HOST_HAS_NUMPY
 from snakebridge.runtime.exchange import Line, Lost, Pending
 from snakebridge.runtime.lease import Leaser, State, Worker
 from snakebridge.runtime.supervisor import Supervisor
@@ -80,7 +84,8 @@ class Pool:
         )
 
     def _init(self) -> dict[str, Any]:
-        return {**self.init_options, "host_numpy": HOST_HAS_NUMPY, "max_frame": p.DEFAULT_MAX_FRAME}
+        init = {**self.init_options, "host_numpy": HOST_HAS_NUMPY, "max_frame": p.DEFAULT_MAX_FRAME}
+        return {**init, **dataplane.init_options()}  # dataplane: shared-memory settings
 
     def launch(self, deadline: float | None = None) -> Worker:
         """Start one worker and complete its handshake (not yet in service)."""
@@ -163,7 +168,7 @@ class Pool:
             "workers": [
                 {
                     "pid": w.pid,
-                    "state": "streaming" if getattr(w, "streaming", False) else w.state.value,
+                    "state": "streaming" if w.streaming else w.state.value,
                     "calls": w.calls,
                     **({"startup": w.info["startup"]} if w.info.get("startup") else {}),  # 14
                 }
@@ -243,6 +248,8 @@ class Pool:
             ):
                 emit("runtime.call", "retry", pool=self.name, call=call.description)
                 return False, None
+            for callback_id in call.callbacks:  # the worker that held them is gone
+                CALLBACKS.pop(callback_id, None)
             raise error
         if isinstance(pending.value, Exception):
             raise pending.value
@@ -382,13 +389,19 @@ class Pool:
 
     def open_channel(self, call: Call) -> Channel:
         """Lease a worker for ``call`` (like :meth:`run`), send it, and hold it for a stream."""
-        leased = self._lease(call)
+        if call.nested:
+            leased = None
+        else:  # streams (#14): an idle worker, marked streaming under the leaser's lock
+            if not self._started:
+                self.start()
+            leased = self.leaser.acquire(call.want, call.avoid, hold=True)
         worker = leased or call.want
         assert worker is not None
         pending = self._pending(call)
         try:
             worker.line.submit(pending, worker.flush_releases() + call.frame)
         except Lost:
+            worker.streaming = False
             if leased is not None:
                 self._finished(leased)
             raise WorkerCrashed(f"worker {worker.pid} was lost before {call.description}") from None
@@ -488,5 +501,6 @@ class Channel:
             self.worker.line.kill_reason = "interrupted"
             self.worker.transport.kill()
             self.worker.line.lose(PeerClosed(str(error)))
+        self.worker.streaming = False
         if self._leased is not None:
             self.pool._finished(self._leased)

@@ -1,4 +1,8 @@
-"""Refs (handles to objects living in a worker) and the sessions that own them."""
+"""Refs (handles to objects living in a worker) and the sessions that own them.
+
+(Over 350 lines on purpose: a Ref forwards the whole Python object protocol, one small method
+per special method.)
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from snakebridge_worker import protocol as p
 __all__ = [
     "Ref",
     "RefHost",
+    "RemoteMethod",
     "Session",
     "as_proxy",
     "current_session",
@@ -170,7 +175,13 @@ class Ref:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_sb_"):
             raise AttributeError(name)
-        return self._sb_op(p.OP_GETATTR, args=[name])
+        key = (self._sb_type, name)
+        if key in _METHODS:  # known to be a method of this remote class: call it in one hop
+            return RemoteMethod(self, name)
+        value = self._sb_op(p.OP_GETATTR, args=[name])
+        if isinstance(value, Ref) and value._sb_type in _BOUND_METHOD_TYPES:
+            _METHODS.add(key)
+        return value
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_sb_"):
@@ -294,6 +305,51 @@ class Ref:
             self._sb_worker.drop_ref(self._sb_session.id, self._sb_id, self._sb_session.closed)
 
 
+_METHODS: set[tuple[str, str]] = set()
+"""(remote type, attribute) pairs seen to be bound methods: later lookups call in one hop."""
+_BOUND_METHOD_TYPES = frozenset(
+    ("builtins.method", "builtins.builtin_function_or_method", "builtins.method-wrapper")
+)
+
+
+class RemoteMethod:
+    """``ref.name`` for a name known to be a method: calling it is one round trip (OP_METHOD).
+
+    Anything else done with it (attributes, repr, passing it to a call) uses the bound-method
+    Ref, fetched once on first need.
+    """
+
+    __slots__ = ("_sb_name", "_sb_owner", "_sb_ref")
+
+    def __init__(self, owner: Ref, name: str) -> None:
+        self._sb_owner, self._sb_name = owner, name
+        self._sb_ref: Ref | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._sb_owner._sb_method(self._sb_name, list(args), kwargs or None)
+
+    def _sb_materialize(self) -> Ref:
+        if self._sb_ref is None:
+            self._sb_ref = self._sb_owner._sb_op(p.OP_GETATTR, args=[self._sb_name])
+        return self._sb_ref
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_sb_"):
+            raise AttributeError(name)
+        return getattr(self._sb_materialize(), name)
+
+    def __repr__(self) -> str:
+        return repr(self._sb_materialize())
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is RemoteMethod:
+            other = other._sb_materialize()
+        return bool(self._sb_materialize() == other)
+
+    def __hash__(self) -> int:
+        return hash(self._sb_materialize())
+
+
 def _batches(iterator: Ref) -> Iterator[Any]:
     batch = _BATCH_FIRST
     while True:
@@ -368,6 +424,8 @@ def register_proxy(type_key: str, cls: type[Ref]) -> None:
     """
     if not (isinstance(cls, type) and issubclass(cls, Ref)) or "__slots__" not in vars(cls):
         raise TypeError(f"{cls!r} must be a Ref subclass with __slots__ = ()")
+    if cls.__hash__ is None:  # it defines __eq__: hashing is the remote object's business
+        cls.__hash__ = Ref.__hash__
     _PROXIES[type_key] = cls
     _CLASS_FOR.clear()
 

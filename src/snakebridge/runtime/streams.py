@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
@@ -65,11 +66,9 @@ class _Base:
         channel.send(_control(p.CREDIT, self.call.call_id, self.window))
         if self.timeout is not None:
             self._until = time.monotonic() + self.timeout
-        channel.worker.streaming = True  # status() shows the worker as "streaming"
 
     def _close_channel(self, error: BaseException | None) -> None:
         """Give the worker back (``error`` None) or have it replaced."""
-        self.channel.worker.streaming = False
         self.channel.close(error)
 
     def _deadline(self) -> float | None:
@@ -175,14 +174,12 @@ class AsyncStream(_Base, AsyncIterator[Any]):
         return self
 
     async def __anext__(self) -> Any:
-        import asyncio
 
         while not self.items:
             if self.ended or self.closed:
                 raise StopAsyncIteration
             if self.channel is None:
-                loop = asyncio.get_running_loop()
-                self._opened(await loop.run_in_executor(None, self.pool.open_channel, self.call))
+                self._opened(await self._open())
             try:
                 self._check_overall()
                 message = await self.channel.anext_message(self._deadline())
@@ -191,6 +188,60 @@ class AsyncStream(_Base, AsyncIterator[Any]):
                 raise
             self._take(message)
         return self.items.popleft()
+
+    async def _open(self) -> Any:
+        """Lease and send on a thread of its own (the queue may block); a wait that is
+        cancelled, or an event loop that closes meanwhile, frees the worker once it comes."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[Any] = loop.create_future()
+
+        def work() -> None:
+            try:
+                channel = self.pool.open_channel(self.call)
+            except BaseException as exc:
+                error = exc
+
+                def fail() -> None:
+                    if not opened.done():
+                        opened.set_exception(error)
+
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                    loop.call_soon_threadsafe(fail)
+                return
+
+            decided = threading.Event()
+            owner: list[str] = []  # "loop" once the waiter has it, "thread" once given up
+            lock = threading.Lock()
+
+            def hand() -> None:
+                with lock:
+                    if not owner:
+                        owner.append("thread" if opened.done() else "loop")
+                if owner[0] == "loop":
+                    opened.set_result(channel)
+                elif not opened.done():
+                    opened.set_exception(CallTimeout("the event loop took too long to start it"))
+                decided.set()
+
+            with contextlib.suppress(RuntimeError):  # a closed loop never decides
+                loop.call_soon_threadsafe(hand)
+            decided.wait(CANCEL_GRACE_S)
+            with lock:
+                if not owner:
+                    owner.append("thread")
+            if owner[0] == "thread":  # nobody takes it: cancel it properly, the worker goes back
+                ghost = Stream(self.pool, self.call, self.window, self.item_timeout, None)
+                ghost.channel = channel
+                ghost._cancel()
+
+        threading.Thread(target=work, name="snakebridge-stream-open", daemon=True).start()
+        try:
+            return await opened
+        except asyncio.CancelledError:
+            self.closed = self.ended = True
+            raise
 
     async def aclose(self) -> None:
         """Cancel the remote generator and give the worker back."""
@@ -297,13 +348,12 @@ def astream(
 def invoke_stream(
     library: str,
     qualname: str,
-    positional: Any = (),
-    keywords: dict[str, Any] | None = None,
+    params: Any = (),
     var_args: tuple[Any, ...] = (),
     var_kwargs: dict[str, Any] | None = None,
 ) -> Stream:
     """What a facade's ``name_stream`` twin calls (arguments as ``facade.invoke`` takes them)."""
     from snakebridge.facade import _arguments
 
-    args, kwargs = _arguments(positional, keywords or {}, var_args, var_kwargs)
+    args, kwargs = _arguments(params, var_args, var_kwargs)
     return stream(library, qualname, args, kwargs or None)

@@ -1,5 +1,8 @@
 """How the host talks to one worker: the WorkerTransport interface and its process implementation.
 
+(Over 350 lines on purpose: the interface and its process implementation, whose framing,
+polling and death diagnosis belong together.)
+
 Nothing above this module touches sockets, processes or frame parsing. A transport moves whole
 frames: ``send`` is thread-safe, ``recv``/``recv_now`` are used by one reader at a time (the
 exchange's reader role guarantees it). Local processes are the first implementation; the thread
@@ -29,6 +32,7 @@ import msgpack
 
 from snakebridge import paths
 from snakebridge.errors import ProtocolError, WorkerCrashed, WorkerStartError
+from snakebridge.runtime import dataplane
 from snakebridge_worker import protocol as p
 from snakebridge_worker.framing import FrameBuffer, FrameTooLarge
 
@@ -437,6 +441,7 @@ class ProcessTransport(WorkerTransport):
             self._wait_exit(5.0)
         with contextlib.suppress(OSError):  # anything the library left in its group goes too
             os.killpg(self.pid, signal.SIGKILL)
+        dataplane.peer_gone(self.pid)  # the host owns the cleanup of the worker's segments
         self.close()
 
     def close(self) -> None:
@@ -458,6 +463,7 @@ class ProcessTransport(WorkerTransport):
         with contextlib.suppress(OSError):
             os.killpg(self.pid, signal.SIGKILL)
         self._output.join(timeout=0.2)
+        dataplane.peer_gone(self.pid)  # the host owns the cleanup of the worker's segments
         exit_code, sig, cause = describe_exit(code)
         if kill_reason:
             cause = kill_reason

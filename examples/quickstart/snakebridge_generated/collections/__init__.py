@@ -4,17 +4,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import typing as _t
 
 import snakebridge.facade as _sb
 
-_LIB = 'collections'
+del annotations
+
+_LIB = "collections"
 _CONSTANTS: frozenset[str] = frozenset()
 
-__all__ = ['Counter']
+__all__ = ["Counter"]
 
 
-class Counter(metaclass=_sb.ProxyMeta):
+class Counter(_sb.Ref, metaclass=_sb.ProxyMeta):
     """Dict subclass for counting hashable items.  Sometimes called a bag
     or multiset.  Elements are stored as dictionary keys and their counts
     are stored as dictionary values.
@@ -56,172 +58,168 @@ class Counter(metaclass=_sb.ProxyMeta):
     >>> c['b'] -= 2                     # reduce the count of 'b' by two
     >>> c.most_common()                 # 'b' is still in, but its count is zero
     [('a', 3), ('c', 1), ('b', 0)]
-
-    Signature tier: runtime.
     """
 
-    __sb_remote__ = (_LIB, 'Counter')
-    __sb_type__ = 'collections.Counter'
+    __slots__ = ()
+    __sb_type__ = "collections.Counter"
+    __sb_remote__ = (_LIB, "Counter")
 
-    def __new__(cls, iterable: Any = None, /, **kwds: Any) -> Counter:
-        result: Counter = _sb.construct(cls, (('iterable', iterable, False),), {}, (), kwds)
-        return result
+    def __new__(cls, iterable: _t.Any = None, /, **kwds: _t.Any) -> _t.Self:
+        return _t.cast(
+            "_t.Self", _sb.construct(cls, (("iterable", iterable, 0, None),), (), kwds)
+        )
 
-    def clear(self, *args: Any, **kwargs: Any) -> Any:
-        """D.clear() -> None.  Remove all items from D.
+    def __add__(self, other: _t.Any) -> _t.Any:
+        """Add counts from two counters."""
+        return _sb.special(self, "__add__", other)
 
-        Signature tier: variadic.
+    def __and__(self, other: _t.Any) -> _t.Any:
+        """Intersection is the minimum of corresponding counts."""
+        return _sb.special(self, "__and__", other)
+
+    def __delitem__(self, key: object) -> None:
+        """Like dict.__delitem__() but does not raise KeyError for missing values."""
+        _sb.special(self, "__delitem__", key)
+
+    def __eq__(self, other: object) -> bool:
+        """True if all counts agree. Missing counts are treated as zero."""
+        return _t.cast("bool", _sb.special(self, "__eq__", other))
+
+    def __ge__(self, other: _t.Any) -> bool:
+        """True if all counts in self are a superset of those in other."""
+        return _t.cast("bool", _sb.special(self, "__ge__", other))
+
+    def __getitem__(self, key: _t.Any) -> _t.Any:
+        """x.__getitem__(y) <==> x[y]"""
+        return _sb.special(self, "__getitem__", key)
+
+    def __gt__(self, other: _t.Any) -> bool:
+        """True if all counts in self are a proper superset of those in other."""
+        return _t.cast("bool", _sb.special(self, "__gt__", other))
+
+    def __iter__(self) -> _t.Iterator[_t.Any]:
+        """Implement iter(self)."""
+        return _t.cast("_t.Iterator[_t.Any]", _sb.special(self, "__iter__"))
+
+    def __le__(self, other: _t.Any) -> bool:
+        """True if all counts in self are a subset of those in other."""
+        return _t.cast("bool", _sb.special(self, "__le__", other))
+
+    def __lt__(self, other: _t.Any) -> bool:
+        """True if all counts in self are a proper subset of those in other."""
+        return _t.cast("bool", _sb.special(self, "__lt__", other))
+
+    def __ne__(self, other: object) -> bool:
+        """True if any counts disagree. Missing counts are treated as zero."""
+        return _t.cast("bool", _sb.special(self, "__ne__", other))
+
+    def __neg__(self) -> _t.Any:
+        """Subtracts from an empty counter.  Strips positive and zero counts,
+        and flips the sign on negative counts.
         """
-        return _sb.invoke_method(self, 'clear', (), {}, args, kwargs)
+        return _sb.special(self, "__neg__")
 
-    def copy(self) -> Any:
-        """Return a shallow copy.
+    def __or__(self, other: _t.Any) -> _t.Any:
+        """Union is the maximum of value in either of the input counters."""
+        return _sb.special(self, "__or__", other)
 
-        Signature tier: runtime.
-        """
-        return _sb.invoke_method(self, 'copy', (), {}, (), None)
+    def __pos__(self) -> _t.Any:
+        """Adds an empty counter, effectively stripping negative and zero counts"""
+        return _sb.special(self, "__pos__")
 
-    def elements(self) -> Any:
-        """Iterator over elements repeating each as many times as its count.
+    def __ror__(self, value: dict[_t.Any, _t.Any], /) -> dict[_t.Any, _t.Any]:
+        """Return value|self."""
+        return _t.cast("dict[_t.Any, _t.Any]", _sb.special(self, "__ror__", value))
 
-        >>> c = Counter('ABCABC')
-        >>> sorted(c.elements())
-        ['A', 'A', 'B', 'B', 'C', 'C']
+    def __setitem__(self, key: _t.Any, value: _t.Any) -> None:
+        """Set self[key] to value."""
+        _sb.special(self, "__setitem__", key, value)
 
-        # Knuth's example for prime factors of 1836:  2**2 * 3**3 * 17**1
-        >>> import math
-        >>> prime_factors = Counter({2: 2, 3: 3, 17: 1})
-        >>> math.prod(prime_factors.elements())
-        1836
+    def __sub__(self, other: _t.Any) -> _t.Any:
+        """Subtract count, but keep only results with positive counts."""
+        return _sb.special(self, "__sub__", other)
 
-        Note, if an element's count has been set to zero or is a negative
-        number, elements() will ignore it.
+    def clear(self) -> None:
+        """D.clear() -> None.  Remove all items from D."""
+        _sb.method(self, "clear", ())
 
-        Signature tier: runtime.
-        """
-        return _sb.invoke_method(self, 'elements', (), {}, (), None)
+    def copy(self) -> Counter:
+        """Return a shallow copy."""
+        return _t.cast("Counter", _sb.method(self, "copy", ()))
+
+    def elements(self) -> _t.Iterator[_t.Any]:
+        """Iterator over elements repeating each as many times as its count."""
+        return _t.cast("_t.Iterator[_t.Any]", _sb.method(self, "elements", ()))
 
     @classmethod
-    def fromkeys(cls, iterable: Any, v: int | None = None) -> Any:
-        """Create a new dictionary with keys from iterable and values set to value.
+    def fromkeys(cls, iterable: _t.Any, v: int | None = None) -> _t.Never:
+        """Create a new dictionary with keys from iterable and values set to value."""
+        _sb.invoke(
+            _LIB, "Counter.fromkeys", (("iterable", iterable, 1), ("v", v, 1, None))
+        )
+        raise AssertionError("unreachable")
 
-        Signature tier: runtime.
-        """
-        return _sb.invoke(_LIB, 'Counter.fromkeys', (('iterable', iterable, True), ('v', v, True)), {}, (), None)
+    def get(self, key: _t.Any, default: _t.Any = _sb.NOT_GIVEN, /) -> _t.Any:
+        """Return the value for key if key is in the dictionary, else default."""
+        return _sb.method(self, "get", (("key", key, 0), ("default", default, 0)))
 
-    def get(self, key: Any, default: Any = _sb.NOT_GIVEN, /) -> Any:
-        """Return the value for key if key is in the dictionary, else default.
+    def items(self) -> _t.Any:
+        """D.items() -> a set-like object providing a view on D's items"""
+        return _sb.method(self, "items", ())
 
-        Signature tier: text_signature.
-        """
-        return _sb.invoke_method(self, 'get', (('key', key, False), ('default', default, False)), {}, (), None)
+    def keys(self) -> _t.Any:
+        """D.keys() -> a set-like object providing a view on D's keys"""
+        return _sb.method(self, "keys", ())
 
-    def items(self, *args: Any, **kwargs: Any) -> Any:
-        """D.items() -> a set-like object providing a view on D's items
-
-        Signature tier: variadic.
-        """
-        return _sb.invoke_method(self, 'items', (), {}, args, kwargs)
-
-    def keys(self, *args: Any, **kwargs: Any) -> Any:
-        """D.keys() -> a set-like object providing a view on D's keys
-
-        Signature tier: variadic.
-        """
-        return _sb.invoke_method(self, 'keys', (), {}, args, kwargs)
-
-    def most_common(self, n: int | None = None) -> Any:
+    def most_common(self, n: int | None = None) -> list[tuple[_t.Any, int]]:
         """List the n most common elements and their counts from the most
         common to the least.  If n is None, then list all element counts.
-
-        >>> Counter('abracadabra').most_common(3)
-        [('a', 5), ('b', 2), ('r', 2)]
-
-        Signature tier: runtime.
         """
-        return _sb.invoke_method(self, 'most_common', (('n', n, True),), {}, (), None)
+        return _t.cast(
+            "list[tuple[_t.Any, int]]",
+            _sb.method(self, "most_common", (("n", n, 1, None),)),
+        )
 
-    def pop(self, *args: Any, **kwargs: Any) -> Any:
-        """D.pop(k[,d]) -> v, remove specified key and return the corresponding value.
+    def pop(self, key: _t.Any, /) -> _t.Any:
+        """D.pop(k[,d]) -> v, remove specified key and return the corresponding value."""
+        return _sb.method(self, "pop", (("key", key, 0),))
 
-        If the key is not found, return the default if given; otherwise,
-        raise a KeyError.
+    def popitem(self) -> tuple[_t.Any, _t.Any]:
+        """Remove and return a (key, value) pair as a 2-tuple."""
+        return _t.cast("tuple[_t.Any, _t.Any]", _sb.method(self, "popitem", ()))
 
-        Signature tier: variadic.
-        """
-        return _sb.invoke_method(self, 'pop', (), {}, args, kwargs)
+    def setdefault(self, key: _t.Any, default: _t.Any = _sb.NOT_GIVEN, /) -> _t.Any:
+        """Insert key with a value of default if key is not in the dictionary."""
+        return _sb.method(
+            self, "setdefault", (("key", key, 0), ("default", default, 0))
+        )
 
-    def popitem(self) -> Any:
-        """Remove and return a (key, value) pair as a 2-tuple.
-
-        Pairs are returned in LIFO (last-in, first-out) order.
-        Raises KeyError if the dict is empty.
-
-        Signature tier: text_signature.
-        """
-        return _sb.invoke_method(self, 'popitem', (), {}, (), None)
-
-    def setdefault(self, key: Any, default: Any = _sb.NOT_GIVEN, /) -> Any:
-        """Insert key with a value of default if key is not in the dictionary.
-
-        Return the value for key if key is in the dictionary, else default.
-
-        Signature tier: text_signature.
-        """
-        return _sb.invoke_method(self, 'setdefault', (('key', key, False), ('default', default, False)), {}, (), None)
-
-    def subtract(self, iterable: Any = None, /, **kwds: Any) -> Any:
+    def subtract(self, iterable: _t.Any = None, /, **kwds: _t.Any) -> _t.Any:
         """Like dict.update() but subtracts counts instead of replacing them.
         Counts can be reduced below zero.  Both the inputs and outputs are
         allowed to contain zero and negative counts.
-
-        Source can be an iterable, a dictionary, or another Counter instance.
-
-        >>> c = Counter('which')
-        >>> c.subtract('witch')             # subtract elements from another iterable
-        >>> c.subtract(Counter('watch'))    # subtract elements from another counter
-        >>> c['h']                          # 2 in which, minus 1 in witch, minus 1 in watch
-        0
-        >>> c['w']                          # 1 in which, minus 1 in witch, minus 1 in watch
-        -1
-
-        Signature tier: runtime.
         """
-        return _sb.invoke_method(self, 'subtract', (('iterable', iterable, False),), {}, (), kwds)
+        return _sb.method(
+            self, "subtract", (("iterable", iterable, 0, None),), (), kwds
+        )
 
     def total(self) -> int:
-        """Sum of the counts
+        """Sum of the counts"""
+        return _t.cast("int", _sb.method(self, "total", ()))
 
-        Signature tier: runtime.
-        """
-        result: int = _sb.invoke_method(self, 'total', (), {}, (), None)
-        return result
+    def update(self, iterable: _t.Any = None, /, **kwds: _t.Any) -> _t.Any:
+        """Like dict.update() but add counts instead of replacing them."""
+        return _sb.method(self, "update", (("iterable", iterable, 0, None),), (), kwds)
 
-    def update(self, iterable: Any = None, /, **kwds: Any) -> Any:
-        """Like dict.update() but add counts instead of replacing them.
+    def values(self) -> _t.Any:
+        """D.values() -> an object providing a view on D's values"""
+        return _sb.method(self, "values", ())
 
-        Source can be an iterable, a dictionary, or another Counter instance.
-
-        >>> c = Counter('which')
-        >>> c.update('witch')           # add elements from another iterable
-        >>> d = Counter('watch')
-        >>> c.update(d)                 # add elements from another counter
-        >>> c['h']                      # four 'h' in which, witch, and watch
-        4
-
-        Signature tier: runtime.
-        """
-        return _sb.invoke_method(self, 'update', (('iterable', iterable, False),), {}, (), kwds)
-
-    def values(self, *args: Any, **kwargs: Any) -> Any:
-        """D.values() -> an object providing a view on D's values
-
-        Signature tier: variadic.
-        """
-        return _sb.invoke_method(self, 'values', (), {}, args, kwargs)
+    def __hash__(self) -> int:
+        return _t.cast("int", _sb.special(self, "__hash__"))
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _t.Any:
     if name in _CONSTANTS:
         return _sb.constant(_LIB, name, globals())
-    return _sb.missing_name(_LIB, name)
+    return _sb.missing_name(_LIB, name, __name__)

@@ -3,28 +3,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+import typing as _t
 
 import snakebridge.facade as _sb
 
-_LIB = 'math'
-_CONSTANTS = frozenset({'pi'})
+del annotations
 
-__all__ = ['pi', 'sqrt']
+_LIB = "math"
+_CONSTANTS = frozenset({"pi"})
+
+__all__ = ["pi", "sqrt"]
 
 pi: float
 
 
-def sqrt(x: Any, /) -> float:
-    """Return the square root of x.
-
-    Signature tier: text_signature.
-    """
-    result: float = _sb.invoke(_LIB, 'sqrt', (('x', x, False),), {}, (), None)
-    return result
+def sqrt(x: _t.Any, /) -> float:
+    """Return the square root of x."""
+    return _t.cast("float", _sb.invoke(_LIB, "sqrt", (("x", x, 0),)))
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _t.Any:
     if name in _CONSTANTS:
         return _sb.constant(_LIB, name, globals())
-    return _sb.missing_name(_LIB, name)
+    return _sb.missing_name(_LIB, name, __name__)

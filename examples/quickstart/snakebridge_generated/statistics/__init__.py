@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import typing as _t
 
 import snakebridge.facade as _sb
 
-_LIB = 'statistics'
+del annotations
+
+_LIB = "statistics"
 _CONSTANTS: frozenset[str] = frozenset()
 
-__all__ = ['median']
+__all__ = ["median"]
 
 
-def median(data: Any) -> Any:
+def median(data: _t.Iterable[_t.Any]) -> _t.Any:
     """Return the median (middle value) of numeric data.
 
     When the number of data points is odd, return the middle data point.
@@ -24,13 +26,11 @@ def median(data: Any) -> Any:
     3
     >>> median([1, 3, 5, 7])
     4.0
-
-    Signature tier: runtime.
     """
-    return _sb.invoke(_LIB, 'median', (('data', data, True),), {}, (), None)
+    return _sb.invoke(_LIB, "median", (("data", data, 1),))
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _t.Any:
     if name in _CONSTANTS:
         return _sb.constant(_LIB, name, globals())
-    return _sb.missing_name(_LIB, name)
+    return _sb.missing_name(_LIB, name, __name__)

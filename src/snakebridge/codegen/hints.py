@@ -1,0 +1,245 @@
+"""Annotations from the introspector → type hints that resolve in a facade module.
+
+The introspector writes every name in an annotation qualified (``pandas.core.frame.DataFrame``,
+``typing.Literal``, ``collections.abc.Iterator``, builtins bare). A hint keeps builtins, the
+typing constructs facades can spell (as ``_t.X``) and library classes that have a facade class
+(by local name, or imported from their facade module for type checking only); anything else is
+``_t.Any``, so a hint never claims more than is true at run time.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from snakebridge.codegen.source import quote, union_members
+
+__all__ = ["ANY", "BUILTIN_TYPES", "HintContext", "hint"]
+
+ANY = "_t.Any"
+BUILTIN_TYPES = frozenset(
+    [
+        "int",
+        "str",
+        "float",
+        "bool",
+        "bytes",
+        "complex",
+        "object",
+        "bytearray",
+        "list",
+        "dict",
+        "set",
+        "frozenset",
+        "tuple",
+        "type",
+        "slice",
+        "range",
+        "memoryview",
+        "BaseException",
+        "Exception",
+    ]
+)
+_GENERIC_BUILTINS = frozenset({"list", "dict", "set", "frozenset", "tuple", "type"})
+_TYPING = frozenset(
+    [
+        "AbstractSet",
+        "AsyncGenerator",
+        "AsyncIterable",
+        "AsyncIterator",
+        "Awaitable",
+        "Callable",
+        "Collection",
+        "Container",
+        "Coroutine",
+        "Generator",
+        "Hashable",
+        "ItemsView",
+        "Iterable",
+        "Iterator",
+        "KeysView",
+        "Mapping",
+        "MappingView",
+        "MutableMapping",
+        "MutableSequence",
+        "MutableSet",
+        "Reversible",
+        "Sequence",
+        "Sized",
+        "ValuesView",
+        "NoReturn",
+        "Never",
+    ]
+)
+_TYPING_MODULES = ("typing", "typing_extensions", "collections.abc")
+_ARITY = {"dict": 2, "Mapping": 2, "MutableMapping": 2, "ItemsView": 2, "Generator": 3}
+_ARITY |= {"Coroutine": 3, "AsyncGenerator": 2, "NoReturn": 0, "Never": 0, "Hashable": 0}
+_ARITY |= {"Sized": 0}
+_ALIASES = {"List": "list", "Dict": "dict", "Set": "set", "FrozenSet": "frozenset"}
+_ALIASES |= {"Tuple": "tuple", "Type": "type", "Text": "str"}
+
+
+@dataclass
+class HintContext:
+    """Where a hint is written: the facade module, its class (for ``Self``) and shadowed names.
+
+    ``index`` maps a remote type key to ``(facade module, class name)``; ``imports`` collects
+    the ``(module, name)`` pairs the hints need from other facade modules.
+    """
+
+    module: str
+    index: dict[str, tuple[str, str]]
+    self_name: str | None = None
+    shadowed: frozenset[str] = frozenset()
+    imports: set[tuple[str, str]] = field(default_factory=set)
+    by_value: frozenset[str] = frozenset()
+
+
+def _dotted(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def _union(parts: list[str]) -> str:
+    if ANY in parts:
+        return ANY
+    unique = list(dict.fromkeys(p for part in parts for p in union_members(part)))
+    return " | ".join([p for p in unique if p != "None"] + (["None"] if "None" in unique else []))
+
+
+class _Renderer:
+    def __init__(self, ctx: HintContext) -> None:
+        self.ctx = ctx
+
+    def builtin(self, name: str) -> str:
+        return f"_builtins.{name}" if name in self.ctx.shadowed else name
+
+    def name(self, dotted: str) -> str:
+        ctx = self.ctx
+        if dotted in BUILTIN_TYPES:
+            return self.builtin(dotted)
+        if dotted in ("None", "NoneType", "builtins.NoneType", "types.NoneType"):
+            return "None"
+        if dotted.startswith("builtins.") and dotted[9:] in BUILTIN_TYPES:
+            return self.builtin(dotted[9:])
+        module, _, leaf = dotted.rpartition(".")
+        if module in _TYPING_MODULES:
+            if leaf in _ALIASES:
+                return self.builtin(_ALIASES[leaf])
+            if leaf == "Self" and ctx.self_name:
+                return "_t.Self" if ctx.self_name in ctx.shadowed else ctx.self_name
+            if leaf in _TYPING:
+                return f"_t.{leaf}"
+            return ANY
+        if dotted in ctx.by_value:
+            return ANY
+        target = ctx.index.get(dotted)
+        if target is None:
+            return ANY
+        facade_module, local = target
+        if facade_module != ctx.module:
+            if local.startswith("_"):  # private to its module: not imported elsewhere
+                return ANY
+            ctx.imports.add((facade_module, local))
+        elif local in ctx.shadowed:
+            return ANY
+        return local
+
+    def literal(self, node: ast.expr) -> str | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return quote(node.value)
+        if isinstance(node, ast.Constant) and (
+            node.value is None or isinstance(node.value, (bool, int, bytes))
+        ):
+            return repr(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            inner = self.literal(node.operand)
+            return f"-{inner}" if inner and inner[0].isdigit() else None
+        return None
+
+    def subscript(self, node: ast.Subscript) -> str:
+        base = _dotted(node.value)
+        if base is None:
+            return ANY
+        leaf = base.rpartition(".")[2]
+        args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+        typing_base = base.rpartition(".")[0] in _TYPING_MODULES
+        if typing_base and leaf == "Optional":
+            return _union([self.render(args[0]), "None"])
+        if typing_base and leaf == "Union":
+            return _union([self.render(a) for a in args])
+        if typing_base and leaf == "Literal":
+            values = [self.literal(a) for a in args]
+            if any(v is None for v in values):
+                return ANY
+            return f"_t.Literal[{', '.join(v for v in values if v)}]"
+        if typing_base and leaf in ("Annotated", "Final", "ClassVar", "Required", "NotRequired"):
+            return self.render(args[0])
+        head = self.name(base)
+        if head == ANY:
+            return ANY
+        if head.startswith("_t.") and leaf == "Callable":
+            return self.callable(args)
+        if head.split(".")[-1] in _GENERIC_BUILTINS or head.startswith("_t."):
+            inner = [
+                "..." if isinstance(a, ast.Constant) and a.value is Ellipsis else self.render(a)
+                for a in args
+            ]
+            return f"{head}[{', '.join(inner)}]"
+        return head  # a facade class: not generic host-side
+
+    def callable(self, args: list[ast.expr]) -> str:
+        if len(args) != 2:
+            return ANY
+        params, returns = args
+        if isinstance(params, ast.List):
+            rendered = ", ".join(self.render(p) for p in params.elts)
+            return f"_t.Callable[[{rendered}], {self.render(returns)}]"
+        return f"_t.Callable[..., {self.render(returns)}]"
+
+    def bare(self, rendered: str) -> str:
+        """A generic written without its parameters gets ``Any`` ones (mypy --strict)."""
+        leaf = rendered.rpartition(".")[2]
+        if rendered == ANY or leaf == "Self":
+            return rendered
+        if leaf == "tuple":
+            return f"{rendered}[_t.Any, ...]"
+        if leaf == "Callable":
+            return "_t.Callable[..., _t.Any]"
+        if leaf in _GENERIC_BUILTINS or rendered.startswith("_t."):
+            count = _ARITY.get(leaf, 1)
+            return f"{rendered}[{', '.join([ANY] * count)}]" if count else rendered
+        return rendered
+
+    def render(self, node: ast.expr) -> str:
+        if isinstance(node, ast.Constant):
+            if node.value is None:
+                return "None"
+            if isinstance(node.value, str):
+                return parse_hint(node.value, self)
+            return ANY
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+            return _union([self.render(node.left), self.render(node.right)])
+        if isinstance(node, ast.Subscript):
+            return self.subscript(node)
+        dotted = _dotted(node)
+        return self.bare(self.name(dotted)) if dotted else ANY
+
+
+def parse_hint(text: str, renderer: _Renderer) -> str:
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        return ANY
+    return renderer.render(node)
+
+
+def hint(annotation: str | None, ctx: HintContext) -> str:
+    """The hint for a qualified annotation (``_t.Any`` when there is none or it cannot resolve)."""
+    if not annotation:
+        return ANY
+    return parse_hint(annotation, _Renderer(ctx))

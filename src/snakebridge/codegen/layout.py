@@ -1,0 +1,119 @@
+"""The facade package as a whole: which module defines each class, and every module's source.
+
+A remote class gets one facade class (proxies are registered per remote type): its home is the
+shortest path the manifest records for it; other paths re-export it. The type index built here
+lets every module's hints name classes defined anywhere in the package.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import PurePosixPath
+from typing import Any
+
+from snakebridge.codegen.generator import ModuleSpec, render_module, sanitize
+
+__all__ = ["TypeIndex", "render_package"]
+
+CLASS_KINDS = ("class", "exception")
+
+
+def _split(path: str) -> tuple[str, str]:
+    prefix, _, name = path.rpartition(".")
+    return prefix, name
+
+
+class TypeIndex:
+    """Remote type key → the facade module and name of its one facade class."""
+
+    def __init__(self, package: str, libraries: dict[str, dict[str, Any]]) -> None:
+        self.homes: dict[str, tuple[str, str]] = {}  # type key -> (library, symbol path)
+        self.index: dict[str, tuple[str, str]] = {}
+        self.by_value: set[str] = set()
+        for library in sorted(libraries):
+            for path, record in sorted(libraries[library].get("symbols", {}).items()):
+                info = record["info"]
+                key = info.get("remote_type")
+                if info.get("kind") not in CLASS_KINDS or not key:
+                    continue
+                if info.get("by_value"):
+                    self.by_value.add(key)
+                current = self.homes.get(key)
+                rank = (path.count("."), len(path), path)
+                if current is None or rank < (current[1].count("."), len(current[1]), current[1]):
+                    self.homes[key] = (library, path)
+        for key, (library, path) in self.homes.items():
+            prefix, name = _split(path)
+            self.index[key] = (self.module_of(package, library, prefix), sanitize(name))
+
+    @staticmethod
+    def module_of(package: str, library: str, prefix: str) -> str:
+        parts = [sanitize(p) for p in prefix.split(".")] if prefix else []
+        return ".".join([package, library, *parts])
+
+    def is_home(self, library: str, path: str, key: str) -> bool:
+        return self.homes.get(key) == (library, path)
+
+
+def _modules(entry: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    modules: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    modules[""] = {}
+    for path, record in entry.get("symbols", {}).items():
+        prefix, name = _split(path)
+        if record["info"].get("kind") == "module":
+            modules[path]
+            continue
+        modules[prefix][name] = record["info"]
+    for prefix in list(modules):
+        parts = prefix.split(".") if prefix else []
+        for i in range(len(parts)):
+            modules[".".join(parts[:i])]
+    return modules
+
+
+def render_package(
+    package: str,
+    libraries: dict[str, dict[str, Any]],
+    version: str,
+    only: Iterable[str] | None = None,
+) -> dict[PurePosixPath, str]:
+    """Source of every facade module of ``only`` (default: all libraries), by relative path."""
+    types = TypeIndex(package, libraries)
+    out: dict[PurePosixPath, str] = {}
+    for library in sorted(set(only) if only is not None else libraries):
+        entry = libraries.get(library, {})
+        modules = _modules(entry)
+        for prefix in sorted(modules):
+            symbols: dict[str, dict[str, Any]] = {}
+            reexports: dict[str, tuple[str, str]] = {}
+            for name, info in modules[prefix].items():
+                key = info.get("remote_type")
+                path = f"{prefix}.{name}" if prefix else name
+                if (
+                    info.get("kind") in CLASS_KINDS
+                    and key
+                    and not types.is_home(library, path, key)
+                ):
+                    reexports[name] = types.index[key]
+                    continue
+                symbols[name] = info
+            children = {m.split(".")[-1] for m in modules if m and m.rpartition(".")[0] == prefix}
+            lib_path = f"{library}.{prefix}" if prefix else library
+            text = render_module(
+                ModuleSpec(
+                    version=version,
+                    library=library,
+                    resolved=str(entry.get("resolved", "unknown")),
+                    lib_path=lib_path,
+                    package=package,
+                    symbols=symbols,
+                    children=children,
+                    reexports=reexports,
+                    index=types.index,
+                    by_value=frozenset(types.by_value),
+                )
+            )
+            parts = [sanitize(p) for p in prefix.split(".")] if prefix else []
+            out[PurePosixPath(library, *parts, "__init__.py")] = text
+    return out

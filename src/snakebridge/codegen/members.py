@@ -1,0 +1,452 @@
+"""Functions, classes and exception classes of a facade module, as formatted source lines.
+
+Every parameter is forwarded as ``(name, value, kind)`` or ``(name, value, kind, default)``
+(kind 0 positional-only, 1 positional-or-keyword, 2 keyword-only): the facade sends only what
+the caller passed, so the library applies its own defaults, sentinels included.
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+import re
+from dataclasses import replace
+from typing import Any
+
+from snakebridge.codegen.hints import ANY, HintContext, hint
+from snakebridge.codegen.source import (
+    Call,
+    Expr,
+    Seq,
+    def_lines,
+    docstring,
+    quote,
+    statement,
+    union_members,
+)
+
+__all__ = ["SPECIAL", "render_class", "render_exception", "render_function", "sanitize"]
+
+RESERVED = frozenset({"_sb", "_t", "_LIB", "_CONSTANTS", "_builtins"})
+BINARY = [
+    "add",
+    "sub",
+    "mul",
+    "matmul",
+    "truediv",
+    "floordiv",
+    "mod",
+    "pow",
+    "lshift",
+    "rshift",
+    "and",
+    "or",
+    "xor",
+]
+SPECIAL = frozenset(
+    ["__call__", "__getitem__", "__setitem__", "__delitem__", "__iter__", "__enter__"]
+    + [f"__{op}__" for op in ("neg", "pos", "abs", "invert", "lt", "le", "gt", "ge", "eq", "ne")]
+    + [f"__{p}{op}__" for op in BINARY for p in ("", "r")]
+)
+# Ref declares these with these parameter names; an override must keep them
+_REF_PARAMS = {"__getitem__": ["key"], "__setitem__": ["key", "value"], "__delitem__": ["key"]}
+_KINDS = {"POSITIONAL_ONLY": "0", "POSITIONAL_OR_KEYWORD": "1", "KEYWORD_ONLY": "2"}
+
+
+def sanitize(name: str) -> str:
+    """A Python identifier for ``name``: keywords and names the facade uses get a ``_``."""
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED:
+        return name + "_"
+    return name if name.isidentifier() else "_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _widen(annotation: str, default: str) -> str:
+    """Keep a literal default type-correct under its hint (``x: int = None`` → ``int | None``)."""
+    try:
+        value = ast.literal_eval(default)
+    except (ValueError, SyntaxError):
+        return ANY
+    kind = "None" if value is None else type(value).__name__
+    members = [m.rpartition(".")[2] for m in union_members(annotation)]
+    if annotation == ANY or kind in members or (kind in ("int", "bool") and "float" in members):
+        return annotation
+    if kind == "bool" and "int" in members:
+        return annotation
+    if kind == "None":
+        return f"{annotation} | None"
+    if kind in ("int", "str", "float", "bytes", "bool") and "[" not in annotation:
+        return ANY
+    return ANY
+
+
+class Params:
+    """A signature as a def's parameter list and as the forwarding arguments."""
+
+    def __init__(self, params: list[dict[str, Any]], ctx: HintContext, literal: bool) -> None:
+        self.defs: list[str] = []
+        self.entries: list[Expr] = []
+        self.var_args = "()"
+        self.var_kwargs = "None"
+        seen_default = slash_needed = star_done = False
+        for param in params:
+            name, kind = str(param["name"]), str(param["kind"])
+            local = sanitize(name)
+            annotation = hint(param.get("annotation"), ctx)
+            if slash_needed and kind != "POSITIONAL_ONLY":
+                self.defs.append("/")
+                slash_needed = False
+            if kind == "VAR_POSITIONAL":
+                self.defs.append(f"*{local}: {annotation}")
+                self.var_args, star_done = local, True
+                continue
+            if kind == "VAR_KEYWORD":
+                self.defs.append(f"**{local}: {annotation}")
+                self.var_kwargs = local
+                continue
+            slash_needed = kind == "POSITIONAL_ONLY"
+            if kind == "KEYWORD_ONLY" and not star_done:
+                self.defs.append("*")
+                star_done = True
+            entry: list[Expr] = [quote(name), local, _KINDS[kind]]
+            default = ""
+            text = param.get("default") if literal else None
+            if param.get("has_default") and text is not None:
+                default = f" = {text}"
+                annotation = _widen(annotation, text)
+                entry.append(text)
+                seen_default = True
+            elif param.get("has_default") or (seen_default and kind != "KEYWORD_ONLY"):
+                default = " = _sb.NOT_GIVEN"
+                seen_default = True
+            self.defs.append(f"{local}: {annotation}{default}")
+            self.entries.append(Seq(tuple(entry)))
+        if slash_needed:
+            self.defs.append("/")
+
+    def forward(self) -> tuple[Expr, ...]:
+        rest: tuple[Expr, ...] = ()
+        if self.var_kwargs != "None":
+            rest = (self.var_args, self.var_kwargs)
+        elif self.var_args != "()":
+            rest = (self.var_args,)
+        return (Seq(tuple(self.entries)), *rest)
+
+
+def _returning(indent: str, returns: str, call: Call) -> list[str]:
+    if returns == ANY:
+        return statement(indent, "return ", call)
+    if returns == "None":
+        return statement(indent, "", call)
+    if returns in ("_t.NoReturn", "_t.Never"):
+        return [*statement(indent, "", call), f'{indent}raise AssertionError("unreachable")']
+    return statement(indent, "return ", Call("_t.cast", (quote(returns), call)))
+
+
+def _overloads(
+    indent: str,
+    name: str,
+    info: dict[str, Any],
+    ctx: HintContext,
+    first: list[str],
+    decorator: list[str],
+) -> list[str]:
+    """``@_t.overload`` variants (empty when fewer than two distinct ones)."""
+    blocks: list[list[str]] = []
+    kept: list[list[str]] = []
+    variants = info.get("overloads") or []
+    if _indistinct(variants, ctx):
+        return []
+    for index, overload in enumerate(variants):
+        params = Params(overload["params"], ctx, literal=False)
+        defs = [d.replace("= _sb.NOT_GIVEN", "= ...") for d in params.defs]
+        if first and "/" not in defs and name not in _REF_PARAMS:
+            defs = ["/", *defs]  # self is positional-only in every variant and in the def
+        if any(_covers(earlier, defs) for earlier in kept):
+            continue  # types the host cannot spell made it the same as an earlier one
+        kept.append(defs)
+        returns = hint(overload.get("returns"), ctx)
+        lines = def_lines(indent, name, [*first, *defs], returns, " ...")
+        if _shadows(overload, variants[index + 1 :], ctx):
+            lines[0] += "  # type: ignore[overload-overlap]"  # as the library's stubs do
+        blocks.append([f"{indent}@_t.overload", *decorator, *lines])
+    return [line for block in blocks for line in block] if len(blocks) > 1 else []
+
+
+def _shadows(overload: dict[str, Any], later: list[dict[str, Any]], ctx: HintContext) -> bool:
+    """Whether a ``None`` parameter makes this overload overlap a later one whose parameter
+    is ``Hashable`` with another return type (mypy's overload-overlap: the facade classes do
+    not inherit from each other, so differing returns never nest)."""
+    mine = _slots(overload["params"], ctx)
+    returns = hint(overload.get("returns"), ctx)
+    for other in later:
+        theirs = _slots(other["params"], ctx)
+        if hint(other.get("returns"), ctx) == returns or set(mine) != set(theirs):
+            continue
+        if any(_disjoint(mine[k][0], theirs[k][0]) for k in mine if mine[k][0] != "None"):
+            continue
+        if any(mine[k][0] == "None" and theirs[k][0] == "_t.Hashable" for k in mine):
+            return True
+    return False
+
+
+def _slots(params: list[dict[str, Any]], ctx: HintContext) -> dict[Any, tuple[str, bool, str]]:
+    """Parameter slot (position, or name when keyword-only) → (hint, required, annotation)."""
+    slots: dict[Any, tuple[str, bool, str]] = {}
+    for index, param in enumerate(params):
+        if param["kind"] == "VAR_KEYWORD":
+            continue
+        key: Any = param["name"] if param["kind"] == "KEYWORD_ONLY" else index
+        if param["kind"] == "VAR_POSITIONAL":
+            key = "*"
+        annotation = str(param.get("annotation") or "")
+        required = not param.get("has_default") and key != "*"
+        slots[key] = (hint(annotation, ctx), required, annotation)
+    return slots
+
+
+def _disjoint(first: str, second: str) -> bool:
+    """Whether no value has both hints (only cases that are certain)."""
+    if ANY in (first, second):
+        return False
+    literal = re.compile(r"^_t\.Literal\[(.*)\]$")
+    a, b = literal.match(first), literal.match(second)
+    if a and b:
+        return not set(a.group(1).split(", ")) & set(b.group(1).split(", "))
+    parts_a, parts_b = set(union_members(first)), set(union_members(second))
+    if parts_a == {"None"} or parts_b == {"None"}:
+        return "None" not in (parts_b if parts_a == {"None"} else parts_a)
+    scalar = {"str", "bytes", "int", "float", "list", "dict", "tuple"}
+    return bool(parts_a <= scalar and parts_b <= scalar and not parts_a & parts_b) and not (
+        {"int", "float"} <= parts_a | parts_b
+    )
+
+
+def _spread(
+    slots: dict[Any, tuple[str, bool, str]], other: dict[Any, tuple[str, bool, str]]
+) -> dict[Any, tuple[str, bool, str]]:
+    """``*args`` stands for each positional slot the other overload has."""
+    if "*" not in slots:
+        return slots
+    extra = {k: (*slots["*"][:1], False, slots["*"][2]) for k in other if isinstance(k, int)}
+    return {**extra, **slots}
+
+
+def _indistinct(overloads: list[dict[str, Any]], ctx: HintContext) -> bool:
+    """Whether two overloads that differed in a type the host writes as Any can no longer be
+    told apart (by disjoint hints or a parameter only one of them requires)."""
+    slots = [_slots(o["params"], ctx) for o in overloads]
+    for i, first in enumerate(slots):
+        for second in slots[i + 1 :]:
+            first, second = _spread(first, second), _spread(second, first)
+            shared = set(first) & set(second)
+            lost = any(
+                first[k][2] != second[k][2] and ANY in first[k][0] + second[k][0] for k in shared
+            )
+            told = any(_disjoint(first[k][0], second[k][0]) for k in shared)
+            told = told or any(first[k][1] for k in set(first) - set(second))
+            told = told or any(second[k][1] for k in set(second) - set(first))
+            if lost and not told:
+                return True
+    return False
+
+
+def _covers(earlier: list[str], later: list[str]) -> bool:
+    """Whether every call that matches overload ``later`` also matches ``earlier``."""
+
+    def split(defs: list[str]) -> dict[str, tuple[str, bool]]:
+        out = {}
+        for d in defs:
+            head, _, default = d.partition(" = ")
+            name, _, annotation = head.partition(": ")
+            if name not in ("*", "/"):
+                out[name] = (annotation, bool(default) or name.startswith("*"))
+        return out
+
+    first, second = split(earlier), split(later)
+    for name, (annotation, optional) in second.items():
+        if name not in first:
+            return False
+        wider = set(union_members(first[name][0]))
+        if not (first[name][0] == ANY or set(union_members(annotation)) <= wider):
+            return False
+        if optional and not first[name][1]:
+            return False
+    return all(optional or name in second for name, (_, optional) in first.items())
+
+
+def _fits(overload: list[dict[str, Any]], runtime: list[dict[str, Any]]) -> bool:
+    """Whether a def with the runtime parameters accepts every call the overload allows."""
+    positional = [p for p in runtime if p["kind"] in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")]
+    by_name = {p["name"]: p for p in runtime}
+    kinds = {p["kind"] for p in runtime}
+    for index, param in enumerate(overload):
+        kind = param["kind"]
+        if kind in ("VAR_POSITIONAL", "VAR_KEYWORD"):
+            if kind not in kinds:
+                return False
+            continue
+        match = by_name.get(param["name"])
+        if kind in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD"):
+            if index >= len(positional) or positional[index]["name"] != param["name"]:
+                return False
+            if kind == "POSITIONAL_OR_KEYWORD" and positional[index]["kind"] == "POSITIONAL_ONLY":
+                return False
+        elif match is None or match["kind"] not in ("KEYWORD_ONLY", "POSITIONAL_OR_KEYWORD"):
+            return False
+    given = {p["name"] for p in overload if not p.get("has_default")}
+    return all(p.get("has_default") or p["name"] in given for p in runtime if p["kind"] in _KINDS)
+
+
+def _body(
+    indent: str,
+    name: str,
+    info: dict[str, Any],
+    ctx: HintContext,
+    first: list[str],
+    decorator: list[str],
+) -> tuple[list[str], tuple[Expr, ...], str]:
+    """(def lines with any overloads, forwarded arguments, return hint) of a callable."""
+    signature = info.get("signature") or {"params": [], "returns": None}
+    params_info = _renamed(name, signature["params"])
+    literal = info.get("tier") == "runtime"
+    variants = [{**o, "params": _renamed(name, o["params"])} for o in info.get("overloads") or []]
+    info = {**info, "overloads": variants}
+    fits = all(_fits(o["params"], params_info) for o in variants)
+    overloads = []
+    if (name in _REF_PARAMS and fits) or name not in SPECIAL:
+        overloads = _overloads(indent, name, info, ctx, first, decorator)
+    runtime = info.get("tier") in ("runtime", "text_signature")
+    if overloads and runtime and fits:
+        untyped = [{**p, "annotation": None} for p in params_info]
+        params = Params(untyped, ctx, literal)
+        defs = params.defs
+        if first and "/" not in defs and name not in _REF_PARAMS:
+            defs = ["/", *defs]
+        lines = def_lines(indent, name, [*first, *defs], ANY)
+        return [*overloads, *decorator, *lines], params.forward(), ANY
+    if overloads:
+        defs = [*first, *(["/"] if first else []), "*args: _t.Any", "**kwargs: _t.Any"]
+        lines = def_lines(indent, name, defs, ANY)
+        return [*overloads, *decorator, *lines], ("()", "args", "kwargs"), ANY
+    params = Params(params_info, ctx, literal)
+    returns = hint(signature.get("returns"), ctx)
+    if set(re.findall(r"[A-Za-z_]\w*", returns)) & {sanitize(p["name"]) for p in params_info}:
+        returns = ANY  # the body's cast would read a parameter of that name
+    if info.get("streaming"):
+        returns = "_t.Iterator[_t.Any]"
+    lines = def_lines(indent, name, [*first, *params.defs], returns)
+    return [*decorator, *lines], params.forward(), returns
+
+
+def render_function(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
+    """A module-level function that calls ``info['qualname']`` in a worker."""
+    local = sanitize(name)
+    doc = docstring(str(info.get("doc", "")), "    ")
+    lines, forward, returns = _body("", local, info, ctx, [], [])
+    call = Call("_sb.invoke", ("_LIB", quote(str(info["qualname"])), *forward))
+    return [*lines, *doc, *_returning("    ", returns, call)]
+
+
+def _member(cls: dict[str, Any], member: dict[str, Any], ctx: HintContext) -> list[str]:
+    name, kind = str(member["name"]), str(member["kind"])
+    local = sanitize(name)
+    doc = docstring(str(member.get("doc", "")), "        ")
+    if kind == "property":
+        returns = hint(member.get("type"), ctx)
+        call = Call("_sb.attribute", ("self", quote(name)))
+        lines = ["    @property", *def_lines("    ", local, ["self"], returns), *doc]
+        lines += _returning("        ", returns, call)
+        if member.get("settable"):
+            lines += ["", f"    @{local}.setter"]
+            lines += def_lines("    ", local, ["self", f"value: {returns}"], "None")
+            lines += statement(
+                "        ", "", Call("_sb.set_attribute", ("self", quote(name), "value"))
+            )
+        return lines
+    signature = member.get("signature") or {"params": [], "returns": None}
+    first = {"staticmethod": [], "classmethod": ["cls"]}.get(kind, ["self"])
+    decorator = [f"    @{kind}"] if kind in ("staticmethod", "classmethod") else []
+    lines, forward, returns = _body("    ", local, member, ctx, first, decorator)
+    if name in ("__eq__", "__ne__") and returns not in ("bool", ANY):
+        at = next(i for i, line in enumerate(lines) if line.lstrip().startswith("def "))
+        lines[at] += "  # type: ignore[override]"  # like numpy and pandas stubs: not a bool
+    lines += doc
+    if name == "__call__":
+        call = Call("_sb.call", ("self", *forward))
+    elif name in SPECIAL:
+        call = Call(
+            "_sb.special", ("self", quote(name), *_plain(_renamed(name, signature["params"])))
+        )
+    elif kind in ("staticmethod", "classmethod"):
+        call = Call("_sb.invoke", ("_LIB", quote(f"{cls['qualname']}.{name}"), *forward))
+    else:
+        call = Call("_sb.method", ("self", quote(name), *forward))
+    return lines + _returning("        ", returns, call)
+
+
+def _renamed(name: str, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    names = _REF_PARAMS.get(name)
+    if names is None or len(names) != len(params):
+        return params
+    return [
+        {**p, "name": n, "kind": "POSITIONAL_OR_KEYWORD"}
+        for n, p in zip(names, params, strict=True)
+    ]
+
+
+def _plain(params: list[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(sanitize(str(p["name"])) for p in params if p["kind"] != "VAR_KEYWORD")
+
+
+def _special_ok(member: dict[str, Any]) -> bool:
+    """Dunders forward positionally: only fixed positional signatures qualify."""
+    if member["name"] == "__call__":
+        return True
+    params = (member.get("signature") or {}).get("params", [])
+    return all(p["kind"] in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD") for p in params)
+
+
+def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
+    """A proxy class: a Ref subclass whose instances are the remote objects themselves."""
+    local = sanitize(name)
+    members = sorted(info.get("members", []), key=lambda m: str(m["name"]))
+    members = [
+        m
+        for m in members
+        if not str(m["name"]).startswith("_") or (m["name"] in SPECIAL and _special_ok(m))
+    ]
+    names = {sanitize(str(m["name"])) for m in members}
+    ctx = replace(ctx, self_name=local, shadowed=ctx.shadowed | names)
+    lines = [f"class {local}(_sb.Ref, metaclass=_sb.ProxyMeta):"]
+    if local.startswith("_"):  # the type of a result: nothing in its module may name it
+        lines[0] += "  # pyright: ignore[reportUnusedClass]"
+    doc = docstring(str(info.get("doc", "")), "    ")
+    lines += [*doc, ""] if doc else []
+    lines += ["    __slots__ = ()", f"    __sb_type__ = {quote(str(info.get('remote_type', '')))}"]
+    lines += [f"    __sb_remote__ = (_LIB, {quote(str(info['qualname']))})"]
+    if info.get("constructible", True):
+        signature = info.get("signature") or {"params": [], "returns": None}
+        params = Params(signature["params"], ctx, literal=info.get("tier") == "runtime")
+        call = Call("_sb.construct", ("cls", *params.forward()))
+        lines += ["", *def_lines("    ", "__new__", ["cls", *params.defs], "_t.Self")]
+        lines += _returning("        ", "_t.Self", call)
+    taken = {"__new__", "__slots__"}
+    for member in members:
+        if sanitize(str(member["name"])) in taken:
+            continue
+        taken.add(sanitize(str(member["name"])))
+        lines += ["", *_member(info, member, ctx)]
+    if "__eq__" in taken:  # a class body that defines __eq__ alone loses __hash__
+        lines += ["", "    def __hash__(self) -> int:"]
+        lines += ['        return _t.cast("int", _sb.special(self, "__hash__"))']
+    return lines
+
+
+def render_exception(name: str, info: dict[str, Any], base: str) -> list[str]:
+    """A real exception class: ``except`` catches the remote exception raised as it."""
+    local = sanitize(name)
+    lines = [f"class {local}({base}):"]
+    doc = docstring(str(info.get("doc", "")), "    ")
+    lines += [*doc, *([""] if doc else [])]
+    lines += [f"    __sb_type__ = {quote(str(info.get('remote_type', '')))}"]
+    return [*lines, "", "", f"_sb.register_exception({local})"]
