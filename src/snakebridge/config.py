@@ -336,8 +336,21 @@ def _read_toml(path: Path) -> dict[str, object]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError("file not found", key="SNAKEBRIDGE_CONFIG", path=path) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            "is a directory; point SNAKEBRIDGE_CONFIG at a TOML file", key="", path=path
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"is not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start}); TOML files "
+            "are UTF-8",
+            key="",
+            path=path,
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", key="", path=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot be read: {exc.strerror or exc}", key="", path=path) from None
 
 
 def _table_of(document: dict[str, object], standalone: bool) -> object | None:

@@ -13,6 +13,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from snakebridge import paths
 from snakebridge.config import Settings
 from snakebridge.envs.lock import Lock
 from snakebridge.envs.plan import EnvPlan, interpreter_facts, plan_envs
@@ -127,7 +128,7 @@ def _env(settings: Settings, plan: EnvPlan, lock: Lock | None, problems: list[st
 
 
 def _disk(settings: Settings, plans: dict[str, EnvPlan]) -> list[Line]:
-    envs = settings.root / ".snakebridge" / "envs"
+    envs = paths.envs_dir(settings.root)
     if not envs.exists():
         return []
     lines = [Line("OK", f"disk used by environments: {_size(envs) / 2**20:.0f} MiB ({envs})")]
