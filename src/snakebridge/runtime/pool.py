@@ -100,6 +100,7 @@ class Pool:
         worker = Worker(self, transport, line)
         line.holder = worker
         worker.info = transport.handshake(deadline)
+        worker.pid = transport.pid  # a Ray actor's pid is known only once it said HELLO
         return worker
 
     def start(self) -> None:
