@@ -20,10 +20,6 @@ AUTH = "snakebridge-ray-auth"
 class RayWorker:
     """A Ray actor that serves one host connection, then ends with the call."""
 
-    def node(self) -> dict:  # type: ignore[type-arg]
-        """Where this actor runs: pid, host name, Python (for status and doctor)."""
-        return {"pid": os.getpid(), "host": socket.gethostname(), "python": sys.version.split()[0]}
-
     def serve(self, host: str, port: int, token: str, worker_path: Optional[str]) -> str:
         """Connect to ``host:port`` and run the worker loop until the host stops it."""
         if worker_path and worker_path not in sys.path:
