@@ -89,6 +89,11 @@ def test_calls_map_and_acall_run_in_actors(ray_pool: None) -> None:
     assert len(pids) == 2 and os.getpid() not in pids
     assert snakebridge.call("os", "getpid", []) in pids
     assert set(pids) <= _actor_pids()  # status shows the actors' processes
+    pool = snakebridge.status()[0]
+    assert pool["backend"] == "ray" and all(len(w["actor"]) == 12 for w in pool["workers"])
+    from snakebridge.envs.doctor import diagnose
+
+    assert any("pool default: Ray" in line.text for line in diagnose(load_settings()))
 
 
 def test_refs_live_in_the_actor_that_made_them(ray_pool: None) -> None:

@@ -162,6 +162,7 @@ class Pool:
         return {
             "name": self.name,
             "size": self.size,
+            "backend": self.spec.backend,  # ray (#15)
             "queued": self.leaser.queued,
             "workers": [
                 {
@@ -169,6 +170,7 @@ class Pool:
                     "state": "streaming" if w.streaming else w.state.value,
                     "calls": w.calls,
                     **({"startup": w.info["startup"]} if w.info.get("startup") else {}),  # 14
+                    **getattr(w.transport, "describe", dict)(),  # ray (#15): actor, node
                 }
                 for w in self.workers
             ],

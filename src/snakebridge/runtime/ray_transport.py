@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hmac
+import importlib
 import secrets
 import select
 import socket
@@ -72,9 +73,7 @@ def _is_local(address: str | None) -> bool:
 def actor_class() -> Any:
     """RayWorker as a Ray actor class, pickled by value (no install needed on the cluster)."""
     ray = _ray()
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(ray_actor)
+    ray.cloudpickle.register_pickle_by_value(ray_actor)
     return ray.remote(ray_actor.RayWorker)
 
 
@@ -264,6 +263,10 @@ class RayTransport(ProcessTransport):
         conn.settimeout(None)
         return kind == ray_actor.AUTH and hmac.compare_digest(str(token), self._token)
 
+    def describe(self) -> dict[str, Any]:
+        """What ``status`` shows of this worker: its actor and node."""
+        return {"actor": self.actor_id[:12], "node": self.node}
+
     # -- life -----------------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
         if self.sock is None:
@@ -326,7 +329,7 @@ class RayTransport(ProcessTransport):
 def cluster_status() -> dict[str, Any] | None:
     """The Ray cluster this host joined (nodes, resources), or None when it joined none."""
     try:
-        import ray
+        ray: Any = importlib.import_module("ray")
     except ImportError:
         return None
     if not ray.is_initialized():
