@@ -10,8 +10,11 @@ are raised as them, and serves names a facade lacks: a dynamic call recorded in
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Final
@@ -224,10 +227,27 @@ def _record(library: str, name: str) -> None:
         os.replace(tmp, Path(path))
 
 
-def missing_name(lib_path: str, name: str) -> Any:
-    """A module ``__getattr__`` for names the facade lacks: dynamic and recorded, or strict."""
+def _has_module(dotted: str) -> bool:
+    try:
+        return importlib.util.find_spec(dotted) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_name(lib_path: str, name: str, module: str = "") -> Any:
+    """A module ``__getattr__`` for names the facade lacks: dynamic and recorded, or strict.
+
+    A child facade module comes first: ``from . import child`` asks ``__getattr__`` before it
+    imports, and a parent still initialising does not have its children as attributes yet.
+    """
     if name.startswith("__"):
         raise AttributeError(name)
+    if module:
+        child = sys.modules.get(f"{module}.{name}")
+        if child is None and _has_module(f"{module}.{name}"):
+            child = importlib.import_module(f"{module}.{name}")
+        if child is not None:
+            return child
     library, _, prefix = lib_path.partition(".")
     dotted = f"{prefix}.{name}" if prefix else name
     if _strict():

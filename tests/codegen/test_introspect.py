@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+import typeshed_client
+
 from snakebridge.codegen import introspect
-from snakebridge.codegen.pipeline import INTROSPECT, _typeshed
+from snakebridge.codegen.pipeline import INTROSPECT, INTROSPECT_ENV, _typeshed
 
 
 def run(module: str, symbols: list[str]) -> dict[str, Any]:
@@ -19,7 +22,8 @@ def run(module: str, symbols: list[str]) -> dict[str, Any]:
         "typeshed": str(_typeshed()),
     }
     done = subprocess.run(
-        [sys.executable, "-I", str(INTROSPECT)],
+        [sys.executable, "-s", str(INTROSPECT)],
+        env=INTROSPECT_ENV,
         input=json.dumps(request),
         capture_output=True,
         text=True,
@@ -100,3 +104,19 @@ def test_literal_defaults() -> None:
     assert introspect.literal_default((1, None)) == "(1, None)"
     assert introspect.literal_default(float("nan")) is None
     assert introspect.literal_default(object()) is None
+
+
+def test_stub_branches_follow_the_interpreter_and_typeshed_ships_with_snakebridge() -> None:
+    overloads = run("functools", ["reduce"])["symbols"]["reduce"]["overloads"]
+    initial = [p for o in overloads for p in o["params"] if p["name"] == "initial"]
+    expected = "POSITIONAL_OR_KEYWORD" if sys.version_info >= (3, 14) else "POSITIONAL_ONLY"
+    assert initial and all(p["kind"] == expected for p in initial)  # this interpreter's branch
+    assert str(_typeshed()).startswith(str(Path(typeshed_client.__file__).parent))
+
+
+def test_annotations_are_qualified_and_result_classes_pulled() -> None:
+    result = run("configparser", ["ConfigParser"])
+    members = {m["name"]: m for m in result["symbols"]["ConfigParser"]["members"]}
+    assert members["__getitem__"]["signature"]["returns"] == "configparser.SectionProxy"
+    assert "configparser.SectionProxy" in result["types"]  # a type results have
+    assert result["types"]["configparser.SectionProxy"]["kind"] == "class"

@@ -20,11 +20,12 @@ Make = Callable[..., Project]
 
 APP = """
 import configparser as _cp
-from snakebridge_generated import configparser, decimal, json, logging, pathlib
+from snakebridge_generated import configparser, decimal, ipaddress, json, logging, pathlib
 from snakebridge_generated.collections import Counter
 
 json.loads, json.JSONDecodeError, pathlib.Path, Counter, configparser.Error
-configparser.ConfigParser, decimal.DefaultContext, logging.root
+configparser.ConfigParser, configparser.SectionProxy, decimal.DefaultContext, logging.root
+ipaddress.IPv4Address
 """
 PYPROJECT = """
 [tool.snakebridge]
@@ -36,6 +37,7 @@ collections = "stdlib"
 configparser = "stdlib"
 decimal = "stdlib"
 logging = "stdlib"
+ipaddress = "stdlib"
 """
 
 
@@ -49,23 +51,31 @@ def facades(make_project: Make, tmp_path: Path) -> Iterator[Path]:
 
 
 def test_instances_are_of_their_facade_class(facades: Path) -> None:
-    from snakebridge_generated import collections, pathlib
+    from snakebridge_generated import collections, configparser, pathlib
 
-    path = pathlib.Path("/tmp")
-    assert type(path) is pathlib.Path and isinstance(path, Ref)
-    assert type(path.parent) is pathlib.Path  # a result typed Path comes back as Path
-    assert type(path / "x") is pathlib.Path and str(path / "x") == "/tmp/x"
-    words = collections.Counter(["a", "b", "a"])
-    # a Counter travels by value: the host's own Counter, an instance of the facade class too
-    assert isinstance(words, collections.Counter) and words.most_common(1) == [("a", 2)]
-    assert not isinstance(words, pathlib.Path)
-    assert snakebridge.method(path, "is_absolute") is True
+    parser = configparser.ConfigParser()
+    assert type(parser) is configparser.ConfigParser and isinstance(parser, Ref)
+    parser.read_string("[main]\nkey = 1\n")
+    section = parser["main"]  # typed SectionProxy: it comes back as that facade class
+    assert type(section).__name__ == "SectionProxy" and section["key"] == "1"
+    assert isinstance(section, configparser.SectionProxy)
+    assert not isinstance(parser, configparser.SectionProxy)
+    with pytest.raises(TypeError, match="unhashable"):  # as in process: hash asks the worker
+        hash(section)
+    from snakebridge_generated import ipaddress
+
+    address = ipaddress.IPv4Address("10.0.0.1")  # defines __eq__: the facade keeps __hash__
+    assert type(address) is ipaddress.IPv4Address and address == ipaddress.IPv4Address("10.0.0.1")
+    assert len({address, ipaddress.IPv4Address("10.0.0.1")}) == 1
+    assert snakebridge.method(parser, "sections") == ["main"]
+    words = collections.Counter(["a", "b", "a"])  # a by-value type: the host's own Counter
+    assert isinstance(words, collections.Counter) and not isinstance(words, pathlib.Path)
 
 
 def test_a_method_call_is_one_round_trip(facades: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from snakebridge_generated import pathlib
+    from snakebridge_generated import configparser
 
-    path = pathlib.Path("/tmp")
+    parser = configparser.ConfigParser()
     operations: list[tuple[Any, ...]] = []
     original = Ref._sb_op
 
@@ -74,7 +84,7 @@ def test_a_method_call_is_one_round_trip(facades: Path, monkeypatch: pytest.Monk
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Ref, "_sb_op", counted)
-    assert path.exists() is True
+    assert parser.has_section("main") is False
     assert len(operations) == 1
 
 

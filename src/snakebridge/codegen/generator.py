@@ -7,6 +7,7 @@ private helpers ``_sb``, ``_t``, ``_LIB`` and ``_CONSTANTS``.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -52,6 +53,15 @@ class ModuleSpec:
     by_value: frozenset[str] = frozenset()
 
 
+def isort_key(name: str, fold: bool = True) -> tuple[int, list[Any], str]:
+    """isort's order: CONSTANTS, Classes, then the rest, numbers in numeric order (``Int8``
+    before ``Int16``); case-insensitive for imported names (ruff ``I``), case-sensitive with
+    ``fold=False`` for ``__all__`` (ruff ``RUF022``)."""
+    kind = 0 if name.isupper() and len(name) > 1 else 1 if name[:1].isupper() else 2
+    parts = re.split(r"(\d+)", name.lower() if fold else name)
+    return kind, [int(t) if t.isdigit() else t for t in parts], name
+
+
 def _exception_order(symbols: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
     """Exceptions after the facade exceptions they derive from, else by name."""
     remote = {str(symbols[n].get("remote_type")): n for n in names}
@@ -73,7 +83,20 @@ def _value_hint(info: dict[str, Any], ctx: HintContext) -> str:
     if info.get("kind") == "object":
         return hint(info.get("type"), ctx)
     value_type = info.get("value_type")
-    return str(value_type) if value_type in BUILTIN_TYPES else ANY
+    return hint(str(value_type), ctx) if value_type in BUILTIN_TYPES else ANY
+
+
+_PRAGMA = re.compile(r"\s*# (type|pyright): ignore\[[\w, -]+\]$")
+
+
+def _too_long(line: str) -> bool:
+    """Whether ruff's E501 flags ``line`` (pragma comments, lone words and a URL that starts
+    within the limit do not count)."""
+    line = _PRAGMA.sub("", line)
+    if len(line) <= WIDTH or len(line.split()) <= 1:
+        return False
+    last = line.split()[-1]
+    return not ("://" in last and line.rfind(last) < WIDTH)
 
 
 def render_module(spec: ModuleSpec) -> str:
@@ -113,15 +136,34 @@ def render_module(spec: ModuleSpec) -> str:
         "def __getattr__(name: str) -> _t.Any:",
         "    if name in _CONSTANTS:",
         "        return _sb.constant(_LIB, name, globals())",
-        "    return _sb.missing_name(_LIB, name)",
+        "    return _sb.missing_name(_LIB, name, __name__)",
     ]
-    exported = sorted(n for n in locals_ if not n.startswith("_"))
+    exported = sorted(
+        (n for n in locals_ if not n.startswith("_")), key=lambda n: isort_key(n, fold=False)
+    )
     text = "\n".join(
         _head(spec, ctx, locals_, body, values, exported) + body + _tail(spec, children)
     )
-    if any(len(line) > WIDTH for line in text.splitlines()):  # docstrings keep their lines
+    if any(_too_long(line) for line in text.splitlines()):  # docstrings keep their lines
         text = text.replace("\n", "\n# ruff: noqa: E501\n", 1)
     return text + "\n"
+
+
+def _annotation_names(source: str) -> set[str]:
+    """Names the module's annotations and ``_t.cast`` targets use (what hint imports serve)."""
+    texts: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+            texts.append(ast.unparse(node.annotation))
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
+            texts.append(ast.unparse(node.returns))
+        elif (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func) == "_t.cast"
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            texts.append(str(node.args[0].value))
+    return set(re.findall(r"[A-Za-z_]\w*", " ".join(texts)))
 
 
 def _hint_imports(ctx: HintContext, spec: ModuleSpec, taken: set[str]) -> list[str]:
@@ -135,7 +177,7 @@ def _hint_imports(ctx: HintContext, spec: ModuleSpec, taken: set[str]) -> list[s
         names.setdefault(module, []).append(name if alias == name else f"{name} as {alias}")
     lines = []
     for module, imported in names.items():
-        items = tuple(sorted(imported, key=lambda n: n.split(" as ")[0]))
+        items = tuple(sorted(imported, key=lambda n: isort_key(n.split(" as ")[0])))
         lines += statement("    ", f"from {module} import ", Seq(items, bare=True))
     return lines
 
@@ -158,7 +200,7 @@ def _head(
     if any("_builtins." in line for line in body):
         out.append("import builtins as _builtins")
     out += ["import typing as _t", "", "import snakebridge.facade as _sb", ""]
-    used = set(re.findall(r"[A-Za-z_]\w*", "\n".join(body)))
+    used = _annotation_names("\n".join(body))
     ctx.imports = {(m, n) for m, n in ctx.imports if n in used}
     imports = _hint_imports(ctx, spec, set(locals_))
     if imports:
@@ -174,13 +216,22 @@ def _head(
 
 
 def _tail(spec: ModuleSpec, children: list[str]) -> list[str]:
-    """Imports that run after the module's own names exist (children may import them)."""
-    lines = []
-    for name in sorted(spec.reexports):
-        module, home = spec.reexports[name]
-        lines.append(f"from {module} import {home} as {sanitize(name)}  # noqa: E402")
-    if children and lines:
+    """Imports that run after the module's own names exist (children may import them),
+    re-exported classes first (isort puts absolute imports before relative ones)."""
+    here = ".".join([spec.package, *map(sanitize, spec.lib_path.split("."))])
+    found = sorted(spec.reexports.items(), key=lambda r: (r[1][0], isort_key(r[1][1])))
+    lines = [
+        f"from {module} import {home} as {sanitize(name)}  # noqa: E402"
+        for name, (module, home) in found
+        if module != here
+    ]
+    if lines and children:
         lines.append("")
-    for child in children:
-        lines.append(f"from . import {sanitize(child)} as {sanitize(child)}  # noqa: E402")
-    return ["", "", *lines] if lines else []
+    lines += [
+        f"from . import {sanitize(child)} as {sanitize(child)}  # noqa: E402"
+        for child in sorted(children, key=lambda c: isort_key(sanitize(c)))
+    ]
+    aliases = [f"{sanitize(name)} = {home}" for name, (module, home) in found if module == here]
+    return (
+        ["", "", *lines, *([""] if lines and aliases else []), *aliases] if lines or aliases else []
+    )

@@ -15,8 +15,10 @@ from typing import Any
 
 from snakebridge.codegen.generator import ModuleSpec, render_module
 from snakebridge.codegen.hints import HintContext
+from snakebridge.codegen.introspect import literal_default
 from snakebridge.codegen.manifest import atomic_write
-from snakebridge.codegen.members import render_function, sanitize
+from snakebridge.codegen.members import Params, sanitize
+from snakebridge.codegen.source import Call, Seq, def_lines, quote, statement
 from snakebridge.config import Settings
 from snakebridge.runtime.helpers import HelperSource, find_helper
 
@@ -34,7 +36,7 @@ def _default(node: ast.expr | None) -> tuple[bool, str | None]:
     if node is None:
         return False, None
     try:
-        return True, repr(ast.literal_eval(node))
+        return True, literal_default(ast.literal_eval(node))
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return True, None  # not a literal: the worker applies it (NOT_GIVEN)
 
@@ -112,31 +114,13 @@ def helper_symbols(helper: HelperSource) -> dict[str, dict[str, Any]]:
 
 def _stream_twin(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
     """``name_stream(...)``: the same parameters, the items as the worker produces them."""
-    lines = render_function(name, info, ctx)
-    signature_end = next(i for i, line in enumerate(lines) if line.rstrip().endswith(":"))
-    lines[0] = lines[0].replace(f"def {sanitize(name)}(", f"def {sanitize(name)}_stream(", 1)
-    lines[signature_end] = re.sub(r"-> .*:$", "-> _sb_streams.Stream:", lines[signature_end])
-    body = lines[signature_end + 1 :]
-    doc = [f'    """Stream the items of :func:`{sanitize(name)}` as the worker yields them."""']
-    call = [line for line in body if not line.lstrip().startswith(('"""', "#"))]
-    text = "\n".join(call)
-    start = text.index("_sb.invoke(")
-    inner = text[start:]
-    inner = inner[: _closing(inner) + 1].replace("_sb.invoke(", "_sb_streams.invoke_stream(", 1)
-    return [*lines[: signature_end + 1], *doc, f"    return {' '.join(inner.split())}"]
-
-
-def _closing(text: str) -> int:
-    """Index of the parenthesis closing the first one opened in ``text``."""
-    depth = 0
-    for index, char in enumerate(text):
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return index
-    raise ValueError("unbalanced call")
+    params = Params(info["signature"]["params"], ctx, literal=True)
+    lines = def_lines("", f"{sanitize(name)}_stream", params.defs, "_sb_streams.Stream")
+    lines.append(
+        f'    """Stream the items of :func:`{sanitize(name)}` as the worker yields them."""'
+    )
+    call = Call("_sb_streams.invoke_stream", ("_LIB", quote(info["qualname"]), *params.forward()))
+    return [*lines, *statement("    ", "return ", call)]
 
 
 def render_helper(helper: HelperSource, version: str = "", package: str = "") -> str:
@@ -144,24 +128,25 @@ def render_helper(helper: HelperSource, version: str = "", package: str = "") ->
     from snakebridge.codegen.pipeline import _version
 
     symbols = helper_symbols(helper)
-    spec = ModuleSpec(
-        version=version or _version(),
-        library=helper.name,
-        resolved=f"helper source sha256:{helper.digest}",
-        lib_path=helper.name,
-        package=package or "snakebridge_generated",
-        symbols=symbols,
+    text = render_module(
+        ModuleSpec(
+            version=version or _version(),
+            library=helper.name,
+            resolved=f"helper source sha256:{helper.digest}",
+            lib_path=helper.name,
+            package=package or "snakebridge_generated",
+            symbols=symbols,
+        )
     )
-    text = render_module(spec)
     streaming = sorted(n for n, info in symbols.items() if info["streaming"])
     if not streaming:
         return text
-    ctx = HintContext(module=f"{spec.package}.{helper.name}", index={})
+    ctx = HintContext(module="", index={})
     twins = [line for n in streaming for line in ["", "", *_stream_twin(n, symbols[n], ctx)]]
     names = sorted({sanitize(n) for n in symbols} | {f"{sanitize(n)}_stream" for n in streaming})
     head, tail = text.split("\n\n\ndef __getattr__(", 1)
-    exported = "__all__ = [" + ", ".join(repr(n).replace("'", '"') for n in names) + "]"
-    head = re.sub(r"^__all__ = \[[^\]]*\]$", exported, head, count=1, flags=re.M | re.S)
+    exported = "\n".join(statement("", "__all__ = ", Seq(tuple(map(quote, names)), "[", "]")))
+    head = re.sub(r"^__all__ = \[.*?\]$", exported, head, count=1, flags=re.M | re.S)
     head = head.replace(
         "import snakebridge.facade as _sb\n",
         "import snakebridge.facade as _sb\nimport snakebridge.runtime.streams as _sb_streams\n",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from snakebridge.codegen.source import quote
+from snakebridge.codegen.source import quote, union_members
 
 __all__ = ["ANY", "BUILTIN_TYPES", "HintContext", "hint"]
 
@@ -107,7 +107,7 @@ def _dotted(node: ast.expr) -> str | None:
 def _union(parts: list[str]) -> str:
     if ANY in parts:
         return ANY
-    unique = list(dict.fromkeys(p for part in parts for p in part.split(" | ")))
+    unique = list(dict.fromkeys(p for part in parts for p in union_members(part)))
     return " | ".join([p for p in unique if p != "None"] + (["None"] if "None" in unique else []))
 
 

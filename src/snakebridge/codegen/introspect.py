@@ -2,7 +2,8 @@
 
 A standalone script (one file by design: it is copied into nothing and imports nothing of
 snakebridge, so it is longer than our other modules). It runs inside the library's environment
-with only the standard library, as ``python -I introspect.py`` with a JSON request on stdin::
+with only the standard library, as ``python -s introspect.py`` (no PYTHON* variables but a fixed
+``PYTHONHASHSEED``) with a JSON request on stdin::
 
     {"library": "numpy", "module": "numpy", "symbols": ["mean", "linalg.norm"], "all": false,
      "depth": 1, "typeshed": "/path/to/typeshed/stdlib"}
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import difflib
 import enum
 import importlib
@@ -66,7 +68,11 @@ VALUE_TYPES = {
     "decimal.Decimal",
     "fractions.Fraction",
     "uuid.UUID",
-}
+    "collections.OrderedDict",
+    "collections.Counter",
+    "collections.defaultdict",
+    "collections.deque",
+}  # what the worker's value codec sends back by value (snakebridge_worker/values.py)
 TYPESHED: List[str] = []
 TYPING_MODULES = ("typing.", "typing_extensions.", "collections.abc.", "_collections_abc.")
 
@@ -282,7 +288,7 @@ def _stub_paths(module: str) -> List[str]:
     for root in roots + TYPESHED:
         inner = parts[1:] if root.endswith(parts[0] + "-stubs") else parts
         base = os.path.join(root, *inner)
-        for candidate in (base + ".pyi", os.path.join(base, "__init__.pyi")):
+        for candidate in (os.path.join(base, "__init__.pyi"), base + ".pyi"):  # as imports do
             if os.path.isfile(candidate):
                 found.append(candidate)
     return found
@@ -350,6 +356,7 @@ def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], st
     tree, imports = found
     scope: List[ast.stmt] = tree.body
     parts = qualname.split(".")
+    owner: Optional[ast.ClassDef] = None
     for index, part in enumerate(parts[:-1]):
         classes = [n for n in _flatten(scope) if isinstance(n, ast.ClassDef) and n.name == part]
         if not classes:
@@ -358,12 +365,23 @@ def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], st
                 source, _, name = target.rpartition(".")
                 return _stub_defs(source, ".".join([name] + parts[1:]), hops - 1)
             return [], module
-        scope = classes[0].body
+        owner, scope = classes[0], classes[0].body
     defs = [
         n
         for n in _flatten(scope)
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == parts[-1]
     ]
+    for base in owner.bases if owner is not None and not defs and hops else []:
+        node = base.value if isinstance(base, ast.Subscript) else base
+        dotted = ast.unparse(node)
+        head, _, rest = dotted.partition(".")
+        target = imports.get(head)
+        if target is None or "." not in target:
+            continue
+        source, _, name = (target + ("." + rest if rest else "")).rpartition(".")
+        found_defs, where = _stub_defs(source, name + "." + parts[-1], hops - 1)
+        if found_defs:
+            return found_defs, where
     target = imports.get(parts[0]) if len(parts) == 1 else None
     if not defs and target and hops and "." in target:
         source, _, name = target.rpartition(".")
@@ -418,11 +436,13 @@ def _stub_signature(node: Any, qualifier: Optional[Qualifier]) -> Dict[str, Any]
     return {"params": params, "returns": ann(node.returns)}
 
 
-def stub_signatures(module: str, qualname: str) -> List[Dict[str, Any]]:
+def stub_signatures(
+    module: str, qualname: str, typevars: Optional[Dict[Any, Any]] = None
+) -> List[Dict[str, Any]]:
     """Signatures from a .pyi stub (several when the stub has overloads)."""
     defs, where = _stub_defs(module, qualname)
     found = stub_module(where)
-    qualifier = Qualifier(where, found[1] if found else None)
+    qualifier = Qualifier(where, found[1] if found else None, typevars)
     return [_stub_signature(node, qualifier) for node in defs]
 
 
@@ -513,6 +533,8 @@ def _defined_in(obj: Any, fallback: str) -> str:
     A function's globals say it even when a library rewrites ``__module__`` to a public one.
     """
     function = getattr(obj, "__func__", obj)
+    with contextlib.suppress(Exception):
+        function = inspect.unwrap(function)  # a decorator's globals are not the function's
     name = getattr(function, "__globals__", {}).get("__name__")
     if isinstance(name, str) and name in sys.modules:
         return name
@@ -524,10 +546,10 @@ def signature_of(
     obj: Any, module: str, qualname: str, name: str, typevars: Optional[Dict[Any, Any]] = None
 ) -> Tuple[Signature, str, List[Signature]]:
     """(signature, tier, overloads); annotations qualified."""
-    overloads = stub_signatures(module, qualname)
+    overloads = stub_signatures(module, qualname, typevars)
     home = getattr(obj, "__module__", None)
     if not overloads and isinstance(home, str) and home != module:
-        overloads = stub_signatures(home, getattr(obj, "__qualname__", qualname))
+        overloads = stub_signatures(home, getattr(obj, "__qualname__", qualname), typevars)
     try:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):
@@ -617,9 +639,20 @@ def member_info(cls: type, name: str, typevars: Dict[Any, Any]) -> Optional[Dict
     qualname = "%s.%s" % (owner.__qualname__, name)
     signature, tier, overloads = signature_of(target, owner.__module__, qualname, name, typevars)
     params = signature["params"]
-    if kind == "method" and params and (params[0]["name"] == "self" or tier in STUBBY):
+    bound_first = params and params[0]["kind"] != "VAR_POSITIONAL"
+    if (
+        kind == "method"
+        and bound_first
+        and (params[0]["name"] == "self" or tier in STUBBY or inspect.isfunction(raw))
+    ):
         signature = dict(signature, params=params[1:])
-        overloads = [dict(o, params=o["params"][1:]) for o in overloads]
+    if kind == "method":
+        bound = {_name_of(v, "") for v in typevars.values()}
+        overloads = [
+            dict(o, params=o["params"][1:])
+            for o in overloads
+            if _self_fits(o, bound) and all(p["name"] != "self" for p in o["params"][1:])
+        ]
     elif kind == "classmethod" and tier in STUBBY and params:
         signature = dict(signature, params=params[1:])
     if kind == "classmethod":
@@ -632,6 +665,17 @@ def member_info(cls: type, name: str, typevars: Dict[Any, Any]) -> Optional[Dict
         "overloads": overloads,
         "doc": trimmed_doc(target, MEMBER_DOC),
     }
+
+
+def _self_fits(overload: Dict[str, Any], bound: "set[str]") -> bool:
+    """Whether an overload typed for ``self: Base[X]`` applies to a class that binds X."""
+    params = overload["params"]
+    annotation = params[0].get("annotation") if params else None
+    if not annotation or "[" not in annotation:
+        return True
+    inner = annotation[annotation.index("[") + 1 : annotation.rindex("]")]
+    names = [n.strip() for n in inner.split(",")]
+    return all(n in bound or not _NAME.fullmatch(n) for n in names)
 
 
 def _wanted_member(cls: type, name: str) -> bool:
@@ -744,9 +788,10 @@ def home_of(cls: type, root: str, near: str) -> Optional[Tuple[str, str]]:
 
 def pull_types(out: Dict[str, Any], root: str, known: List[str]) -> None:
     """Describe the library classes the described symbols return, a few rounds deep."""
-    seen = set(known) | {i.get("remote_type") for i in out["symbols"].values()}
-    frontier = [(n, i["module"]) for i in out["symbols"].values() for n in referenced(i)]
-    out["types"] = {}
+    out.setdefault("types", {})
+    described = list(out["symbols"].values()) + list(out["types"].values())
+    seen = set(known) | {i.get("remote_type") for i in described} | set(out["types"])
+    frontier = [(n, i["module"]) for i in described for n in referenced(i)]
     for _ in range(PULL_ROUNDS):
         found = []
         for dotted, near in frontier:
@@ -838,6 +883,8 @@ def _surface(top: Any, module_name: str, depth: int) -> List[str]:
 
 
 def main() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]  # as -I would
     request = json.loads(sys.stdin.read())
     module_name = request["module"]
     if request.get("typeshed"):
@@ -879,6 +926,13 @@ def main() -> None:
             out["errors"][dotted] = str(exc)
         except Exception as exc:
             out["errors"][dotted] = "%s: %s" % (type(exc).__name__, exc)
+    out["types"] = {}
+    for home in request.get("types", []):  # classes pulled in by an earlier sync, by type key
+        try:
+            info = describe(_lookup(home["key"]), home["module"], home["name"])
+            out["types"][home["key"]] = dict(info, pulled=True)
+        except Exception as exc:
+            out["errors"][home["key"]] = "%s: %s" % (type(exc).__name__, exc)
     if request.get("pull", True):
         pull_types(out, module_name, list(request.get("known", [])))
     print(json.dumps(out, sort_keys=True))

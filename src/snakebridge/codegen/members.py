@@ -14,7 +14,16 @@ from dataclasses import replace
 from typing import Any
 
 from snakebridge.codegen.hints import ANY, HintContext, hint
-from snakebridge.codegen.source import Call, Expr, Seq, def_lines, docstring, quote, statement
+from snakebridge.codegen.source import (
+    Call,
+    Expr,
+    Seq,
+    def_lines,
+    docstring,
+    quote,
+    statement,
+    union_members,
+)
 
 __all__ = ["SPECIAL", "render_class", "render_exception", "render_function", "sanitize"]
 
@@ -58,7 +67,7 @@ def _widen(annotation: str, default: str) -> str:
     except (ValueError, SyntaxError):
         return ANY
     kind = "None" if value is None else type(value).__name__
-    members = [m.rpartition(".")[2] for m in annotation.split(" | ")]
+    members = [m.rpartition(".")[2] for m in union_members(annotation)]
     if annotation == ANY or kind in members or (kind in ("int", "bool") and "float" in members):
         return annotation
     if kind == "bool" and "int" in members:
@@ -144,29 +153,54 @@ def _overloads(
     """``@_t.overload`` variants (empty when fewer than two distinct ones)."""
     blocks: list[list[str]] = []
     kept: list[list[str]] = []
-    if _indistinct(info.get("overloads") or [], ctx):
+    variants = info.get("overloads") or []
+    if _indistinct(variants, ctx):
         return []
-    for overload in info.get("overloads") or []:
+    for index, overload in enumerate(variants):
         params = Params(overload["params"], ctx, literal=False)
         defs = [d.replace("= _sb.NOT_GIVEN", "= ...") for d in params.defs]
-        if first and "/" not in defs:  # self is positional-only in every variant and the def
-            defs = ["/", *defs]
+        if first and "/" not in defs and name not in _REF_PARAMS:
+            defs = ["/", *defs]  # self is positional-only in every variant and in the def
         if any(_covers(earlier, defs) for earlier in kept):
             continue  # types the host cannot spell made it the same as an earlier one
         kept.append(defs)
-        lines = def_lines(indent, name, [*first, *defs], hint(overload.get("returns"), ctx))
-        blocks.append([f"{indent}@_t.overload", *decorator, *lines[:-1], lines[-1] + " ..."])
+        returns = hint(overload.get("returns"), ctx)
+        lines = def_lines(indent, name, [*first, *defs], returns, " ...")
+        if _shadows(overload, variants[index + 1 :], ctx):
+            lines[0] += "  # type: ignore[overload-overlap]"  # as the library's stubs do
+        blocks.append([f"{indent}@_t.overload", *decorator, *lines])
     return [line for block in blocks for line in block] if len(blocks) > 1 else []
 
 
-def _slots(params: list[dict[str, Any]], ctx: HintContext) -> dict[Any, tuple[str, bool]]:
-    """Parameter slot (position, or name when keyword-only) → (hint, required)."""
-    slots: dict[Any, tuple[str, bool]] = {}
-    for index, param in enumerate(params):
-        if param["kind"] in ("VAR_POSITIONAL", "VAR_KEYWORD"):
+def _shadows(overload: dict[str, Any], later: list[dict[str, Any]], ctx: HintContext) -> bool:
+    """Whether a ``None`` parameter makes this overload overlap a later one whose parameter
+    is ``Hashable`` with another return type (mypy's overload-overlap: the facade classes do
+    not inherit from each other, so differing returns never nest)."""
+    mine = _slots(overload["params"], ctx)
+    returns = hint(overload.get("returns"), ctx)
+    for other in later:
+        theirs = _slots(other["params"], ctx)
+        if hint(other.get("returns"), ctx) == returns or set(mine) != set(theirs):
             continue
-        key = param["name"] if param["kind"] == "KEYWORD_ONLY" else index
-        slots[key] = (hint(param.get("annotation"), ctx), not param.get("has_default"))
+        if any(_disjoint(mine[k][0], theirs[k][0]) for k in mine if mine[k][0] != "None"):
+            continue
+        if any(mine[k][0] == "None" and theirs[k][0] == "_t.Hashable" for k in mine):
+            return True
+    return False
+
+
+def _slots(params: list[dict[str, Any]], ctx: HintContext) -> dict[Any, tuple[str, bool, str]]:
+    """Parameter slot (position, or name when keyword-only) → (hint, required, annotation)."""
+    slots: dict[Any, tuple[str, bool, str]] = {}
+    for index, param in enumerate(params):
+        if param["kind"] == "VAR_KEYWORD":
+            continue
+        key: Any = param["name"] if param["kind"] == "KEYWORD_ONLY" else index
+        if param["kind"] == "VAR_POSITIONAL":
+            key = "*"
+        annotation = str(param.get("annotation") or "")
+        required = not param.get("has_default") and key != "*"
+        slots[key] = (hint(annotation, ctx), required, annotation)
     return slots
 
 
@@ -178,7 +212,7 @@ def _disjoint(first: str, second: str) -> bool:
     a, b = literal.match(first), literal.match(second)
     if a and b:
         return not set(a.group(1).split(", ")) & set(b.group(1).split(", "))
-    parts_a, parts_b = set(first.split(" | ")), set(second.split(" | "))
+    parts_a, parts_b = set(union_members(first)), set(union_members(second))
     if parts_a == {"None"} or parts_b == {"None"}:
         return "None" not in (parts_b if parts_a == {"None"} else parts_a)
     scalar = {"str", "bytes", "int", "float", "list", "dict", "tuple"}
@@ -187,15 +221,31 @@ def _disjoint(first: str, second: str) -> bool:
     )
 
 
+def _spread(
+    slots: dict[Any, tuple[str, bool, str]], other: dict[Any, tuple[str, bool, str]]
+) -> dict[Any, tuple[str, bool, str]]:
+    """``*args`` stands for each positional slot the other overload has."""
+    if "*" not in slots:
+        return slots
+    extra = {k: (*slots["*"][:1], False, slots["*"][2]) for k in other if isinstance(k, int)}
+    return {**extra, **slots}
+
+
 def _indistinct(overloads: list[dict[str, Any]], ctx: HintContext) -> bool:
-    """Whether two overloads can no longer be told apart with the hints the host can write."""
+    """Whether two overloads that differed in a type the host writes as Any can no longer be
+    told apart (by disjoint hints or a parameter only one of them requires)."""
     slots = [_slots(o["params"], ctx) for o in overloads]
     for i, first in enumerate(slots):
         for second in slots[i + 1 :]:
-            told = any(_disjoint(first[k][0], second[k][0]) for k in set(first) & set(second))
+            first, second = _spread(first, second), _spread(second, first)
+            shared = set(first) & set(second)
+            lost = any(
+                first[k][2] != second[k][2] and ANY in first[k][0] + second[k][0] for k in shared
+            )
+            told = any(_disjoint(first[k][0], second[k][0]) for k in shared)
             told = told or any(first[k][1] for k in set(first) - set(second))
             told = told or any(second[k][1] for k in set(second) - set(first))
-            if not told:
+            if lost and not told:
                 return True
     return False
 
@@ -216,7 +266,10 @@ def _covers(earlier: list[str], later: list[str]) -> bool:
     for name, (annotation, optional) in second.items():
         if name not in first:
             return False
-        if first[name][0] not in (ANY, annotation) or (optional and not first[name][1]):
+        wider = set(union_members(first[name][0]))
+        if not (first[name][0] == ANY or set(union_members(annotation)) <= wider):
+            return False
+        if optional and not first[name][1]:
             return False
     return all(optional or name in second for name, (_, optional) in first.items())
 
@@ -256,12 +309,19 @@ def _body(
     signature = info.get("signature") or {"params": [], "returns": None}
     params_info = _renamed(name, signature["params"])
     literal = info.get("tier") == "runtime"
-    overloads = [] if name in SPECIAL else _overloads(indent, name, info, ctx, first, decorator)
+    variants = [{**o, "params": _renamed(name, o["params"])} for o in info.get("overloads") or []]
+    info = {**info, "overloads": variants}
+    fits = all(_fits(o["params"], params_info) for o in variants)
+    overloads = []
+    if (name in _REF_PARAMS and fits) or name not in SPECIAL:
+        overloads = _overloads(indent, name, info, ctx, first, decorator)
     runtime = info.get("tier") in ("runtime", "text_signature")
-    if overloads and runtime and all(_fits(o["params"], params_info) for o in info["overloads"]):
+    if overloads and runtime and fits:
         untyped = [{**p, "annotation": None} for p in params_info]
         params = Params(untyped, ctx, literal)
-        defs = params.defs if "/" in params.defs or not first else ["/", *params.defs]
+        defs = params.defs
+        if first and "/" not in defs and name not in _REF_PARAMS:
+            defs = ["/", *defs]
         lines = def_lines(indent, name, [*first, *defs], ANY)
         return [*overloads, *decorator, *lines], params.forward(), ANY
     if overloads:
@@ -307,6 +367,9 @@ def _member(cls: dict[str, Any], member: dict[str, Any], ctx: HintContext) -> li
     first = {"staticmethod": [], "classmethod": ["cls"]}.get(kind, ["self"])
     decorator = [f"    @{kind}"] if kind in ("staticmethod", "classmethod") else []
     lines, forward, returns = _body("    ", local, member, ctx, first, decorator)
+    if name in ("__eq__", "__ne__") and returns not in ("bool", ANY):
+        at = next(i for i, line in enumerate(lines) if line.lstrip().startswith("def "))
+        lines[at] += "  # type: ignore[override]"  # like numpy and pandas stubs: not a bool
     lines += doc
     if name == "__call__":
         call = Call("_sb.call", ("self", *forward))
@@ -355,6 +418,8 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
     names = {sanitize(str(m["name"])) for m in members}
     ctx = replace(ctx, self_name=local, shadowed=ctx.shadowed | names)
     lines = [f"class {local}(_sb.Ref, metaclass=_sb.ProxyMeta):"]
+    if local.startswith("_"):  # the type of a result: nothing in its module may name it
+        lines[0] += "  # pyright: ignore[reportUnusedClass]"
     doc = docstring(str(info.get("doc", "")), "    ")
     lines += [*doc, ""] if doc else []
     lines += ["    __slots__ = ()", f"    __sb_type__ = {quote(str(info.get('remote_type', '')))}"]
@@ -371,6 +436,9 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
             continue
         taken.add(sanitize(str(member["name"])))
         lines += ["", *_member(info, member, ctx)]
+    if "__eq__" in taken:  # a class body that defines __eq__ alone loses __hash__
+        lines += ["", "    def __hash__(self) -> int:"]
+        lines += ['        return _t.cast("int", _sb.special(self, "__hash__"))']
     return lines
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +26,11 @@ from snakebridge.runtime.interpreters import interpreter_for
 __all__ = ["Project", "SyncReport"]
 
 INTROSPECT = Path(__file__).with_name("introspect.py")
+# Isolated like ``-I`` (no PYTHON* variables, no user site; the script drops its own directory
+# from sys.path), but with a fixed hash seed: libraries that format sets into docstrings give
+# the same text every run, so facades are byte-identical.
+INTROSPECT_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+INTROSPECT_ENV["PYTHONHASHSEED"] = "0"
 TIERS = ("runtime", "text_signature", "stub", "docstring", "variadic")
 
 
@@ -143,7 +149,10 @@ class Project:
         everything: bool = False,
         known: Iterable[str] = (),
         stars: Iterable[str] = (),
+        homes: Iterable[dict[str, Any]] = (),
     ) -> dict[str, Any]:
+        """What the introspector reports for ``symbols`` (or the whole surface), with the
+        classes results are typed as; ``homes`` re-describes classes pulled in earlier."""
         spec, module = self.library(library)
         request = {
             "library": library,
@@ -155,14 +164,16 @@ class Project:
             "typeshed": str(_typeshed()),
             "known": sorted(set(known)),
             "star": sorted(set(stars)),
+            "types": list(homes),
         }
         interpreter = interpreter_for(self.settings, spec.env)
         done = subprocess.run(
-            [interpreter, "-I", str(INTROSPECT)],
+            [interpreter, "-s", str(INTROSPECT)],
             input=json.dumps(request),
             capture_output=True,
             text=True,
             cwd="/",
+            env=INTROSPECT_ENV,
             timeout=600,
         )
         if done.returncode != 0:
@@ -255,7 +266,18 @@ class Project:
                 for path, r in entry["symbols"].items()
                 if r["info"].get("remote_type") and path not in missing
             ]
-            result = self.introspect(library, missing, everything, known, stars)
+            pulled_types = entry.get("types", {})
+            homes = [
+                {
+                    "key": pulled_types[s]["key"],
+                    "module": pulled_types[s]["module"],
+                    "name": s.rpartition(".")[2],
+                }
+                for s in sorted(missing)
+                if s in pulled_types
+            ]
+            asked = {s: u for s, u in missing.items() if s not in pulled_types}
+            result = self.introspect(library, asked, everything, known, stars, homes)
             entry["resolved"] = result.get("version", "unknown")
             entry["generator"] = generator_hash()
             entry["config"] = config
@@ -303,6 +325,8 @@ class Project:
                 }
                 if pulled or (old is not None and old.get("pulled")):
                     record["pulled"] = True
+                    home = {"key": info.get("remote_type"), "module": info["module"]}
+                    entry.setdefault("types", {})[canonical] = home
                 if old is not None:
                     record["first_use"] = old.get("first_use", "") or record["first_use"]
                 entry["symbols"][canonical] = record

@@ -13,7 +13,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["WIDTH", "Call", "Seq", "def_lines", "docstring", "flat", "quote", "statement"]
+__all__ = [
+    "WIDTH",
+    "Call",
+    "Seq",
+    "def_lines",
+    "docstring",
+    "flat",
+    "quote",
+    "statement",
+    "union_members",
+]
 
 WIDTH = 88
 
@@ -95,10 +105,79 @@ def statement(indent: str, head: str, expr: Expr, tail: str = "") -> list[str]:
     return _split(indent, head, expr, tail)
 
 
-def def_lines(indent: str, name: str, params: Sequence[str], returns: str) -> list[str]:
-    """A ``def`` line, its parameters split like a call when it is too long."""
-    tail = f" -> {returns}:"
-    return _split(indent, "def ", Call(name, tuple(params)), tail)
+def def_lines(
+    indent: str, name: str, params: Sequence[str], returns: str, suffix: str = ""
+) -> list[str]:
+    """A ``def`` line; when too long, its parameters on one indented line if they fit (two
+    or more of them), else one per line with a trailing comma, long unions split at ``|``."""
+    tail = f" -> {returns}:{suffix}"
+    one = f"{indent}def {name}({', '.join(params)}){tail}"
+    if len(one) <= WIDTH or not params:
+        return [one]
+    inner = indent + "    "
+    body = ", ".join(params)
+    if len(params) > 1 and len(inner + body) <= WIDTH:
+        return [f"{indent}def {name}(", inner + body, f"{indent}){tail}"]
+    lines = [f"{indent}def {name}("]
+    for param in params:
+        lines += _param_lines(inner, param + ",")
+    return [*lines, f"{indent}){tail}"]
+
+
+def _param_lines(inner: str, text: str) -> list[str]:
+    """One parameter; a union too long for its line continues on ``| ...`` lines."""
+    if len(inner + text) <= WIDTH:
+        return [inner + text]
+    parts = _top_level(text, " | ")
+    if len(parts) > 1:
+        pieces = [parts[0], *(f"| {part}" for part in parts[1:])]
+        return [line for piece in pieces for line in _subscript_lines(inner, piece)]
+    return _subscript_lines(inner, text)
+
+
+def _subscript_lines(inner: str, text: str) -> list[str]:
+    """A too-long ``X[a, b, ...]`` with its items one per line (a subscript splits so)."""
+    if len(inner + text) <= WIDTH:
+        return [inner + text]
+    opening = text.find("[")
+    closing = _matching(text, opening) if opening > 0 else -1
+    if closing < 0:
+        return [inner + text]
+    items = _top_level(text[opening + 1 : closing], ", ")
+    body = [f"{inner}    {item}," for item in items]
+    return [inner + text[: opening + 1], *body, inner + text[closing:]]
+
+
+def union_members(hint: str) -> list[str]:
+    """The members of a union hint (``A | B[C | D]`` → ``A``, ``B[C | D]``)."""
+    return _top_level(hint, " | ")
+
+
+def _top_level(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` outside brackets and string literals."""
+    parts, depth, start, quoted = [], 0, 0, ""
+    for index, char in enumerate(text):
+        if quoted:
+            quoted = "" if char == quoted else quoted
+            continue
+        if char in "\"'":
+            quoted = char
+        depth += char in "([{"
+        depth -= char in ")]}"
+        if depth == 0 and text.startswith(separator, index):
+            parts.append(text[start:index])
+            start = index + len(separator)
+    return [*parts, text[start:]]
+
+
+def _matching(text: str, opening: int) -> int:
+    depth = 0
+    for index in range(opening, len(text)):
+        depth += text[index] in "([{"
+        depth -= text[index] in ")]}"
+        if depth == 0:
+            return index
+    return -1
 
 
 def _escape(text: str) -> str:
@@ -119,6 +198,8 @@ def docstring(text: str, indent: str) -> list[str]:
     if not lines:
         return []
     lines[0] = lines[0].lstrip()
+    margin = min((len(x) - len(x.lstrip()) for x in lines[1:] if x.strip()), default=0)
+    lines = [lines[0], *(x[margin:] for x in lines[1:])]  # as ruff re-indents them
     lines = [_escape(line) for line in lines]
     if lines[0].startswith('"'):
         lines[0] = " " + lines[0]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from snakebridge.errors import EncodeError, RefInvalid
-from snakebridge.runtime.codec import codec_for_thread
+from snakebridge.runtime.codec import CALLBACKS, codec_for_thread
 from snakebridge.runtime.exchange import in_callback_of
 from snakebridge.runtime.refs import Ref, Session, current_session
 from snakebridge_worker import protocol as p
@@ -75,6 +75,7 @@ class Call:
     avoid: Worker | None = None  # a worker it must not wait for (its callback is running)
     nested: bool = False  # sent from inside a host callback of ``want``: runs at once
     idempotent: bool = False
+    callbacks: tuple[int, ...] = ()  # host callables it sent (dropped if its worker is lost)
 
 
 def prepare(
@@ -107,7 +108,8 @@ def prepare(
     flags = p.FLAG_PATH_VALUES if current.path_values else 0
     message = [p.CALL, call_id, owner.id, flags, module, qualname, ref_id, op, list(args), kwargs]
     frame = codec.encode(message)
-    owner.callback_ids.extend(codec.callbacks)
+    callbacks = tuple(codec.callbacks)
+    owner.callback_ids.extend(callbacks)
     for ref in codec.refs_seen:
         holder: Worker = ref._sb_worker  # type: ignore[assignment]
         if want is None:
@@ -118,9 +120,13 @@ def prepare(
                 "a call runs in one worker, so create these objects in one session call chain"
             )
     nested = want is not None and line is not None and line is want.line
-    if nested:
+    if nested:  # encode again with the flag; the first encoding's callables are dropped
+        for callback_id in callbacks:
+            CALLBACKS.pop(callback_id, None)
         message[3] = flags | p.FLAG_NESTED
         frame = codec.encode(message)
+        callbacks = tuple(codec.callbacks)
+        owner.callback_ids.extend(callbacks)
     if timeout is None:
         timeout = current.timeout if current.timeout is not None else pool_timeout
     if subject is not None:
@@ -137,4 +143,5 @@ def prepare(
         avoid=line.holder if line is not None and not nested else None,
         nested=nested,
         idempotent=idempotent or bool(current.idempotent),
+        callbacks=callbacks,
     )

@@ -1,5 +1,8 @@
 """The universal call API over lazily started pools: call/get and their asyncio twins.
 
+(Over 350 lines on purpose: one short public function per entry point, each with its async
+twin.)
+
 One :class:`_Runtime` per host process owns the settings, the pools and a housekeeping
 thread (releases dropped Refs in batches, replaces idle workers that died, publishes status).
 A process that forks gets a fresh runtime in the child; it never shares its parent's workers.

@@ -11,8 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from snakebridge.errors import DecodeError, EncodeError, ProtocolError, RefInvalid
+from snakebridge.errors import (
+    DecodeError,
+    EncodeError,
+    ProtocolError,
+    RefInvalid,
+    SnakeBridgeError,
+)
 from snakebridge.runtime import hostobjects, refs
+from snakebridge.runtime.replies import check_reply
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
 
@@ -204,12 +211,13 @@ class HostCodec(v.ValueCodec):
             raise ProtocolError(f"worker sent a malformed frame ({exc}); it was closed") from None
         except ImportError as exc:
             raise DecodeError(f"cannot decode the reply: {exc} (install it in the host)") from None
-        except Exception as exc:
+        except SnakeBridgeError:
+            raise
+        except Exception as exc:  # a hook met garbage: struct.error, InvalidOperation, …
             raise DecodeError(f"cannot decode the reply: {_reason(exc)}") from None
         finally:
             self.worker = self.session = None
-        if type(message) is not list or len(message) < 3 or type(message[0]) is not int:
-            raise ProtocolError(f"worker sent a frame that is not [kind, id, ...]: {message!r:.80}")
+        message = check_reply(message)  # ProtocolError unless the frame has its kind's shape
         if message[0] == p.ERROR and type(message[2]) is dict:
             text = message[2].get("message")
             if isinstance(text, str) and "read-only" in text and "inout" not in text:

@@ -1,5 +1,8 @@
 """The call exchange on one worker's connection: calls in flight, matched by id.
 
+(Over 350 lines on purpose: the sync and async waiting loops share every step and stay side
+by side here so they cannot drift.)
+
 Several calls may be in flight on one worker (pipelined). Exactly one waiting caller at a time
 holds the *reader role*: it reads frames from the transport and hands each to the call it
 belongs to, waking exactly that caller (a ``threading.Event`` for a thread, a future for an
@@ -163,8 +166,8 @@ class Line:
                     self._order.append(pending)
             try:
                 self.transport.send(data)
-            except OSError as exc:
-                self.lose(PeerClosed(str(exc)))
+            except OSError as exc:  # it was gone before the call reached it: send it elsewhere
+                self.lose(PeerClosed(str(exc)), unsent=(pending,))
 
     def submit_many(self, pendings: list[Pending], data: bytes) -> None:
         """:meth:`submit` for several calls whose frames ``data`` holds, in one write."""
@@ -180,7 +183,7 @@ class Line:
             try:
                 self.transport.send(data)
             except OSError as exc:
-                self.lose(PeerClosed(str(exc)))
+                self.lose(PeerClosed(str(exc)), unsent=tuple(pendings))
 
     def send(self, data: bytes) -> None:
         """Frames that need no answer (releases, callback results); a lost worker ignores them."""
@@ -200,7 +203,10 @@ class Line:
                     self._reader = None
                     self._hand_off()
                 return _DONE, None
-            if me.inbox:
+            if me.inbox:  # the callback may call this worker again: let someone else read
+                if self._reader is me:
+                    self._reader = None
+                    self._hand_off()
                 return _SERVE, me.inbox.popleft()
             if self._reader is None or self._reader is me:
                 self._reader = me
@@ -318,8 +324,11 @@ class Line:
                 nxt.clock = time.monotonic()
                 nxt._wake()
 
-    def lose(self, cause: BaseException) -> None:
-        """The worker is gone: the head call (and nested ones) fail, the others are requeued."""
+    def lose(self, cause: BaseException, unsent: tuple[Pending, ...] = ()) -> None:
+        """The worker is gone: the head call (and nested ones) fail, the others are requeued.
+
+        ``unsent`` calls never reached the worker (their write failed): requeued even at the head.
+        """
         with self._lock:
             if self.lost is not None:
                 return
@@ -329,10 +338,11 @@ class Line:
             self._pending.clear()
             self._order.clear()
             self._reader = None
-        error = self._on_lost(cause, head)
+        started_head = head if head is not None and head not in unsent else None
+        error = self._on_lost(cause, started_head)
         for pending in everyone:
             pending.done = True
-            started = pending is head or pending.nested
+            started = (pending is started_head or pending.nested) and pending not in unsent
             pending.error = error if started else Lost()
             pending._wake()
 

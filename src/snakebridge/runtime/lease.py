@@ -1,5 +1,8 @@
 """Which worker takes a call: worker states, the one wait queue, pipelining.
 
+(Over 350 lines on purpose: states, the wait queue and the worker record change together,
+under one lock.)
+
 :class:`Leaser` is the only code that changes a worker's :class:`State`; counts per state are
 kept as states change, so status and the polling decision cost O(1). A call takes an idle
 worker if there is one; when every worker is busy it is *pipelined* onto the busy worker with

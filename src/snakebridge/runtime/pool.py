@@ -1,5 +1,8 @@
 """A pool of workers of one environment: composition of transport, exchange, leasing, supervision.
 
+(Over 350 lines on purpose: it is the composition point; run, arun, run_many and the stream
+channel share one failure rule, kept next to them.)
+
 ``run``/``arun`` lease a worker (:mod:`lease`), send the call and wait on that worker's line
 (:mod:`exchange`); ``run_many`` pipelines a whole batch; ``open_channel`` holds a worker for a
 stream. What a lost worker means for its calls is decided in one place (:meth:`Pool._lost`).
@@ -22,7 +25,7 @@ from snakebridge.errors import (
 )
 from snakebridge.runtime import dataplane
 from snakebridge.runtime.calls import Call, next_call_id, prepare
-from snakebridge.runtime.codec import HOST_HAS_NUMPY
+from snakebridge.runtime.codec import CALLBACKS, HOST_HAS_NUMPY
 from snakebridge.runtime.exchange import Line, Lost, Pending
 from snakebridge.runtime.lease import Leaser, State, Worker
 from snakebridge.runtime.supervisor import Supervisor
@@ -248,6 +251,8 @@ class Pool:
             ):
                 emit("runtime.call", "retry", pool=self.name, call=call.description)
                 return False, None
+            for callback_id in call.callbacks:  # the worker that held them is gone
+                CALLBACKS.pop(callback_id, None)
             raise error
         if isinstance(pending.value, Exception):
             raise pending.value

@@ -1,4 +1,8 @@
-"""Refs (handles to objects living in a worker) and the sessions that own them."""
+"""Refs (handles to objects living in a worker) and the sessions that own them.
+
+(Over 350 lines on purpose: a Ref forwards the whole Python object protocol, one small method
+per special method.)
+"""
 
 from __future__ import annotations
 
@@ -420,6 +424,8 @@ def register_proxy(type_key: str, cls: type[Ref]) -> None:
     """
     if not (isinstance(cls, type) and issubclass(cls, Ref)) or "__slots__" not in vars(cls):
         raise TypeError(f"{cls!r} must be a Ref subclass with __slots__ = ()")
+    if cls.__hash__ is None:  # it defines __eq__: hashing is the remote object's business
+        cls.__hash__ = Ref.__hash__
     _PROXIES[type_key] = cls
     _CLASS_FOR.clear()
 

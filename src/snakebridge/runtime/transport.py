@@ -1,5 +1,8 @@
 """How the host talks to one worker: the WorkerTransport interface and its process implementation.
 
+(Over 350 lines on purpose: the interface and its process implementation, whose framing,
+polling and death diagnosis belong together.)
+
 Nothing above this module touches sockets, processes or frame parsing. A transport moves whole
 frames: ``send`` is thread-safe, ``recv``/``recv_now`` are used by one reader at a time (the
 exchange's reader role guarantees it). Local processes are the first implementation; the thread
