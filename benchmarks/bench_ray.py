@@ -8,8 +8,10 @@ Bar: no-op at most 1.3 times a raw Ray actor call. Run: ``python benchmarks/benc
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +25,7 @@ CONFIG = """
 [tool.snakebridge.libraries]
 operator = "stdlib"
 numpy = "stdlib"
+time = "stdlib"
 
 [tool.snakebridge.pools.default]
 backend = "ray"
@@ -50,6 +53,32 @@ def best(fn: Callable[[], Any], rounds: int = ROUNDS) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def crash_seconds() -> tuple[float, float]:
+    """(SIGKILL of a busy actor → WorkerCrashed raised, → the pool back at full size)."""
+    from snakebridge.runtime.client import runtime
+
+    pool = runtime().pools["default"]
+    raised: list[float] = []
+
+    def sleeper() -> None:
+        try:
+            snakebridge.call("time", "sleep", [60])
+        except snakebridge.WorkerCrashed:
+            raised.append(time.perf_counter())
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    while not any(w.state.value == "busy" for w in pool.workers):
+        time.sleep(0.001)
+    victim = next(w.pid for w in pool.workers if w.state.value == "busy")
+    start = time.perf_counter()
+    os.kill(victim, signal.SIGKILL)
+    thread.join()
+    while not pool.workers or pool.workers[0].pid == victim:
+        time.sleep(0.005)
+    return raised[0] - start, time.perf_counter() - start
 
 
 def main() -> None:
@@ -90,6 +119,11 @@ def main() -> None:
     print(f"{'':28} {'snakebridge-on-ray':>20} {'plain Ray actor':>16} {'ratio':>7}")
     for name, ours, theirs in rows:
         print(f"{name:28} {ours:20.1f} {theirs:16.1f} {ours / theirs:7.2f}")
+    crashed, replaced = crash_seconds()
+    print(
+        f"SIGKILLed actor mid-call: WorkerCrashed after {crashed:.3f}s, "
+        f"replaced after {replaced:.2f}s"
+    )
     snakebridge.shutdown()
     ray.shutdown()
     os.unlink(fh.name)
