@@ -191,3 +191,27 @@ def test_without_ray_the_backend_names_the_extra(
     monkeypatch.setenv("SNAKEBRIDGE_CONFIG", str(path))
     with pytest.raises(snakebridge.ConfigError, match=r"pip install snakebridge\[ray\]"):
         load_settings()
+
+
+def test_a_connection_without_the_token_is_refused() -> None:
+    import socket
+
+    import msgpack
+
+    from snakebridge.runtime.ray_transport import RayTransport
+    from snakebridge_worker import protocol as p
+    from snakebridge_worker.ray_actor import AUTH
+
+    transport = RayTransport.__new__(RayTransport)
+    transport._token = "a" * 64
+    for frame, accepted in [
+        (msgpack.packb([AUTH, "a" * 64]), True),
+        (msgpack.packb([AUTH, "b" * 64]), False),
+        (msgpack.packb([p.HELLO, 0, {}]), False),
+        (b"\xff" * 12, False),
+    ]:
+        host, rogue = socket.socketpair()
+        rogue.sendall(p.frame(frame))
+        rogue.close()
+        assert transport._authenticated(host) is accepted
+        host.close()
