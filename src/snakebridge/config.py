@@ -88,6 +88,33 @@ class PoolSpec(_Strict, frozen=True):
     env_vars: dict[str, str] = {}
     preload: list[str] = []  # streams (#14): modules each worker imports before taking calls
     init: str | None = None  # streams (#14): "helper.module:function" run once per worker
+    # ray (#15): workers as Ray actors (docs/ray.md); these keys only apply to backend="ray"
+    backend: Literal["process", "ray"] = "process"
+    ray_address: str | None = None  # None or "local": a private local cluster; "auto", "ray://…"
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: dict[str, float] = {}
+    runtime_env: Literal["pins", "py_executable", "none"] = "pins"
+
+    def __post_init__(self) -> None:
+        """Ray keys (#15): msgspec reports a ValueError here under this pool's key."""
+        if self.backend != "ray":
+            return
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError('backend = "ray" needs Ray on the host: pip install snakebridge[ray]')
+        for key in ("num_cpus", "num_gpus"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{key} must be a finite number 0 or more, got {value}")
+        for name, amount in self.resources.items():
+            if name in ("CPU", "GPU"):
+                raise ValueError(f"resources.{name}: use num_cpus/num_gpus for {name}")
+            if not (math.isfinite(amount) and amount > 0):
+                raise ValueError(f"resources.{name} must be a number above 0, got {amount}")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ValueError('ray_address must name a cluster ("auto", "ray://host:10001")')
 
     @property
     def ttl_s(self) -> float | None:

@@ -163,4 +163,30 @@ def diagnose(settings: Settings) -> list[Line]:
     problems = drifts(settings, lock, plans)
     for plan in plans.values():
         lines += _env(settings, plan, lock, problems)
-    return lines + _disk(settings, plans)
+    return lines + _ray(settings) + _disk(settings, plans)
+
+
+def _ray(settings: Settings) -> list[Line]:
+    """ray (#15): each backend="ray" pool, whether Ray is there and which cluster it joins."""
+    import importlib.util
+
+    lines = []
+    for name, pool in sorted(settings.pools.items()):
+        if pool.backend != "ray":
+            continue
+        if importlib.util.find_spec("ray") is None:
+            lines.append(
+                Line("FAIL", f"pool {name}: Ray is not installed", "pip install snakebridge[ray]")
+            )
+            continue
+        from importlib.metadata import version
+
+        where = pool.ray_address or "a local cluster started by the host"
+        lines.append(
+            Line(
+                "OK",
+                f"pool {name}: Ray {version('ray')} backend, cluster {where}, "
+                f"{pool.num_cpus:g} CPU / {pool.num_gpus:g} GPU per actor",
+            )
+        )
+    return lines

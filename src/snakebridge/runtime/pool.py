@@ -103,6 +103,7 @@ class Pool:
         worker = Worker(self, transport, line)
         line.holder = worker
         worker.info = transport.handshake(deadline)
+        worker.pid = transport.pid  # a Ray actor's pid is known only once it said HELLO
         return worker
 
     def start(self) -> None:
@@ -164,6 +165,7 @@ class Pool:
         return {
             "name": self.name,
             "size": self.size,
+            "backend": self.spec.backend,  # ray (#15)
             "queued": self.leaser.queued,
             "workers": [
                 {
@@ -171,6 +173,7 @@ class Pool:
                     "state": "streaming" if w.streaming else w.state.value,
                     "calls": w.calls,
                     **({"startup": w.info["startup"]} if w.info.get("startup") else {}),  # 14
+                    **getattr(w.transport, "describe", dict)(),  # ray (#15): actor, node
                 }
                 for w in self.workers
             ],
