@@ -99,13 +99,19 @@ def status_command(as_json: bool) -> None:
     for host in hosts:
         click.echo(f"host pid {host['pid']}")
         for pool in host["pools"]:
-            click.echo(f"  pool {pool['name']}: size {pool['size']}, queued {pool['queued']}")
+            on = " on Ray" if pool.get("backend") == "ray" else ""  # ray (#15)
+            click.echo(f"  pool {pool['name']}{on}: size {pool['size']}, queued {pool['queued']}")
             for worker in pool["workers"]:
                 startup = worker.get("startup") or {}  # streams (#14): preload/init seconds
                 took = sum((startup.get("preload") or {}).values()) + (startup.get("init") or 0)
                 click.echo(
                     f"    worker {worker['pid']}: {worker['state']}, {worker['calls']} calls served"
                     + (f", started in {took:.2f}s (preload, init)" if startup else "")
+                    + (
+                        f", Ray actor {worker['actor']} on {worker['node']}"
+                        if "actor" in worker
+                        else ""
+                    )
                 )
 
 

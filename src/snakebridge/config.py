@@ -118,6 +118,34 @@ class PoolSpec(_Strict, frozen=True):
         parsed = parse_duration(self.idle_timeout)
         return 60.0 if parsed is None else parsed
 
+    # ray (#15): workers as Ray actors (docs/ray.md); these keys only apply to backend="ray"
+    backend: Literal["process", "ray"] = "process"
+    ray_address: str | None = None  # None or "local": a private local cluster; "auto", "ray://…"
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: dict[str, float] = {}
+    runtime_env: Literal["pins", "py_executable", "none"] = "pins"
+
+    def __post_init__(self) -> None:
+        """Ray keys (#15): msgspec reports a ValueError here under this pool's key."""
+        if self.backend != "ray":
+            return
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError('backend = "ray" needs Ray on the host: pip install snakebridge[ray]')
+        for key in ("num_cpus", "num_gpus"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{key} must be a finite number 0 or more, got {value}")
+        for name, amount in self.resources.items():
+            if name in ("CPU", "GPU"):
+                raise ValueError(f"resources.{name}: use num_cpus/num_gpus for {name}")
+            if not (math.isfinite(amount) and amount > 0):
+                raise ValueError(f"resources.{name} must be a number above 0, got {amount}")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ValueError('ray_address must name a cluster ("auto", "ray://host:10001")')
+
     @property
     def ttl_s(self) -> float | None:
         return parse_duration(self.ttl)
@@ -390,8 +418,21 @@ def _read_toml(path: Path) -> dict[str, object]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError("file not found", key="SNAKEBRIDGE_CONFIG", path=path) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            "is a directory; point SNAKEBRIDGE_CONFIG at a TOML file", key="", path=path
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"is not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start}); TOML files "
+            "are UTF-8",
+            key="",
+            path=path,
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", key="", path=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot be read: {exc.strerror or exc}", key="", path=path) from None
 
 
 def _table_of(document: dict[str, object], standalone: bool) -> object | None:

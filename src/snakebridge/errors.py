@@ -19,6 +19,7 @@
     │   └── QueueTimeout (TimeoutError)  no worker became free within ``queue_timeout``
     ├── PoolClosed                       the pool was shut down
     ├── UnsafePath (PermissionError)     a private directory is someone else's or open to others
+    ├── UnwritablePath (OSError)         a file snakebridge generates cannot be written there
     └── RemoteError                      the library raised; subclasses also derive from the
         ├── RemoteKeyError (KeyError)    matching builtin, so ``except KeyError`` keeps working
         └── …                            (one class per builtin, made on first use)
@@ -47,6 +48,7 @@ __all__ = [
     "SnakeBridgeError",
     "SymbolNotFound",
     "UnsafePath",
+    "UnwritablePath",
     "WorkerCrashed",
     "WorkerStartError",
     "remote_error",
@@ -154,6 +156,11 @@ class PoolClosed(SnakeBridgeError):
 class UnsafePath(SnakeBridgeError, PermissionError):
     """A directory snakebridge keeps private files in is a symlink, another user's, or open to
     group or others; it is refused (as ssh refuses such a ``~/.ssh``)."""
+
+
+class UnwritablePath(SnakeBridgeError, OSError):
+    """A file snakebridge writes (facades, manifest, lock, caches) cannot be written: a
+    read-only directory, a full disk; the message names the path and the cause."""
 
 
 class RemoteError(SnakeBridgeError):

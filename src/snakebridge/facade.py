@@ -16,9 +16,9 @@ import json
 import os
 import sys
 import threading
-from pathlib import Path
 from typing import Any, Final
 
+from snakebridge import paths
 from snakebridge.errors import RemoteError, register_remote_exception
 from snakebridge.runtime.client import call as call_function
 from snakebridge.runtime.client import get
@@ -213,7 +213,7 @@ def _strict() -> bool:
 def _record(library: str, name: str) -> None:
     from snakebridge.runtime.client import runtime
 
-    path = runtime().settings.root / ".snakebridge" / "ledger.json"
+    path = paths.ledger_path(runtime().settings.root)
     with _LEDGER_LOCK:
         try:
             entries = json.loads(path.read_text())
@@ -221,10 +221,7 @@ def _record(library: str, name: str) -> None:
             entries = {}
         calls = entries.setdefault(library, {})
         calls[name] = int(calls.get(name, 0)) + 1
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".ledger.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, Path(path))
+        paths.atomic_write(path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 
 def _has_module(dotted: str) -> bool:

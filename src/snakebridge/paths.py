@@ -22,7 +22,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from snakebridge.errors import UnsafePath
+from snakebridge.errors import UnsafePath, UnwritablePath
 
 __all__ = [
     "STATE_DIR",
@@ -177,8 +177,14 @@ def atomic_write(
             return False
     except OSError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UnwritablePath(
+            f"cannot write {path}: {exc.strerror or exc}; make {path.parent} writable (or point "
+            "the setting that names it elsewhere) and retry"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)

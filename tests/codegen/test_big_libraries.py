@@ -36,6 +36,7 @@ sklearn = { package = "scikit-learn", version = ">=1.5" }
 requirements = ["pandas-stubs"]
 """
 CSV = "a,b,c\n1,2.0,x\n2,4.5,y\n3,5.5,x\n4,8.0,y\n"
+ALL_PANDAS = 'pandas = { version = ">=2.2", generate = "all" }'
 REVEALED = ["DataFrame", "DataFrame", "DataFrame", "DataFrame", "LinearRegression"]
 
 
@@ -52,6 +53,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for case in CASES.glob("*.py"):
         shutil.copy(case, root / "app" / case.name)
     (root / "data.csv").write_text(CSV)
+    pyright = {
+        "typeCheckingMode": "strict",
+        "include": ["app", "snakebridge_generated"],
+        "extraPaths": [str(Path(snakebridge.__file__).parents[1])],
+    }
+    (root / "pyrightconfig.json").write_text(json.dumps(pyright))
     built = cli(root, "setup")
     assert built.returncode == 0, built.stderr
     started = time.perf_counter()
@@ -85,12 +92,6 @@ def test_mypy_strict_is_clean_and_reveals_facade_classes(project: Path) -> None:
 
 
 def test_pyright_strict_is_clean_and_reveals_facade_classes(project: Path) -> None:
-    config = {
-        "typeCheckingMode": "strict",
-        "include": ["app", "snakebridge_generated"],
-        "extraPaths": [str(Path(snakebridge.__file__).parents[1])],
-    }
-    (project / "pyrightconfig.json").write_text(json.dumps(config))
     done = run(sys.executable, "-m", "pyright", "--outputjson", cwd=project)
     report = json.loads(done.stdout)
     errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
@@ -117,3 +118,20 @@ def test_facades_are_ruff_format_clean_and_in_sync(project: Path) -> None:
     assert formatted.returncode == 0, formatted.stdout[-2000:]
     assert cli(project, "check").returncode == 0
     assert "facades are up to date" in cli(project, "sync").stdout
+
+
+def test_generate_all_for_pandas_takes_effect_and_stays_clean(project: Path) -> None:
+    """Last: it switches pandas to its whole surface (a config change sync must apply)."""
+    config = project / "pyproject.toml"
+    config.write_text(config.read_text().replace('pandas = ">=2.2"', ALL_PANDAS))
+    assert "options changed" in cli(project, "check").stdout
+    synced = cli(project, "sync")
+    assert synced.returncode == 0, synced.stderr
+    assert "added pandas.concat" in synced.stdout and "added pandas.merge" in synced.stdout
+    done = run(
+        sys.executable, "-m", "mypy", "--strict", "snakebridge_generated", "app", cwd=project
+    )
+    assert "error" not in done.stdout, done.stdout[-4000:]
+    report = json.loads(run(sys.executable, "-m", "pyright", "--outputjson", cwd=project).stdout)
+    errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
+    assert errors == [], errors[:10]

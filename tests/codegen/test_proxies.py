@@ -20,11 +20,12 @@ Make = Callable[..., Project]
 
 APP = """
 import configparser as _cp
-from snakebridge_generated import configparser, decimal, json, logging, pathlib
+from snakebridge_generated import configparser, decimal, ipaddress, json, logging, pathlib
 from snakebridge_generated.collections import Counter
 
 json.loads, json.JSONDecodeError, pathlib.Path, Counter, configparser.Error
 configparser.ConfigParser, configparser.SectionProxy, decimal.DefaultContext, logging.root
+ipaddress.IPv4Address
 """
 PYPROJECT = """
 [tool.snakebridge]
@@ -36,6 +37,7 @@ collections = "stdlib"
 configparser = "stdlib"
 decimal = "stdlib"
 logging = "stdlib"
+ipaddress = "stdlib"
 """
 
 
@@ -58,6 +60,13 @@ def test_instances_are_of_their_facade_class(facades: Path) -> None:
     assert type(section).__name__ == "SectionProxy" and section["key"] == "1"
     assert isinstance(section, configparser.SectionProxy)
     assert not isinstance(parser, configparser.SectionProxy)
+    with pytest.raises(TypeError, match="unhashable"):  # as in process: hash asks the worker
+        hash(section)
+    from snakebridge_generated import ipaddress
+
+    address = ipaddress.IPv4Address("10.0.0.1")  # defines __eq__: the facade keeps __hash__
+    assert type(address) is ipaddress.IPv4Address and address == ipaddress.IPv4Address("10.0.0.1")
+    assert len({address, ipaddress.IPv4Address("10.0.0.1")}) == 1
     assert snakebridge.method(parser, "sections") == ["main"]
     words = collections.Counter(["a", "b", "a"])  # a by-value type: the host's own Counter
     assert isinstance(words, collections.Counter) and not isinstance(words, pathlib.Path)

@@ -185,3 +185,29 @@ def test_usable_limits_pass(tmp_path: Path) -> None:
     )
     spec = load_settings(tmp_path).pools["default"]
     assert spec.queue_timeout == 0 and spec.max_requests == 1
+
+
+def test_unreadable_config_files_are_one_line_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pyproject.toml").write_bytes(
+        b'[tool.snakebridge.libraries]\njson = "st\xffdlib"\n'
+    )
+    with pytest.raises(ConfigError, match="is not UTF-8 \\(byte 0xff"):
+        load_settings(tmp_path)
+    monkeypatch.setenv("SNAKEBRIDGE_CONFIG", str(tmp_path))
+    with pytest.raises(ConfigError, match="is a directory; point SNAKEBRIDGE_CONFIG at a TOML"):
+        load_settings(tmp_path)
+
+
+def test_the_command_line_reports_them_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    monkeypatch.setenv("SNAKEBRIDGE_CONFIG", str(tmp_path))
+    result = subprocess.run(
+        ["snakebridge", "call", "json", "dumps", "1"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ConfigError:") and "is a directory" in result.stderr

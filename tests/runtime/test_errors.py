@@ -163,7 +163,7 @@ def _wait_for_full(size: int) -> None:
 def test_status_shape() -> None:
     default_pool()
     (pool,) = snakebridge.status()
-    assert set(pool) == {"name", "size", "min", "max", "queued", "workers"}
+    assert set(pool) == {"name", "size", "min", "max", "backend", "queued", "workers"}
     assert pool["name"] == "default" and pool["size"] == 2 and pool["queued"] == 0
     assert all(set(w) == {"pid", "state", "calls"} for w in pool["workers"])
     assert runtime().pools["default"].size == 2

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snakebridge import paths
 from snakebridge.errors import SnakeBridgeError
 
 __all__ = ["CodegenError", "Manifest", "atomic_write", "content_hash"]
@@ -37,22 +36,9 @@ def content_hash(data: Any) -> str:
 
 
 def atomic_write(path: Path, text: str) -> bool:
-    """Write ``text`` to ``path`` through a temp file and rename; False when unchanged."""
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
+    """Write ``text`` through a temp file and rename, with the umask's mode; False when
+    unchanged (:func:`snakebridge.paths.atomic_write`)."""
+    return paths.atomic_write(path, text)
 
 
 @dataclass
@@ -75,6 +61,13 @@ class Manifest:
             files = data["files"]
             if not isinstance(libraries, dict) or not isinstance(files, dict):
                 raise ValueError("libraries and files must be tables")
+            for name, entry in libraries.items():
+                if not isinstance(entry, dict) or not all(
+                    isinstance(entry.get(key, {}), dict) for key in ("symbols", "aliases")
+                ):
+                    raise ValueError(f"library {name!r} is not a table of symbols and aliases")
+            if not all(isinstance(digest, str) for digest in files.values()):
+                raise ValueError("file hashes must be strings")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CodegenError(
                 f"{path} is corrupt ({exc}); restore it from git (`git checkout -- {path.name}`) "

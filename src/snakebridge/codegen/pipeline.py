@@ -15,6 +15,7 @@ from typing import Any
 
 import filelock
 
+from snakebridge import paths
 from snakebridge.codegen.generator import header
 from snakebridge.codegen.layout import render_package
 from snakebridge.codegen.manifest import CodegenError, Manifest, atomic_write, content_hash
@@ -88,7 +89,7 @@ class Project:
 
     @property
     def state_dir(self) -> Path:
-        return self.settings.root / ".snakebridge"
+        return paths.state_dir(self.settings.root)
 
     @property
     def generated_dir(self) -> Path:

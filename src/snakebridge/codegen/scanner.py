@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from snakebridge import paths as project_paths
+
 __all__ = ["ScanResult", "Use", "scan_paths", "scan_source"]
 
 _SKIP_DIRS = {
@@ -240,12 +242,6 @@ def scan_paths(
         fresh[key] = found
         uses.extend(Use(str(lib), str(sym), relative, int(str(line))) for lib, sym, line in found)
     if cache_file is not None and fresh != cache:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(
-            json.dumps(
-                {"format": _CACHE_FORMAT, "package": package, "files": fresh}, sort_keys=True
-            )
-        )
-        os.replace(tmp, cache_file)
+        cached = {"format": _CACHE_FORMAT, "package": package, "files": fresh}
+        project_paths.atomic_write(cache_file, json.dumps(cached, sort_keys=True))
     return ScanResult(sorted(set(uses)), errors)

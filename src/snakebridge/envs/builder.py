@@ -22,6 +22,7 @@ from typing import Any
 
 import filelock
 
+from snakebridge import paths
 from snakebridge.config import Settings
 from snakebridge.envs.installed import FILES, fingerprint, normal_name
 from snakebridge.envs.lock import Lock, generator_hash
@@ -220,7 +221,7 @@ def setup(settings: Settings, check: bool = False, progress: Progress | None = N
         return drifts(settings, Lock.load(settings.root), plan_envs(settings))
     if settings.path is None and not plan_envs(settings):
         return []  # no config: the host's interpreter serves everything, nothing to lock
-    envs = settings.root / ".snakebridge" / "envs"
+    envs = paths.envs_dir(settings.root)
     envs.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(str(envs / ".setup.lock"), timeout=3600):
         _recover(envs)

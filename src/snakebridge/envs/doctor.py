@@ -13,6 +13,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+from snakebridge import paths
 from snakebridge.config import Settings
 from snakebridge.envs.lock import Lock
 from snakebridge.envs.plan import EnvPlan, interpreter_facts, plan_envs
@@ -146,7 +147,7 @@ def _thread_pools(settings: Settings, env: str, gil_enabled: bool) -> list[Line]
 
 
 def _disk(settings: Settings, plans: dict[str, EnvPlan]) -> list[Line]:
-    envs = settings.root / ".snakebridge" / "envs"
+    envs = paths.envs_dir(settings.root)
     if not envs.exists():
         return []
     lines = [Line("OK", f"disk used by environments: {_size(envs) / 2**20:.0f} MiB ({envs})")]
@@ -182,4 +183,30 @@ def diagnose(settings: Settings) -> list[Line]:
     problems = drifts(settings, lock, plans)
     for plan in plans.values():
         lines += _env(settings, plan, lock, problems)
-    return lines + _disk(settings, plans)
+    return lines + _ray(settings) + _disk(settings, plans)
+
+
+def _ray(settings: Settings) -> list[Line]:
+    """ray (#15): each backend="ray" pool, whether Ray is there and which cluster it joins."""
+    import importlib.util
+
+    lines = []
+    for name, pool in sorted(settings.pools.items()):
+        if pool.backend != "ray":
+            continue
+        if importlib.util.find_spec("ray") is None:
+            lines.append(
+                Line("FAIL", f"pool {name}: Ray is not installed", "pip install snakebridge[ray]")
+            )
+            continue
+        from importlib.metadata import version
+
+        where = pool.ray_address or "a local cluster started by the host"
+        lines.append(
+            Line(
+                "OK",
+                f"pool {name}: Ray {version('ray')} backend, cluster {where}, "
+                f"{pool.num_cpus:g} CPU / {pool.num_gpus:g} GPU per actor",
+            )
+        )
+    return lines

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snakebridge import paths
 from snakebridge.envs.uvtool import EnvSetupError
 
 __all__ = ["LOCK_NAME", "Lock", "generator_hash"]
@@ -70,18 +69,4 @@ class Lock:
     def save(self) -> None:
         """Write atomically (temp file, fsync, rename), and only when the text changed."""
         text = self.dump()
-        if self.path.exists() and self.path.read_text() == text:
-            return
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".snakebridge.lock.")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # an ordinary, committable file, not mkstemp's 0600
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        paths.atomic_write(self.path, text, fsync=True)  # the umask's mode: a committable file

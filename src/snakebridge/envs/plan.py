@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snakebridge import paths
 from snakebridge.config import Settings
 from snakebridge.envs.uvtool import EnvSetupError, run_uv
 from snakebridge.envs.variants import variant_indexes
@@ -102,13 +104,8 @@ def _uv_find(request: str, cache: Path, fresh: bool) -> str:
     stat = os.stat(found)
     known = known if isinstance(known, dict) else {}
     known[request] = {"path": found, "stat": [stat.st_size, stat.st_mtime_ns]}
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(known, sort_keys=True, indent=1) + "\n")
-        os.replace(tmp, cache)
-    except OSError:  # a read-only project still works, only slower
-        pass
+    with contextlib.suppress(OSError):  # a read-only project still works, only slower
+        paths.atomic_write(cache, json.dumps(known, sort_keys=True, indent=1) + "\n")
     return found
 
 
@@ -128,7 +125,7 @@ def find_interpreter(request: str, root: Path, fresh: bool = False) -> str:
                 f"interpreter {path} does not exist; fix `python` in the environment's config"
             )
         return str(path)
-    return _uv_find(request, root / ".snakebridge" / "envs" / ".interpreters.json", fresh)
+    return _uv_find(request, paths.interpreters_cache(root), fresh)
 
 
 def interpreter_sha256(python: str) -> str:

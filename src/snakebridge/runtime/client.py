@@ -101,7 +101,14 @@ class _Runtime:
                     "allowlist": settings.allowlist(),
                     **init_options(settings, name),
                 }
-                pool = Pool(name, spec, interpreter, env, init_options=options)
+                factory = None
+                if spec.backend == "ray":  # ray (#15): workers as Ray actors
+                    from snakebridge.runtime import ray_transport
+
+                    factory = ray_transport.transport_factory(name, spec, settings, interpreter)
+                pool = Pool(
+                    name, spec, interpreter, env, init_options=options, transport_factory=factory
+                )
                 self.pools[name] = pool
                 self._start_housekeeping()
         return pool

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from snakebridge import paths
 from snakebridge.config import Settings
 from snakebridge.errors import EnvironmentMissing
 
@@ -40,7 +41,7 @@ _OPERATOR = re.compile(r"^\s*(==|>=|<=|~=|!=|<|>|===)")
 
 def env_dir(settings: Settings, env: str) -> Path:
     """Directory of environment ``env``'s venv."""
-    return settings.root / ".snakebridge" / "envs" / env
+    return paths.env_dir(settings.root, env)
 
 
 def venv_python(directory: Path) -> Path:

@@ -115,6 +115,7 @@ class Pool:
         worker.capacity = capacity
         line.holder = worker
         worker.info = transport.handshake(deadline)
+        worker.pid = transport.pid  # a Ray actor's pid is known only once it said HELLO
         return worker
 
     def start(self) -> None:
@@ -178,6 +179,7 @@ class Pool:
             "size": len(self.leaser.workers),
             "min": self.supervisor.min_size,  # scale (#15)
             "max": self.supervisor.max_size,
+            "backend": self.spec.backend,  # ray (#15)
             "queued": self.leaser.queued,
             "workers": [
                 {
@@ -185,6 +187,7 @@ class Pool:
                     "state": "streaming" if w.streaming else w.state.value,
                     "calls": w.calls,
                     **({"startup": w.info["startup"]} if w.info.get("startup") else {}),  # 14
+                    **getattr(w.transport, "describe", dict)(),  # ray (#15): actor, node
                 }
                 for w in self.workers
             ],

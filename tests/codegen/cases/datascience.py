@@ -19,7 +19,7 @@ def main(csv: str) -> None:
     print(len(df), list(df), "a" in df)
     s = -df["b"]
     print(s * 2, df["c"].str.upper())
-    print(df.astype("str").iloc[1])
+    print(df.astype(str).iloc[1:3])
     print(df.shape, df.columns.tolist())
     model = LinearRegression().fit(df[["a"]], df["b"])
     print(model.coef_.round(6), round(float(model.intercept_), 6))

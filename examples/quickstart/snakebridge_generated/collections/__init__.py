@@ -69,13 +69,13 @@ class Counter(_sb.Ref, metaclass=_sb.ProxyMeta):
             "_t.Self", _sb.construct(cls, (("iterable", iterable, 0, None),), (), kwds)
         )
 
-    def __add__(self, other: Counter) -> Counter:
+    def __add__(self, other: _t.Any) -> _t.Any:
         """Add counts from two counters."""
-        return _t.cast("Counter", _sb.special(self, "__add__", other))
+        return _sb.special(self, "__add__", other)
 
-    def __and__(self, other: Counter) -> Counter:
+    def __and__(self, other: _t.Any) -> _t.Any:
         """Intersection is the minimum of corresponding counts."""
-        return _t.cast("Counter", _sb.special(self, "__and__", other))
+        return _sb.special(self, "__and__", other)
 
     def __delitem__(self, key: object) -> None:
         """Like dict.__delitem__() but does not raise KeyError for missing values."""
@@ -85,7 +85,7 @@ class Counter(_sb.Ref, metaclass=_sb.ProxyMeta):
         """True if all counts agree. Missing counts are treated as zero."""
         return _t.cast("bool", _sb.special(self, "__eq__", other))
 
-    def __ge__(self, other: Counter) -> bool:
+    def __ge__(self, other: _t.Any) -> bool:
         """True if all counts in self are a superset of those in other."""
         return _t.cast("bool", _sb.special(self, "__ge__", other))
 
@@ -93,7 +93,7 @@ class Counter(_sb.Ref, metaclass=_sb.ProxyMeta):
         """x.__getitem__(y) <==> x[y]"""
         return _sb.special(self, "__getitem__", key)
 
-    def __gt__(self, other: Counter) -> bool:
+    def __gt__(self, other: _t.Any) -> bool:
         """True if all counts in self are a proper superset of those in other."""
         return _t.cast("bool", _sb.special(self, "__gt__", other))
 
@@ -101,11 +101,11 @@ class Counter(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Implement iter(self)."""
         return _t.cast("_t.Iterator[_t.Any]", _sb.special(self, "__iter__"))
 
-    def __le__(self, other: Counter) -> bool:
+    def __le__(self, other: _t.Any) -> bool:
         """True if all counts in self are a subset of those in other."""
         return _t.cast("bool", _sb.special(self, "__le__", other))
 
-    def __lt__(self, other: Counter) -> bool:
+    def __lt__(self, other: _t.Any) -> bool:
         """True if all counts in self are a proper subset of those in other."""
         return _t.cast("bool", _sb.special(self, "__lt__", other))
 
@@ -113,19 +113,19 @@ class Counter(_sb.Ref, metaclass=_sb.ProxyMeta):
         """True if any counts disagree. Missing counts are treated as zero."""
         return _t.cast("bool", _sb.special(self, "__ne__", other))
 
-    def __neg__(self) -> Counter:
+    def __neg__(self) -> _t.Any:
         """Subtracts from an empty counter.  Strips positive and zero counts,
         and flips the sign on negative counts.
         """
-        return _t.cast("Counter", _sb.special(self, "__neg__"))
+        return _sb.special(self, "__neg__")
 
-    def __or__(self, other: Counter) -> Counter:
+    def __or__(self, other: _t.Any) -> _t.Any:
         """Union is the maximum of value in either of the input counters."""
-        return _t.cast("Counter", _sb.special(self, "__or__", other))
+        return _sb.special(self, "__or__", other)
 
-    def __pos__(self) -> Counter:
+    def __pos__(self) -> _t.Any:
         """Adds an empty counter, effectively stripping negative and zero counts"""
-        return _t.cast("Counter", _sb.special(self, "__pos__"))
+        return _sb.special(self, "__pos__")
 
     def __ror__(self, value: dict[_t.Any, _t.Any], /) -> dict[_t.Any, _t.Any]:
         """Return value|self."""
@@ -135,13 +135,13 @@ class Counter(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Set self[key] to value."""
         _sb.special(self, "__setitem__", key, value)
 
-    def __sub__(self, other: Counter) -> Counter:
+    def __sub__(self, other: _t.Any) -> _t.Any:
         """Subtract count, but keep only results with positive counts."""
-        return _t.cast("Counter", _sb.special(self, "__sub__", other))
+        return _sb.special(self, "__sub__", other)
 
-    def clear(self, *args: _t.Any, **kwargs: _t.Any) -> _t.Any:
+    def clear(self) -> None:
         """D.clear() -> None.  Remove all items from D."""
-        return _sb.method(self, "clear", (), args, kwargs)
+        _sb.method(self, "clear", ())
 
     def copy(self) -> Counter:
         """Return a shallow copy."""
@@ -184,9 +184,9 @@ class Counter(_sb.Ref, metaclass=_sb.ProxyMeta):
         """D.pop(k[,d]) -> v, remove specified key and return the corresponding value."""
         return _sb.method(self, "pop", (("key", key, 0),))
 
-    def popitem(self) -> _t.Any:
+    def popitem(self) -> tuple[_t.Any, _t.Any]:
         """Remove and return a (key, value) pair as a 2-tuple."""
-        return _sb.method(self, "popitem", ())
+        return _t.cast("tuple[_t.Any, _t.Any]", _sb.method(self, "popitem", ()))
 
     def setdefault(self, key: _t.Any, default: _t.Any = _sb.NOT_GIVEN, /) -> _t.Any:
         """Insert key with a value of default if key is not in the dictionary."""
@@ -215,8 +215,11 @@ class Counter(_sb.Ref, metaclass=_sb.ProxyMeta):
         """D.values() -> an object providing a view on D's values"""
         return _sb.method(self, "values", ())
 
+    def __hash__(self) -> int:
+        return _t.cast("int", _sb.special(self, "__hash__"))
+
 
 def __getattr__(name: str) -> _t.Any:
     if name in _CONSTANTS:
         return _sb.constant(_LIB, name, globals())
-    return _sb.missing_name(_LIB, name)
+    return _sb.missing_name(_LIB, name, __name__)

@@ -94,4 +94,4 @@ def dumps(
 def __getattr__(name: str) -> _t.Any:
     if name in _CONSTANTS:
         return _sb.constant(_LIB, name, globals())
-    return _sb.missing_name(_LIB, name)
+    return _sb.missing_name(_LIB, name, __name__)

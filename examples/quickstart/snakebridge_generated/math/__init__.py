@@ -25,4 +25,4 @@ def sqrt(x: _t.Any, /) -> float:
 def __getattr__(name: str) -> _t.Any:
     if name in _CONSTANTS:
         return _sb.constant(_LIB, name, globals())
-    return _sb.missing_name(_LIB, name)
+    return _sb.missing_name(_LIB, name, __name__)

@@ -167,9 +167,13 @@ class Path(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Check if this path is a POSIX mount point"""
         return _t.cast("bool", _sb.method(self, "is_mount", ()))
 
-    def is_relative_to(self, *other: _t.Any) -> _t.Any:
+    @_t.overload
+    def is_relative_to(self, other: _t.Any, /) -> bool: ...
+    @_t.overload
+    def is_relative_to(self, other: _t.Any, /, *_deprecated: _t.Any) -> bool: ...
+    def is_relative_to(self, /, *args: _t.Any, **kwargs: _t.Any) -> _t.Any:
         """Return True if the path is relative to another path or False."""
-        return _sb.method(self, "is_relative_to", (), other)
+        return _sb.method(self, "is_relative_to", (), args, kwargs)
 
     def is_reserved(self) -> bool:
         """Return True if the path contains one of the special names reserved
@@ -443,8 +447,11 @@ class Path(_sb.Ref, metaclass=_sb.ProxyMeta):
             ),
         )
 
+    def __hash__(self) -> int:
+        return _t.cast("int", _sb.special(self, "__hash__"))
+
 
 def __getattr__(name: str) -> _t.Any:
     if name in _CONSTANTS:
         return _sb.constant(_LIB, name, globals())
-    return _sb.missing_name(_LIB, name)
+    return _sb.missing_name(_LIB, name, __name__)

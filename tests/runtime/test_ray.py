@@ -1,0 +1,217 @@
+"""Pools on a local Ray cluster (ray #15): the same pool-level behaviour as process pools.
+
+One loopback cluster per module (``ray.init(num_cpus=2)``); each test gets a fresh
+``backend = "ray"`` default pool of two actors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import snakebridge
+from snakebridge.config import load_settings
+from snakebridge.runtime.client import runtime
+
+from . import test_pool
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+RAY_POOL = """
+[tool.snakebridge.libraries]
+math = "stdlib"
+operator = "stdlib"
+functools = "stdlib"
+io = "stdlib"
+time = "stdlib"
+os = {version = "stdlib", allow_private = true}
+
+[tool.snakebridge.pools.default]
+backend = "ray"
+size = 2
+num_cpus = 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    snakebridge.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_pool(cluster: Any, configured: Callable[[str], Path]) -> Iterator[None]:
+    configured(RAY_POOL)
+    yield
+
+
+def _pids() -> list[int]:
+    return [w["pid"] for w in snakebridge.status()[0]["workers"]]
+
+
+def _actor_pids() -> set[int]:
+    from ray._private.state import actors  # the GCS's actor table (no dashboard needed)
+
+    return {a["Pid"] for a in actors().values() if a["State"] == "ALIVE"}
+
+
+POOL_LEVEL = [
+    test_pool.test_eight_threads_and_a_hundred_tasks_at_once,
+    test_pool.test_async_twins_and_async_timeout,
+    test_pool.test_map_pipelines_calls_in_order_and_raises_the_first_error,
+    test_pool.test_map_survives_crashes_and_timeouts,
+]
+
+
+@pytest.mark.parametrize("case", POOL_LEVEL, ids=lambda case: case.__name__)
+def test_pool_level_behaviour_on_ray(ray_pool: None, case: Callable[[], None]) -> None:
+    case()
+
+
+def test_calls_map_and_acall_run_in_actors(ray_pool: None) -> None:
+    assert snakebridge.call("operator", "add", [2, 3]) == 5
+    assert snakebridge.map("math", "sqrt", [1, 4, 9]) == [1.0, 2.0, 3.0]
+    assert asyncio.run(snakebridge.acall("operator", "mul", [6, 7])) == 42
+    pids = _pids()
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert snakebridge.call("os", "getpid", []) in pids
+    assert set(pids) <= _actor_pids()  # status shows the actors' processes
+    pool = snakebridge.status()[0]
+    assert pool["backend"] == "ray" and all(len(w["actor"]) == 12 for w in pool["workers"])
+    from snakebridge.envs.doctor import diagnose
+
+    assert any("pool default: Ray" in line.text for line in diagnose(load_settings()))
+
+
+def test_refs_live_in_the_actor_that_made_them(ray_pool: None) -> None:
+    buffer = snakebridge.call("io", "StringIO", ["hello ray"])
+    holder = buffer._sb_worker.pid
+    assert holder in _pids()
+    assert snakebridge.method(buffer, "read", 5) == "hello"
+    assert snakebridge.method(buffer, "getvalue") == "hello ray"
+    with snakebridge.Session() as session:
+        inner = session.call("io", "BytesIO", [b"abc"])
+        assert snakebridge.method(inner, "getvalue") == b"abc"
+    with pytest.raises(snakebridge.RefInvalid):
+        snakebridge.method(inner, "getvalue")
+
+
+def test_callbacks_reach_the_host(ray_pool: None) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def add(a: int, b: int) -> int:
+        seen.append((a, b))
+        return a + b
+
+    assert snakebridge.call("functools", "reduce", [add, [1, 2, 3, 4]]) == 10
+    assert seen == [(1, 2), (3, 3), (6, 4)]
+
+
+def test_timeout_kills_the_actor_and_the_next_call_works(ray_pool: None) -> None:
+    with pytest.raises(snakebridge.CallTimeout):
+        snakebridge.call("time", "sleep", [30], timeout=0.5)
+    assert snakebridge.call("operator", "pos", [7]) == 7
+
+
+def test_sigkilled_actor_mid_call_is_a_crash_and_is_replaced(ray_pool: None) -> None:
+    snakebridge.call("operator", "pos", [1])
+    errors: list[BaseException] = []
+
+    def sleeper() -> None:
+        try:
+            snakebridge.call("time", "sleep", [60])
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    pool = runtime().pools["default"]
+    while not any(w.state.value == "busy" for w in pool.workers):
+        time.sleep(0.01)
+    victim = next(w.pid for w in pool.workers if w.state.value == "busy")
+    os.kill(victim, signal.SIGKILL)
+    thread.join()
+    assert len(errors) == 1 and isinstance(errors[0], snakebridge.WorkerCrashed)
+    assert errors[0].pid == victim
+    assert snakebridge.call("operator", "neg", [5]) == -5
+    while len(pool.workers) < 2:  # the supervisor starts a replacement actor
+        time.sleep(0.05)
+    assert victim not in _pids()
+
+
+def test_cluster_status_names_the_cluster(ray_pool: None) -> None:
+    from snakebridge.runtime.ray_transport import cluster_status
+
+    snakebridge.call("operator", "pos", [1])
+    status = cluster_status()
+    assert status is not None and status["nodes"] == 1
+    assert status["resources"]["CPU"] == 2.0
+
+
+def test_ray_keys_are_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "bad.toml"
+    monkeypatch.setenv("SNAKEBRIDGE_CONFIG", str(path))
+    bad = {
+        "num_cpus = -1": "num_cpus must be a finite number",
+        "resources = {CPU = 1.0}": "use num_cpus/num_gpus",
+        "resources = {accelerator = 0.0}": "must be a number above 0",
+        'backend = "slurm"': "backend",
+    }
+    for line, problem in bad.items():
+        backend = "" if line.startswith("backend") else 'backend = "ray"\n'
+        path.write_text(f"[tool.snakebridge.pools.gpu]\n{backend}{line}\n")
+        with pytest.raises(snakebridge.ConfigError, match=problem):
+            load_settings()
+
+
+def test_without_ray_the_backend_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        functools.partial(lambda real, name, *a: None if name == "ray" else real(name, *a), real),
+    )
+    path = tmp_path / "ray.toml"
+    path.write_text('[tool.snakebridge.pools.default]\nbackend = "ray"\n')
+    monkeypatch.setenv("SNAKEBRIDGE_CONFIG", str(path))
+    with pytest.raises(snakebridge.ConfigError, match=r"pip install snakebridge\[ray\]"):
+        load_settings()
+
+
+def test_a_connection_without_the_token_is_refused() -> None:
+    import socket
+
+    import msgpack
+
+    from snakebridge.runtime.ray_transport import RayTransport
+    from snakebridge_worker import protocol as p
+    from snakebridge_worker.ray_actor import AUTH
+
+    transport = RayTransport.__new__(RayTransport)
+    transport._token = "a" * 64
+    for frame, accepted in [
+        (msgpack.packb([AUTH, "a" * 64]), True),
+        (msgpack.packb([AUTH, "b" * 64]), False),
+        (msgpack.packb([p.HELLO, 0, {}]), False),
+        (b"\xff" * 12, False),
+    ]:
+        host, rogue = socket.socketpair()
+        rogue.sendall(p.frame(frame))
+        rogue.close()
+        assert transport._authenticated(host) is accepted
+        host.close()
