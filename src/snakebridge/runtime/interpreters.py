@@ -89,7 +89,8 @@ def needs_venv(settings: Settings, env: str) -> bool:
     return any(lib.env == env and not lib.is_stdlib and lib.version for lib in libraries.values())
 
 
-def _locked_entry(settings: Settings, env: str) -> dict[str, Any] | None:
+def locked_entry(settings: Settings, env: str) -> dict[str, Any] | None:
+    """The lock's entry for ``env`` (None without a lock or entry); the runtime's lock reader."""
     try:
         entry = json.loads((settings.root / LOCK_NAME).read_text())["envs"][env]
     except (OSError, ValueError, KeyError, TypeError):
@@ -106,7 +107,7 @@ def interpreter_for(settings: Settings, env: str) -> str:
     if not needs_venv(settings, env):
         return sys.executable
     directory = env_dir(settings, env)
-    entry = _locked_entry(settings, env)
+    entry = locked_entry(settings, env)
     if entry is None:
         raise EnvironmentMissing(
             f"environment {env!r} is not in {LOCK_NAME}; run `snakebridge setup` to build it"

@@ -28,6 +28,7 @@ import msgpack
 from snakebridge.config import PoolSpec, Settings
 from snakebridge.errors import ConfigError, WorkerCrashed, WorkerStartError
 from snakebridge.runtime import dataplane
+from snakebridge.runtime.interpreters import locked_entry
 from snakebridge.runtime.transport import ProcessTransport, worker_path_dir
 from snakebridge_worker import protocol as p
 from snakebridge_worker import ray_actor
@@ -83,7 +84,7 @@ def runtime_env(settings: Settings | None, spec: PoolSpec, interpreter: str) -> 
     remote cluster ``snakebridge_worker`` travels as a py_module."""
     env: dict[str, Any] = {}
     if spec.runtime_env == "pins" and settings is not None:
-        entry = _locked(settings, spec.env)
+        entry = locked_entry(settings, spec.env)
         packages = entry.get("packages", {}) if entry else {}
         pins = [f"{name}=={pkg['version']}" for name, pkg in sorted(packages.items())]
         if pins:
@@ -99,13 +100,6 @@ def runtime_env(settings: Settings | None, spec: PoolSpec, interpreter: str) -> 
     if not _is_local(spec.ray_address):
         env["py_modules"] = [str(Path(ray_actor.__file__).parent)]
     return env
-
-
-def _locked(settings: Settings, env: str) -> dict[str, Any] | None:
-    from snakebridge.envs.lock import Lock
-
-    lock = Lock.load(settings.root)
-    return lock.envs.get(env) if lock is not None else None
 
 
 def transport_factory(
