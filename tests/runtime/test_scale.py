@@ -468,3 +468,30 @@ def test_zygote_needs_a_known_start_mode(configured: Callable[[str], Path]) -> N
     path = configured('[tool.snakebridge.pools.default]\nstart = "clone"\n')
     with pytest.raises(ConfigError, match="start"):
         load_settings(path.parent)
+
+
+def test_a_call_with_refs_never_moves(configured: Callable[[str], Path]) -> None:
+    configured(
+        '[tool.snakebridge.libraries]\noperator = "stdlib"\nio = "stdlib"\n'
+        "[tool.snakebridge.pools.default]\nsize = 2\n"
+    )
+    buffer = snakebridge.call("io", "StringIO", ["abc"])
+    pool = runtime().pools["default"]
+    holder = buffer._sb_worker
+    hold(pool, holder)
+    answers: list[Any] = []
+    try:
+        with pytest.raises(WorkerBusy, match="strict_fail_fast"):
+            snakebridge.call("operator", "length_hint", [buffer], affinity="strict_fail_fast")
+        waiter = threading.Thread(
+            target=lambda: answers.append(
+                snakebridge.call("operator", "length_hint", [buffer, 7], affinity="hint")
+            )
+        )
+        waiter.start()
+        until(lambda: pool.leaser.queued == 1)  # hint cannot move it: it waits for its worker
+        assert answers == []
+    finally:
+        unhold(pool, holder)
+    waiter.join(30)
+    assert answers == [7]
