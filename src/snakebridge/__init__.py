@@ -12,10 +12,12 @@ from typing import Any as _Any
 
 from snakebridge.errors import (
     CallTimeout,
+    CodegenError,
     ConfigError,
     DecodeError,
     EncodeError,
     EnvironmentMissing,
+    EnvSetupError,
     LibraryNotAllowed,
     PoolClosed,
     PoolSaturated,
@@ -25,6 +27,8 @@ from snakebridge.errors import (
     RemoteError,
     SnakeBridgeError,
     SymbolNotFound,
+    UnsafePath,
+    UnwritablePath,
     WorkerBusy,
     WorkerCrashed,
     WorkerStartError,
@@ -86,9 +90,11 @@ def session(*, pin: bool = False) -> Session:
 
 __all__ = [
     "CallTimeout",
+    "CodegenError",
     "ConfigError",
     "DecodeError",
     "EncodeError",
+    "EnvSetupError",
     "EnvironmentMissing",
     "LibraryNotAllowed",
     "PoolClosed",
@@ -101,6 +107,8 @@ __all__ = [
     "Session",
     "SnakeBridgeError",
     "SymbolNotFound",
+    "UnsafePath",
+    "UnwritablePath",
     "WorkerBusy",
     "WorkerCrashed",
     "WorkerStartError",

@@ -14,9 +14,11 @@
     ├── WorkerStartError                 a worker could not start or failed its handshake
     ├── EnvironmentMissing               a library's environment is not built or is stale
     ├── EnvSetupError                    `snakebridge setup` could not resolve or build an env
+    ├── CodegenError                     code generation cannot go on (the message says what to fix)
     ├── CallTimeout (TimeoutError)       the call overran ``timeout=``; its worker was replaced
     ├── PoolSaturated                    the pool's queue is full
-    │   └── QueueTimeout (TimeoutError)  no worker became free within ``queue_timeout``
+    │   ├── QueueTimeout (TimeoutError)  no worker became free within ``queue_timeout``
+    │   └── WorkerBusy                   ``strict_fail_fast``: the Ref's worker is busy
     ├── PoolClosed                       the pool was shut down
     ├── UnsafePath (PermissionError)     a private directory is someone else's or open to others
     ├── UnwritablePath (OSError)         a file snakebridge generates cannot be written there
@@ -33,6 +35,7 @@ from typing import Any
 
 __all__ = [
     "CallTimeout",
+    "CodegenError",
     "ConfigError",
     "DecodeError",
     "EncodeError",
@@ -49,6 +52,7 @@ __all__ = [
     "SymbolNotFound",
     "UnsafePath",
     "UnwritablePath",
+    "WorkerBusy",
     "WorkerCrashed",
     "WorkerStartError",
     "remote_error",
@@ -131,6 +135,10 @@ class EnvironmentMissing(SnakeBridgeError):
 
 class EnvSetupError(SnakeBridgeError):
     """Resolving or building an environment failed; nothing was changed; the message says why."""
+
+
+class CodegenError(SnakeBridgeError):
+    """Code generation cannot go on; the message says what to fix."""
 
 
 class CallTimeout(SnakeBridgeError, TimeoutError):

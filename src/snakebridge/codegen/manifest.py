@@ -13,15 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from snakebridge import paths
-from snakebridge.errors import SnakeBridgeError
+from snakebridge.errors import CodegenError
 
 __all__ = ["CodegenError", "Manifest", "atomic_write", "content_hash"]
 
 FORMAT = 1
-
-
-class CodegenError(SnakeBridgeError):
-    """Code generation cannot go on; the message says what to fix."""
 
 
 def content_hash(data: Any) -> str:
