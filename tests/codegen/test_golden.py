@@ -35,5 +35,13 @@ def test_quickstart_facades_regenerate_byte_for_byte(tmp_path: Path) -> None:
 
 def test_quickstart_check_passes_from_a_fresh_copy(tmp_path: Path) -> None:
     target = tmp_path / "quickstart"
-    shutil.copytree(QUICKSTART, target, ignore=shutil.ignore_patterns("__pycache__", "cache"))
+    ignore = shutil.ignore_patterns("__pycache__", "cache", "envs")  # check needs no library
+    shutil.copytree(QUICKSTART, target, ignore=ignore)
     assert Project(load_settings(target)).check() == []
+
+
+def test_quickstart_numpy126_builds_its_classes_in_its_own_environment() -> None:
+    legacy = (QUICKSTART / "snakebridge_generated" / "numpy126" / "__init__.py").read_text()
+    assert "from numpy126 1.26.4. Do not edit." in legacy and '_LIB = "numpy126"' in legacy
+    assert "from snakebridge_generated.numpy import" not in legacy  # no numpy 2 class
+    assert "class int8(" in legacy and "def __new__(cls, value: " in legacy
