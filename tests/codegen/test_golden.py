@@ -7,6 +7,7 @@ from pathlib import Path
 
 from snakebridge.codegen.pipeline import Project
 from snakebridge.config import load_settings
+from snakebridge.envs.lock import Lock, generator_hash
 
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart"
 
@@ -45,3 +46,9 @@ def test_quickstart_numpy126_builds_its_classes_in_its_own_environment() -> None
     assert "from numpy126 1.26.4. Do not edit." in legacy and '_LIB = "numpy126"' in legacy
     assert "from snakebridge_generated.numpy import" not in legacy  # no numpy 2 class
     assert "class int8(" in legacy and "def __new__(cls, value: " in legacy
+
+
+def test_quickstart_lock_is_current_so_setup_on_a_clone_leaves_it_as_committed() -> None:
+    lock = Lock.load(QUICKSTART)
+    assert lock is not None and lock.generator == generator_hash()
+    assert set(lock.envs) == {"default", "numpy126"}
