@@ -7,6 +7,9 @@ Run from this directory: ``snakebridge setup && snakebridge check && python main
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from snakebridge_generated import ctypes, json, math, numpy, numpy126
 
 import snakebridge
@@ -17,16 +20,20 @@ def workers(pool: str) -> list[int]:
     return [w["pid"] for p in snakebridge.status() if p["name"] == pool for w in p["workers"]]
 
 
+def int8_plus_200(add: Callable[..., Any], int8: Callable[[int], Any]) -> str:
+    """NEP 50 (numpy 2): a Python int no longer widens a numpy scalar's type."""
+    try:
+        total = add(int8(100), 200)
+    except OverflowError as exc:  # a remote OverflowError is an OverflowError
+        return f"raises {exc}"
+    return f"{int(total)} ({total.dtype})"
+
+
 def main() -> None:
-    # NEP 50 (numpy 2): a Python int no longer widens a numpy scalar's type.
-    pairs = [(numpy.__version__, numpy.add, numpy.int8)]
-    pairs += [(numpy126.__version__, numpy126.add, numpy126.int8)]
-    for version, add, int8 in pairs:
-        try:
-            total = add(int8(100), 200)
-            outcome = f"{int(total)} ({total.dtype})"
-        except OverflowError as exc:  # a remote OverflowError is an OverflowError
-            outcome = f"raises {exc}"
+    for version, outcome in [
+        (numpy.__version__, int8_plus_200(numpy.add, numpy.int8)),
+        (numpy126.__version__, int8_plus_200(numpy126.add, numpy126.int8)),
+    ]:
         print(f"numpy {version}: int8(100) + 200 -> {outcome}")
     print("one process per environment:", {p: workers(p) for p in ("default", "numpy126")})
     print("math.sqrt(2):", math.sqrt(2), " json.dumps:", json.dumps({"b": [1, 2], "a": None}))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from snakebridge.codegen.pipeline import Project
@@ -52,3 +55,16 @@ def test_quickstart_lock_is_current_so_setup_on_a_clone_leaves_it_as_committed()
     lock = Lock.load(QUICKSTART)
     assert lock is not None and lock.generator == generator_hash()
     assert set(lock.envs) == {"default", "numpy126"}
+
+
+def test_quickstart_is_clean_under_mypy_strict() -> None:
+    src = str(Path(__file__).parents[2] / "src")
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "main.py"],
+        cwd=QUICKSTART,
+        env={**os.environ, "MYPYPATH": src},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout  # numpy126.int8 is not numpy.int8 to mypy either
