@@ -120,3 +120,30 @@ def test_annotations_are_qualified_and_result_classes_pulled() -> None:
     assert members["__getitem__"]["signature"]["returns"] == "configparser.SectionProxy"
     assert "configparser.SectionProxy" in result["types"]  # a type results have
     assert result["types"]["configparser.SectionProxy"]["kind"] == "class"
+
+
+def test_a_class_built_by_its_own_new_takes_its_stub_constructor() -> None:
+    # date and timedelta have no __init__ of their own: object's "()" is no evidence
+    symbols = run("datetime", ["date", "timedelta"])["symbols"]
+    date = [p["name"] for p in symbols["date"]["signature"]["params"]]
+    assert date == ["year", "month", "day"] and symbols["date"]["tier"] == "stub"
+    assert [p["name"] for p in symbols["timedelta"]["signature"]["params"]][:2] == [
+        "days",
+        "seconds",
+    ]
+
+
+def test_stub_class_aliases_are_followed(tmp_path: Path, monkeypatch: Any) -> None:
+    # numpy's stubs: ``int8 = signedinteger[_8Bit]``, the constructor on signedinteger
+    package = tmp_path / "fakenp"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__init__.pyi").write_text(
+        "class signedinteger:\n    def __init__(self, value: int = ..., /) -> None: ...\n"
+        "int8 = signedinteger[_8Bit]\nint16: TypeAlias = signedinteger\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for alias in ("int8", "int16"):
+        (found,) = introspect.stub_signatures("fakenp", f"{alias}.__init__")
+        assert [p["name"] for p in found["params"]] == ["self", "value"]
+    assert introspect.stub_signatures("fakenp", "int32.__init__") == []

@@ -189,7 +189,7 @@ class _Renderer:
                 "..." if isinstance(a, ast.Constant) and a.value is Ellipsis else self.render(a)
                 for a in args
             ]
-            return f"{head}[{', '.join(inner)}]"
+            return f"{head}[{', '.join(inner) or '()'}]"  # tuple[()]: the empty tuple
         return head  # a facade class: not generic host-side
 
     def callable(self, args: list[ast.expr]) -> str:

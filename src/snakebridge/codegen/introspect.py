@@ -364,6 +364,9 @@ def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], st
             if target and hops and "." in target:
                 source, _, name = target.rpartition(".")
                 return _stub_defs(source, ".".join([name] + parts[1:]), hops - 1)
+            alias = _class_alias(scope, part) if index == 0 else None
+            if alias and hops:  # ``int8 = signedinteger[_8Bit]``: the class it names
+                return _stub_defs(module, ".".join([alias] + parts[1:]), hops - 1)
             return [], module
         owner, scope = classes[0], classes[0].body
     defs = [
@@ -387,6 +390,24 @@ def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], st
         source, _, name = target.rpartition(".")
         return _stub_defs(source, name, hops - 1)
     return defs, module
+
+
+def _class_alias(scope: List[ast.stmt], name: str) -> Optional[str]:
+    """``X`` for a stub's module-level ``name = X`` or ``name = X[...]`` (a class alias)."""
+    for node in _flatten(scope):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if not (isinstance(target, ast.Name) and target.id == name):
+            continue
+        if isinstance(value, ast.Subscript):
+            value = value.value
+        dotted = ast.unparse(value)
+        return dotted if re.fullmatch(r"[A-Za-z_][\w.]*", dotted) and dotted != name else None
+    return None
 
 
 def _stub_signature(node: Any, qualifier: Optional[Qualifier]) -> Dict[str, Any]:
@@ -685,6 +706,18 @@ def _wanted_member(cls: type, name: str) -> bool:
     return not name.startswith("_")
 
 
+def _built_by_new(cls: type, module: str, typevars: Dict[Any, Any]) -> Tuple[Dict[str, Any], str]:
+    """The constructor of a class made by a ``__new__`` of its own (``numpy.int8``): what its
+    stub says (``__init__`` or ``__new__``, through aliases), else nothing is claimed;
+    ``object.__init__``'s empty signature is no evidence."""
+    for home in dict.fromkeys([module, cls.__module__]):
+        for name in ("__init__", "__new__"):
+            found = stub_signatures(home, "%s.%s" % (cls.__qualname__, name), typevars)
+            if found and found[0]["params"]:
+                return dict(found[0], params=found[0]["params"][1:]), "stub"
+    return VARIADIC, "variadic"
+
+
 def class_info(cls: type, module: str) -> Dict[str, Any]:
     info: Dict[str, Any] = {
         "remote_type": type_key(cls),
@@ -724,6 +757,8 @@ def class_info(cls: type, module: str) -> Dict[str, Any]:
             whole, whole_tier, _ = signature_of(cls, module, cls.__qualname__, cls.__name__)
             if whole_tier != "variadic":
                 signature, tier = whole, whole_tier
+        if owner is object and _defining(cls, "__new__") is not object and tier in STUBBY:
+            signature, tier = _built_by_new(cls, module, typevars)
     except Exception:
         signature, tier = VARIADIC, "variadic"
     info.update(members=members, signature=signature, tier=tier, overloads=[])

@@ -1,14 +1,17 @@
 """The facade package as a whole: which module defines each class, and every module's source.
 
-A remote class gets one facade class (proxies are registered per remote type): its home is the
-shortest path the manifest records for it; other paths re-export it. The type index built here
-lets every module's hints name classes defined anywhere in the package.
+A remote class gets one facade class per environment (proxies are registered per remote type):
+its home is the shortest path the manifest records for it among the libraries of that
+environment; their other paths re-export it. Libraries in different environments never share a
+class, so ``numpy126 = { module = "numpy", env = "numpy126" }`` beside ``numpy`` gets classes of
+its own whose constructors run in its own environment. The type index built here lets a module's
+hints name classes defined anywhere in the package for its environment.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -25,13 +28,24 @@ def _split(path: str) -> tuple[str, str]:
 
 
 class TypeIndex:
-    """Remote type key → the facade module and name of its one facade class."""
+    """Per environment: remote type key → the facade module and name of its facade class.
 
-    def __init__(self, package: str, libraries: dict[str, dict[str, Any]]) -> None:
-        self.homes: dict[str, tuple[str, str]] = {}  # type key -> (library, symbol path)
-        self.index: dict[str, tuple[str, str]] = {}
+    ``scopes`` maps a library to its environment (a library it lacks is in scope "").
+    """
+
+    def __init__(
+        self,
+        package: str,
+        libraries: dict[str, dict[str, Any]],
+        scopes: Mapping[str, str] | None = None,
+    ) -> None:
+        self.scope_of = {library: (scopes or {}).get(library, "") for library in libraries}
+        # (scope, type key) -> (library, symbol path)
+        self.homes: dict[tuple[str, str], tuple[str, str]] = {}
+        self.indexes: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
         self.by_value: set[str] = set()
         for library in sorted(libraries):
+            scope = self.scope_of[library]
             for path, record in sorted(libraries[library].get("symbols", {}).items()):
                 info = record["info"]
                 key = info.get("remote_type")
@@ -39,13 +53,18 @@ class TypeIndex:
                     continue
                 if info.get("by_value"):
                     self.by_value.add(key)
-                current = self.homes.get(key)
+                current = self.homes.get((scope, key))
                 rank = (path.count("."), len(path), path)
                 if current is None or rank < (current[1].count("."), len(current[1]), current[1]):
-                    self.homes[key] = (library, path)
-        for key, (library, path) in self.homes.items():
+                    self.homes[scope, key] = (library, path)
+        for (scope, key), (library, path) in self.homes.items():
             prefix, name = _split(path)
-            self.index[key] = (self.module_of(package, library, prefix), sanitize(name))
+            home = (self.module_of(package, library, prefix), sanitize(name))
+            self.indexes[scope][key] = home
+
+    def index_for(self, library: str) -> dict[str, tuple[str, str]]:
+        """The type index the modules of ``library`` see: that of its environment."""
+        return self.indexes[self.scope_of.get(library, "")]
 
     @staticmethod
     def module_of(package: str, library: str, prefix: str) -> str:
@@ -53,7 +72,7 @@ class TypeIndex:
         return ".".join([package, library, *parts])
 
     def is_home(self, library: str, path: str, key: str) -> bool:
-        return self.homes.get(key) == (library, path)
+        return self.homes.get((self.scope_of.get(library, ""), key)) == (library, path)
 
 
 def _modules(entry: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -77,12 +96,17 @@ def render_package(
     libraries: dict[str, dict[str, Any]],
     version: str,
     only: Iterable[str] | None = None,
+    scopes: Mapping[str, str] | None = None,
 ) -> dict[PurePosixPath, str]:
-    """Source of every facade module of ``only`` (default: all libraries), by relative path."""
-    types = TypeIndex(package, libraries)
+    """Source of every facade module of ``only`` (default: all libraries), by relative path.
+
+    ``scopes`` maps each library to its environment: classes are shared within one only.
+    """
+    types = TypeIndex(package, libraries, scopes)
     out: dict[PurePosixPath, str] = {}
     for library in sorted(set(only) if only is not None else libraries):
         entry = libraries.get(library, {})
+        index = types.index_for(library)
         modules = _modules(entry)
         for prefix in sorted(modules):
             symbols: dict[str, dict[str, Any]] = {}
@@ -95,7 +119,7 @@ def render_package(
                     and key
                     and not types.is_home(library, path, key)
                 ):
-                    reexports[name] = types.index[key]
+                    reexports[name] = index[key]
                     continue
                 symbols[name] = info
             children = {m.split(".")[-1] for m in modules if m and m.rpartition(".")[0] == prefix}
@@ -110,7 +134,7 @@ def render_package(
                     symbols=symbols,
                     children=children,
                     reexports=reexports,
-                    index=types.index,
+                    index=index,
                     by_value=frozenset(types.by_value),
                 )
             )

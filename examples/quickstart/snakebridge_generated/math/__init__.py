@@ -10,11 +10,9 @@ import snakebridge.facade as _sb
 del annotations
 
 _LIB = "math"
-_CONSTANTS = frozenset({"pi"})
+_CONSTANTS: frozenset[str] = frozenset()
 
-__all__ = ["pi", "sqrt"]
-
-pi: float
+__all__ = ["sqrt"]
 
 
 def sqrt(x: _t.Any, /) -> float:
