@@ -3,20 +3,27 @@
 A remote class gets one facade class (proxies are registered per remote type): its home is the
 shortest path the manifest records for it; other paths re-export it. The type index built here
 lets every module's hints name classes defined anywhere in the package.
+
+Every module also gets its async facade under ``<package>.aio`` (the same path below it), whose
+hints name the async proxy classes; ``aio/__init__.py`` tells the runtime where each remote
+type's async proxy class lives, so results are re-classed as it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import Any
 
-from snakebridge.codegen.generator import ModuleSpec, render_module, sanitize
+from snakebridge.codegen.generator import ModuleSpec, header, render_module, sanitize
+from snakebridge.codegen.source import Call, Seq, quote, statement
 
-__all__ = ["TypeIndex", "render_package"]
+__all__ = ["AIO", "TypeIndex", "async_package_init", "render_package"]
 
 CLASS_KINDS = ("class", "exception")
+AIO = "aio"  # the async facades' subpackage (a library may not have this name)
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -30,7 +37,9 @@ class TypeIndex:
     def __init__(self, package: str, libraries: dict[str, dict[str, Any]]) -> None:
         self.homes: dict[str, tuple[str, str]] = {}  # type key -> (library, symbol path)
         self.index: dict[str, tuple[str, str]] = {}
+        self.async_index: dict[str, tuple[str, str]] = {}  # classes: their async proxy
         self.by_value: set[str] = set()
+        self.exceptions: set[str] = set()
         for library in sorted(libraries):
             for path, record in sorted(libraries[library].get("symbols", {}).items()):
                 info = record["info"]
@@ -39,6 +48,8 @@ class TypeIndex:
                     continue
                 if info.get("by_value"):
                     self.by_value.add(key)
+                if info.get("kind") == "exception":
+                    self.exceptions.add(key)
                 current = self.homes.get(key)
                 rank = (path.count("."), len(path), path)
                 if current is None or rank < (current[1].count("."), len(current[1]), current[1]):
@@ -46,6 +57,11 @@ class TypeIndex:
         for key, (library, path) in self.homes.items():
             prefix, name = _split(path)
             self.index[key] = (self.module_of(package, library, prefix), sanitize(name))
+            if key in self.exceptions:  # one class for both: the sync facade's
+                self.async_index[key] = self.index[key]
+            else:
+                aio_module = self.module_of(f"{package}.{AIO}", library, prefix)
+                self.async_index[key] = (aio_module, sanitize(name))
 
     @staticmethod
     def module_of(package: str, library: str, prefix: str) -> str:
@@ -100,20 +116,62 @@ def render_package(
                 symbols[name] = info
             children = {m.split(".")[-1] for m in modules if m and m.rpartition(".")[0] == prefix}
             lib_path = f"{library}.{prefix}" if prefix else library
-            text = render_module(
-                ModuleSpec(
-                    version=version,
-                    library=library,
-                    resolved=str(entry.get("resolved", "unknown")),
-                    lib_path=lib_path,
-                    package=package,
-                    symbols=symbols,
-                    children=children,
-                    reexports=reexports,
-                    index=types.index,
-                    by_value=frozenset(types.by_value),
-                )
+            spec = ModuleSpec(
+                version=version,
+                library=library,
+                resolved=str(entry.get("resolved", "unknown")),
+                lib_path=lib_path,
+                package=package,
+                symbols=symbols,
+                children=children,
+                reexports=reexports,
+                index=types.index,
+                by_value=frozenset(types.by_value),
             )
             parts = [sanitize(p) for p in prefix.split(".")] if prefix else []
-            out[PurePosixPath(library, *parts, "__init__.py")] = text
+            out[PurePosixPath(library, *parts, "__init__.py")] = render_module(spec)
+            out[PurePosixPath(AIO, library, *parts, "__init__.py")] = render_module(
+                async_spec(spec, types.async_index)
+            )
+    out[PurePosixPath(AIO, "__init__.py")] = async_package_init(package, types, version)
     return out
+
+
+def async_spec(spec: ModuleSpec, async_index: dict[str, tuple[str, str]]) -> ModuleSpec:
+    """The async facade of the module ``spec`` describes: its classes as async proxies,
+    classes defined elsewhere from their async home, exceptions the sync facade's own."""
+    sync_module = TypeIndex.module_of(spec.package, *spec.lib_path.partition(".")[::2])
+    symbols: dict[str, dict[str, Any]] = {}
+    reexports: dict[str, tuple[str, str]] = {}
+    for name, info in spec.symbols.items():
+        if info.get("kind") == "exception":
+            reexports[name] = (sync_module, sanitize(name))
+        else:
+            symbols[name] = info
+    for name, (module, home) in spec.reexports.items():
+        key = next((k for k, v in spec.index.items() if v == (module, home)), None)
+        reexports[name] = async_index.get(key, (module, home)) if key else (module, home)
+    return replace(
+        spec,
+        package=f"{spec.package}.{AIO}",
+        symbols=symbols,
+        reexports=reexports,
+        index=async_index,
+        asynchronous=True,
+    )
+
+
+def async_package_init(package: str, types: TypeIndex, version: str) -> str:
+    """``<package>/aio/__init__.py``: where the async proxy class of each remote type lives."""
+    lines = [
+        header(version, "snakebridge", version).rstrip("\n"),
+        '"""Async facades (``await aio.math.sqrt(2)``), generated by `snakebridge sync`."""',
+    ]
+    homes = sorted(
+        (k, m, n) for k, (m, n) in types.async_index.items() if k not in types.exceptions
+    )
+    if homes:
+        entries = tuple(Seq((quote(k), quote(m), quote(n))) for k, m, n in homes)
+        lines += ["", "import snakebridge.facade as _sb", ""]
+        lines += statement("", "", Call("_sb.register_async_homes", entries))
+    return "\n".join(lines) + "\n"
