@@ -32,7 +32,7 @@ helpers = ["myhelpers"]
 math = "stdlib"
 json = "stdlib"
 logging = "stdlib"
-configparser = "stdlib"
+configparser = { version = "stdlib", generate = "all" }  # long exception re-exports
 operator = "stdlib"
 functools = "stdlib"
 itertools = { version = "stdlib", streaming = ["count"] }
@@ -205,6 +205,7 @@ def test_refs_inside_results_become_async_proxies_in_place(project: Project) -> 
     assert facade.as_async(value) is value
     assert [type(first), type(second), type(third)] == [logging.Logger] * 3
     assert value[3] == "text"
+    assert isinstance(sync_logging.getLogger("d"), logging.Logger)  # both ways
 
 
 def test_facade_functions_carry_sb_remote_and_travel_by_name(project: Project) -> None:
@@ -217,6 +218,9 @@ def test_facade_functions_carry_sb_remote_and_travel_by_name(project: Project) -
     assert async_math.sqrt.__sb_remote__ == ("math", "sqrt")  # type: ignore[attr-defined]
     assert importable_name(operator.add) == ("operator", "add")
     assert functools.reduce(operator.add, [1, 2, 3]) == 6  # the worker's own operator.add
+    with snakebridge.executor() as ex:
+        assert ex._target(async_math.sqrt) == ("math", "sqrt")
+        assert ex.submit(math.sqrt, 9.0).result() == 3.0
 
 
 def test_stream_twins_of_symbols_listed_in_streaming(project: Project, tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def _value_hint(info: dict[str, Any], ctx: HintContext) -> str:
     return hint(str(value_type), ctx) if value_type in BUILTIN_TYPES else ANY
 
 
-_PRAGMA = re.compile(r"\s*# (type|pyright): ignore\[[\w, -]+\]$")
+_PRAGMA = re.compile(r"\s*# ((type|pyright): ignore\[[\w, -]+\]|noqa: [A-Z0-9, ]+)$")
 
 
 def _too_long(line: str) -> bool:
@@ -253,15 +253,28 @@ def _head(
     return out
 
 
+def _late_import(module: str, name: str) -> list[str]:
+    """``from module import name  # noqa: E402``, parenthesized when too long (ruff leaves the
+    pragma out of the width; it must stay on the first line to silence E402)."""
+    line = f"from {module} import {name}"
+    if len(line) <= WIDTH:
+        return [f"{line}  # noqa: E402"]
+    return [f"from {module} import (  # noqa: E402", f"    {name},", ")"]
+
+
 def _tail(spec: ModuleSpec, children: list[str]) -> list[str]:
     """Imports that run after the module's own names exist (children may import them),
     re-exported classes first (isort puts absolute imports before relative ones)."""
     here = ".".join([spec.package, *map(sanitize, spec.lib_path.split("."))])
-    found = sorted(spec.reexports.items(), key=lambda r: (r[1][0], isort_key(r[1][1])))
+    found = sorted(
+        spec.reexports.items(),
+        key=lambda r: (r[1][0], isort_key(r[1][1]), isort_key(sanitize(r[0]))),
+    )
     lines = [
-        f"from {module} import {home} as {sanitize(name)}  # noqa: E402"
+        line
         for name, (module, home) in found
         if module != here
+        for line in _late_import(module, f"{home} as {sanitize(name)}")
     ]
     if lines and children:
         lines.append("")
