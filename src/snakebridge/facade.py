@@ -322,7 +322,10 @@ def _async_class(type_name: str) -> type[Ref] | None:
     for key in known_mro(type_name):
         cls = _ASYNC_CLASSES.get(key)
         if cls is None and key in _ASYNC_HOMES:
-            importlib.import_module(_ASYNC_HOMES[key][0])  # defines (and registers) it
+            try:
+                importlib.import_module(_ASYNC_HOMES[key][0])  # defines (and registers) it
+            except ImportError:  # the tree changed under a running program: leave it sync
+                continue
             cls = _ASYNC_CLASSES.get(key)
         if cls is not None:
             return cls

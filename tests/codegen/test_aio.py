@@ -31,6 +31,7 @@ helpers = ["myhelpers"]
 [tool.snakebridge.libraries]
 math = "stdlib"
 json = "stdlib"
+collections = "stdlib"
 logging = "stdlib"
 configparser = { version = "stdlib", generate = "all" }  # long exception re-exports
 operator = "stdlib"
@@ -56,6 +57,8 @@ from snakebridge_generated.aio import configparser, logging
 json.loads, json.JSONDecodeError, math.sqrt, math.pi, operator.add, functools.reduce
 configparser.ConfigParser, configparser.SectionProxy, logging.getLogger, logging.Logger
 itertools.count, glob.iglob
+from snakebridge_generated.aio.collections import Counter
+from snakebridge_generated.aio.functools import partial
 """
 REVEAL = """
 from __future__ import annotations
@@ -109,7 +112,18 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def project(make_project: Make, tmp_path: Path) -> Iterator[Project]:
+def project(
+    make_project: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Project]:
+    import snakebridge.errors
+    import snakebridge.facade
+
+    for module, registry in [
+        (snakebridge.errors, "_REGISTERED"),  # this project's exception classes stay its own
+        (snakebridge.facade, "_ASYNC_CLASSES"),
+        (snakebridge.facade, "_ASYNC_HOMES"),
+    ]:
+        monkeypatch.setattr(module, registry, dict(getattr(module, registry)))
     (tmp_path / "myhelpers.py").write_text(HELPERS)
     project = make_project({"main.py": APP}, pyproject=PYPROJECT)
     report = project.sync()
@@ -168,8 +182,10 @@ def test_async_functions_await_the_async_call_path(
 
 
 def test_async_proxies_have_awaited_methods_and_properties(project: Project) -> None:
+    from collections import Counter as CollectionsCounter
+
     from snakebridge_generated import logging as sync_logging
-    from snakebridge_generated.aio import configparser, logging
+    from snakebridge_generated.aio import collections, configparser, logging
 
     async def main() -> None:
         logger = await logging.getLogger("sb.aio")
@@ -187,6 +203,11 @@ def test_async_proxies_have_awaited_methods_and_properties(project: Project) -> 
         section = await configparser.SectionProxy.new(parser, "main")
         assert await section.name == "main"  # a property is an awaitable
         assert type(await section.parser) is configparser.ConfigParser  # by its remote class
+        words = await collections.Counter.new(["a", "b", "a"])  # travels by value
+        assert type(words) is CollectionsCounter and words.most_common(1) == [("a", 2)]
+        assert isinstance(words, collections.Counter) and not hasattr(
+            collections.Counter, "most_common"
+        )
         with pytest.raises(TypeError, match=r"await Logger\.new\(\.\.\.\)"):
             logging.Logger("direct")  # type: ignore[arg-type]
 
@@ -206,6 +227,32 @@ def test_refs_inside_results_become_async_proxies_in_place(project: Project) -> 
     assert [type(first), type(second), type(third)] == [logging.Logger] * 3
     assert value[3] == "text"
     assert isinstance(sync_logging.getLogger("d"), logging.Logger)  # both ways
+
+
+def test_callable_objects_are_awaited_when_called(project: Project) -> None:
+    from snakebridge_generated import operator
+    from snakebridge_generated.aio import functools
+
+    import snakebridge.facade as facade
+
+    async def main() -> tuple[Any, Any, Any]:
+        add_one = facade.as_async(
+            await snakebridge.acall("functools", "partial", [operator.add, 1])
+        )
+        return type(add_one), await add_one(2), await add_one.args
+
+    assert asyncio.run(main()) == (functools.partial, 3, (1,))
+
+
+def test_the_factory_steps_aside_for_a_member_named_new() -> None:
+    from snakebridge.codegen.aio import render_async_class
+    from snakebridge.codegen.hints import HintContext
+
+    member = {"name": "new", "kind": "method", "signature": {"params": [], "returns": "int"}}
+    info = {"qualname": "Thing", "remote_type": "lib.Thing", "members": [member]}
+    text = "\n".join(render_async_class("Thing", info, HintContext(module="g.aio.lib", index={})))
+    assert "    async def new_(cls) -> _t.Self:" in text
+    assert "    async def new(self) -> int:" in text
 
 
 def test_facade_functions_carry_sb_remote_and_travel_by_name(project: Project) -> None:

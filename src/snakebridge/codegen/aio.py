@@ -53,10 +53,13 @@ def _factory_name(names: set[str]) -> str:
 
 
 def render_async_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
-    """An async proxy class: ``await Cls.new(...)`` creates one; methods are awaited."""
+    """An async proxy class: ``await Cls.new(...)`` creates one; methods are awaited. A class
+    whose instances travel by value gets ``new`` alone: what it returns is a host object."""
     local = sanitize(name)
     members = sorted(info.get("members", []), key=lambda m: str(m["name"]))
     members = [m for m in members if not str(m["name"]).startswith("_") or m["name"] == "__call__"]
+    if info.get("by_value"):  # results are host objects (a Counter, a Path): their own methods
+        members = []
     names = {sanitize(str(m["name"])) for m in members}
     ctx = replace(ctx, self_name=local, shadowed=ctx.shadowed | names)
     lines = [f"class {local}(_sb.AsyncRef, metaclass=_sb.AsyncProxyMeta):"]

@@ -17,6 +17,7 @@ __all__ = ["pi", "sqrt"]
 pi: float
 
 
+@_sb.remote(_LIB, "sqrt")
 def sqrt(x: _t.Any, /) -> float:
     """Return the square root of x."""
     return _t.cast("float", _sb.invoke(_LIB, "sqrt", (("x", x, 0),)))

@@ -15,6 +15,7 @@ _CONSTANTS: frozenset[str] = frozenset()
 __all__ = ["median"]
 
 
+@_sb.remote(_LIB, "median")
 def median(data: _t.Iterable[_t.Any]) -> _t.Any:
     """Return the median (middle value) of numeric data.
 
