@@ -332,21 +332,30 @@ def _async_class(type_name: str) -> type[Ref] | None:
     return None
 
 
+_PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
+_COLLECTIONS = (list, tuple, set, frozenset)
+
+
 def as_async(value: Any) -> Any:
     """``value`` with every Ref in it (also inside lists, tuples, sets and dicts) re-classed
-    as its async proxy class, in place (no round trip, no copy)."""
+    as its async proxy class, in place (no round trip, no copy; plain items cost a type test)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
     if isinstance(value, Ref):
         cls = _async_class(value._sb_type)
         if cls is not None:
             as_proxy(value, cls)
-    elif isinstance(value, list | tuple | set | frozenset):
+    elif isinstance(value, _COLLECTIONS):
         for item in value:
-            if isinstance(item, Ref | list | tuple | set | frozenset | dict):
+            if type(item) not in _PLAIN:
                 as_async(item)
     elif isinstance(value, dict):
         for key, item in value.items():
-            as_async(key)
-            as_async(item)
+            if type(key) not in _PLAIN:
+                as_async(key)
+            if type(item) not in _PLAIN:
+                as_async(item)
     return value
 
 

@@ -38,6 +38,7 @@ class TypeIndex:
         self.homes: dict[str, tuple[str, str]] = {}  # type key -> (library, symbol path)
         self.index: dict[str, tuple[str, str]] = {}
         self.async_index: dict[str, tuple[str, str]] = {}  # classes: their async proxy
+        self.key_of: dict[tuple[str, str], str] = {}  # (facade module, name) -> type key
         self.by_value: set[str] = set()
         self.exceptions: set[str] = set()
         for library in sorted(libraries):
@@ -57,6 +58,7 @@ class TypeIndex:
         for key, (library, path) in self.homes.items():
             prefix, name = _split(path)
             self.index[key] = (self.module_of(package, library, prefix), sanitize(name))
+            self.key_of[self.index[key]] = key
             if key in self.exceptions:  # one class for both: the sync facade's
                 self.async_index[key] = self.index[key]
             else:
@@ -131,13 +133,13 @@ def render_package(
             parts = [sanitize(p) for p in prefix.split(".")] if prefix else []
             out[PurePosixPath(library, *parts, "__init__.py")] = render_module(spec)
             out[PurePosixPath(AIO, library, *parts, "__init__.py")] = render_module(
-                async_spec(spec, types.async_index)
+                async_spec(spec, types)
             )
-    out[PurePosixPath(AIO, "__init__.py")] = async_package_init(package, types, version)
+    out[PurePosixPath(AIO, "__init__.py")] = async_package_init(types, version)
     return out
 
 
-def async_spec(spec: ModuleSpec, async_index: dict[str, tuple[str, str]]) -> ModuleSpec:
+def async_spec(spec: ModuleSpec, types: TypeIndex) -> ModuleSpec:
     """The async facade of the module ``spec`` describes: its classes as async proxies,
     classes defined elsewhere from their async home, exceptions the sync facade's own."""
     sync_module = TypeIndex.module_of(spec.package, *spec.lib_path.partition(".")[::2])
@@ -148,20 +150,20 @@ def async_spec(spec: ModuleSpec, async_index: dict[str, tuple[str, str]]) -> Mod
             reexports[name] = (sync_module, sanitize(name))
         else:
             symbols[name] = info
-    for name, (module, home) in spec.reexports.items():
-        key = next((k for k, v in spec.index.items() if v == (module, home)), None)
-        reexports[name] = async_index.get(key, (module, home)) if key else (module, home)
+    for name, home in spec.reexports.items():
+        key = types.key_of.get(home)
+        reexports[name] = types.async_index[key] if key else home
     return replace(
         spec,
         package=f"{spec.package}.{AIO}",
         symbols=symbols,
         reexports=reexports,
-        index=async_index,
+        index=types.async_index,
         asynchronous=True,
     )
 
 
-def async_package_init(package: str, types: TypeIndex, version: str) -> str:
+def async_package_init(types: TypeIndex, version: str) -> str:
     """``<package>/aio/__init__.py``: where the async proxy class of each remote type lives."""
     lines = [
         header(version, "snakebridge", version).rstrip("\n"),
