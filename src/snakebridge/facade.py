@@ -6,6 +6,10 @@ class arrive as their instances, registers exception classes so remote errors of
 are raised as them, and serves names a facade lacks: a dynamic call recorded in
 ``.snakebridge/ledger.json``, or, in strict mode, an ``AttributeError`` that names
 ``snakebridge sync``.
+
+The async facades (``snakebridge_generated.aio``) use the ``a``-named twins here: each awaits
+the runtime's async path (``acall``, the async Ref operations; no thread hop) and re-classes
+the Refs in its result as the async proxy classes, so an async facade hands out async proxies.
 """
 
 from __future__ import annotations
@@ -16,20 +20,32 @@ import json
 import os
 import sys
 import threading
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, Never, Self, TypeVar
 
 from snakebridge import paths
 from snakebridge.errors import RemoteError, register_remote_exception
+from snakebridge.runtime.client import acall as acall_function
 from snakebridge.runtime.client import call as call_function
 from snakebridge.runtime.client import get
-from snakebridge.runtime.refs import Ref, as_proxy, register_proxy, remote_mro
+from snakebridge.runtime.refs import Ref, as_proxy, known_mro, register_proxy, remote_mro
+from snakebridge_worker import protocol as _p
 from snakebridge_worker.values import type_key
 
 __all__ = [
     "NOT_GIVEN",
+    "AsyncProxyMeta",
+    "AsyncRef",
     "ProxyMeta",
     "Ref",
     "RemoteError",
+    "aattribute",
+    "acall",
+    "aconstant",
+    "aconstruct",
+    "ainvoke",
+    "amethod",
+    "as_async",
     "attribute",
     "call",
     "constant",
@@ -37,7 +53,9 @@ __all__ = [
     "invoke",
     "method",
     "missing_name",
+    "register_async_homes",
     "register_exception",
+    "remote",
     "set_attribute",
     "special",
 ]
@@ -261,3 +279,156 @@ def constant(library: str, name: str, namespace: dict[str, Any]) -> Any:
     value = get(library, name)
     namespace[name] = value
     return value
+
+
+# -- async facades ----------------------------------------------------------------------------
+_ASYNC_CLASSES: dict[str, type[Ref]] = {}  # remote type key -> its async proxy class
+_ASYNC_HOMES: dict[str, tuple[str, str]] = {}  # remote type key -> (aio module, class name)
+
+
+class AsyncProxyMeta(ProxyMeta):
+    """Metaclass of async proxy classes: ``isinstance`` as :class:`ProxyMeta`; the class is
+    not the one Refs arrive as (that stays the sync facade class), the async facades re-class
+    their results as it (:func:`as_async`)."""
+
+    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> None:
+        type.__init__(cls, name, bases, namespace)
+        remote = namespace.get("__sb_type__")
+        if remote and issubclass(cls, Ref):
+            _ASYNC_CLASSES[str(remote)] = cls
+
+
+class AsyncRef(Ref):
+    """Base of async proxy classes: created by ``await Cls.new(...)`` or as a result of an
+    async facade, never by calling the class (that would block the event loop)."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Never, **kwargs: Never) -> Self:
+        raise TypeError(
+            f"{cls.__qualname__} is an async proxy class: create one with "
+            f"`await {cls.__qualname__}.new(...)`"
+        )
+
+
+def register_async_homes(*homes: tuple[str, str, str]) -> None:
+    """``(remote type, aio module, class name)``: where the async proxy class of each remote
+    type is defined (what ``aio/__init__.py`` of a generated package calls)."""
+    for key, module, name in homes:
+        _ASYNC_HOMES[key] = (module, name)
+
+
+def _async_class(type_name: str) -> type[Ref] | None:
+    for key in known_mro(type_name):
+        cls = _ASYNC_CLASSES.get(key)
+        if cls is None and key in _ASYNC_HOMES:
+            try:
+                importlib.import_module(_ASYNC_HOMES[key][0])  # defines (and registers) it
+            except ImportError:  # the tree changed under a running program: leave it sync
+                continue
+            cls = _ASYNC_CLASSES.get(key)
+        if cls is not None:
+            return cls
+    return None
+
+
+_PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
+_COLLECTIONS = (list, tuple, set, frozenset)
+
+
+def as_async(value: Any) -> Any:
+    """``value`` with every Ref in it (also inside lists, tuples, sets and dicts) re-classed
+    as its async proxy class, in place (no round trip, no copy; plain items cost a type test)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if isinstance(value, Ref):
+        cls = _async_class(value._sb_type)
+        if cls is not None:
+            as_proxy(value, cls)
+    elif isinstance(value, _COLLECTIONS):
+        for item in value:
+            if type(item) not in _PLAIN:
+                as_async(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) not in _PLAIN:
+                as_async(key)
+            if type(item) not in _PLAIN:
+                as_async(item)
+    return value
+
+
+async def ainvoke(
+    library: str,
+    qualname: str,
+    params: Params = (),
+    var_args: tuple[Any, ...] = (),
+    var_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Async twin of :func:`invoke` (``snakebridge.acall``)."""
+    args, kwargs = _arguments(params, var_args, var_kwargs)
+    return as_async(await acall_function(library, qualname, args, kwargs or None))
+
+
+async def aconstruct(
+    cls: type[Ref],
+    params: Params = (),
+    var_args: tuple[Any, ...] = (),
+    var_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """An instance of async proxy class ``cls`` (what ``await Cls.new(...)`` does)."""
+    library, qualname = cls.__sb_remote__  # type: ignore[attr-defined]
+    result = await ainvoke(library, qualname, params, var_args, var_kwargs)
+    if isinstance(result, Ref) and not isinstance(result, cls):
+        result = as_proxy(result, cls)
+    return result
+
+
+async def amethod(
+    instance: Ref,
+    name: str,
+    params: Params = (),
+    var_args: tuple[Any, ...] = (),
+    var_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Async twin of :func:`method` (one round trip)."""
+    args, kwargs = _arguments(params, var_args, var_kwargs)
+    return as_async(await instance._sb_aop(_p.OP_METHOD, "", [name, *args], kwargs or None))
+
+
+async def acall(
+    instance: Ref,
+    params: Params = (),
+    var_args: tuple[Any, ...] = (),
+    var_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Async twin of :func:`call` (an async proxy's ``__call__``)."""
+    args, kwargs = _arguments(params, var_args, var_kwargs)
+    return as_async(await instance._sb_aop(_p.OP_CALL, "", args, kwargs or None))
+
+
+async def aattribute(instance: Ref, name: str) -> Any:
+    """Async twin of :func:`attribute` (what an async proxy's property returns to await)."""
+    return as_async(await instance._sb_aop(_p.OP_GETATTR, "", [name]))
+
+
+def aconstant(library: str, name: str, namespace: dict[str, Any]) -> Any:
+    """:func:`constant` for an async facade module: fetched once, Refs as async proxies."""
+    value = as_async(get(library, name))
+    namespace[name] = value
+    return value
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def remote(library: str, qualname: str) -> Callable[[_F], _F]:
+    """Decorator of facade functions: ``__sb_remote__ = (library, qualname)``, as facade
+    classes have (a facade function passed as an argument travels by name)."""
+
+    def mark(function: _F) -> _F:
+        function.__sb_remote__ = (library, qualname)  # type: ignore[attr-defined]
+        return function
+
+    return mark

@@ -2,7 +2,9 @@
 
 Output depends only on its inputs: symbols sorted by name, no timestamps, ``\\n`` endings, in
 the layout ``ruff format`` writes. A module's namespace holds only the library's names and the
-private helpers ``_sb``, ``_t``, ``_LIB`` and ``_CONSTANTS``.
+private helpers ``_sb``, ``_t``, ``_LIB`` and ``_CONSTANTS`` (and ``_sb_streams`` where the
+module has ``name_stream`` twins). ``ModuleSpec.asynchronous`` renders the module's async
+facade instead (:mod:`snakebridge.codegen.aio`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from snakebridge.codegen.aio import (
+    mark_remote,
+    render_async_class,
+    render_async_function,
+    stream_twin,
+)
 from snakebridge.codegen.hints import ANY, BUILTIN_TYPES, HintContext, hint
 from snakebridge.codegen.members import (
     render_class,
@@ -39,6 +47,8 @@ class ModuleSpec:
 
     ``index`` maps remote type keys to ``(facade module, class name)`` across the package;
     ``reexports`` maps a local name to the ``(facade module, name)`` that defines that class.
+    ``asynchronous``: the async facade (``package`` is then the ``aio`` package, and the
+    caller has moved exceptions to ``reexports``: they are the sync facade's classes).
     """
 
     version: str
@@ -51,6 +61,10 @@ class ModuleSpec:
     reexports: dict[str, tuple[str, str]] = field(default_factory=dict)
     index: dict[str, tuple[str, str]] = field(default_factory=dict)
     by_value: frozenset[str] = frozenset()
+    asynchronous: bool = False
+
+
+STREAM_KINDS = ("function", "builtin", "class")
 
 
 def isort_key(name: str, fold: bool = True) -> tuple[int, list[Any], str]:
@@ -86,7 +100,7 @@ def _value_hint(info: dict[str, Any], ctx: HintContext) -> str:
     return hint(str(value_type), ctx) if value_type in BUILTIN_TYPES else ANY
 
 
-_PRAGMA = re.compile(r"\s*# (type|pyright): ignore\[[\w, -]+\]$")
+_PRAGMA = re.compile(r"\s*# ((type|pyright): ignore\[[\w, -]+\]|noqa: [A-Z0-9, ]+)$")
 
 
 def _too_long(line: str) -> bool:
@@ -112,6 +126,14 @@ def render_module(spec: ModuleSpec) -> str:
     children = sorted(set(spec.children))
     locals_ = {sanitize(n) for n in [*values, *functions, *classes, *exceptions]}
     locals_ |= {sanitize(c) for c in children} | {sanitize(n) for n in spec.reexports}
+    streams = sorted(
+        n
+        for n, info in symbols.items()
+        if info.get("streaming")
+        and info.get("kind") in STREAM_KINDS
+        and f"{sanitize(n)}_stream" not in locals_
+    )
+    locals_ |= {f"{sanitize(n)}_stream" for n in streams}
     facade_module = ".".join([spec.package, *map(sanitize, spec.lib_path.split("."))])
     ctx = HintContext(
         module=facade_module,
@@ -123,19 +145,29 @@ def render_module(spec: ModuleSpec) -> str:
     for name in values:
         body += ["", f"{sanitize(name)}: {_value_hint(symbols[name], ctx)}"]
     for name in functions:
-        body += ["", "", *render_function(name, symbols[name], ctx)]
+        if spec.asynchronous:
+            lines = render_async_function(name, symbols[name], ctx)
+        else:
+            lines = mark_remote(
+                render_function(name, symbols[name], ctx), symbols[name]["qualname"]
+            )
+        body += ["", "", *lines]
     for name in classes:
-        body += ["", "", *render_class(name, symbols[name], ctx)]
+        render = render_async_class if spec.asynchronous else render_class
+        body += ["", "", *render(name, symbols[name], ctx)]
     local_types = {str(symbols[n].get("remote_type")): sanitize(n) for n in exceptions}
     for name in exceptions:
         base = _exception_base(symbols[name], local_types)
         body += ["", "", *render_exception(name, symbols[name], base)]
+    for name in streams:
+        body += ["", "", *stream_twin(name, symbols[name], ctx, spec.asynchronous)]
+    constant = "_sb.aconstant" if spec.asynchronous else "_sb.constant"
     body += [
         "",
         "",
         "def __getattr__(name: str) -> _t.Any:",
         "    if name in _CONSTANTS:",
-        "        return _sb.constant(_LIB, name, globals())",
+        f"        return {constant}(_LIB, name, globals())",
         "    return _sb.missing_name(_LIB, name, __name__)",
     ]
     exported = sorted(
@@ -190,16 +222,22 @@ def _head(
     values: list[str],
     exported: list[str],
 ) -> list[str]:
+    summary = f"Facade for {spec.lib_path}: every call runs in a snakebridge worker."
+    if spec.asynchronous:
+        summary = f"Async facade for {spec.lib_path}: await each call; it runs in a worker."
     out = [
         header(spec.version, spec.library, spec.resolved).rstrip("\n"),
-        f'"""Facade for {spec.lib_path}: every call runs in a snakebridge worker."""',
+        f'"""{summary}"""',
         "",
         "from __future__ import annotations",
         "",
     ]
     if any("_builtins." in line for line in body):
         out.append("import builtins as _builtins")
-    out += ["import typing as _t", "", "import snakebridge.facade as _sb", ""]
+    out += ["import typing as _t", "", "import snakebridge.facade as _sb"]
+    if any("_sb_streams." in line for line in body):
+        out.append("import snakebridge.runtime.streams as _sb_streams")
+    out.append("")
     used = _annotation_names("\n".join(body))
     ctx.imports = {(m, n) for m, n in ctx.imports if n in used}
     imports = _hint_imports(ctx, spec, set(locals_))
@@ -215,15 +253,28 @@ def _head(
     return out
 
 
+def _late_import(module: str, name: str) -> list[str]:
+    """``from module import name  # noqa: E402``, parenthesized when too long (ruff leaves the
+    pragma out of the width; it must stay on the first line to silence E402)."""
+    line = f"from {module} import {name}"
+    if len(line) <= WIDTH:
+        return [f"{line}  # noqa: E402"]
+    return [f"from {module} import (  # noqa: E402", f"    {name},", ")"]
+
+
 def _tail(spec: ModuleSpec, children: list[str]) -> list[str]:
     """Imports that run after the module's own names exist (children may import them),
     re-exported classes first (isort puts absolute imports before relative ones)."""
     here = ".".join([spec.package, *map(sanitize, spec.lib_path.split("."))])
-    found = sorted(spec.reexports.items(), key=lambda r: (r[1][0], isort_key(r[1][1])))
+    found = sorted(
+        spec.reexports.items(),
+        key=lambda r: (r[1][0], isort_key(r[1][1]), isort_key(sanitize(r[0]))),
+    )
     lines = [
-        f"from {module} import {home} as {sanitize(name)}  # noqa: E402"
+        line
         for name, (module, home) in found
         if module != here
+        for line in _late_import(module, f"{home} as {sanitize(name)}")
     ]
     if lines and children:
         lines.append("")

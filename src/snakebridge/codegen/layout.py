@@ -6,20 +6,27 @@ environment; their other paths re-export it. Libraries in different environments
 class, so ``numpy126 = { module = "numpy", env = "numpy126" }`` beside ``numpy`` gets classes of
 its own whose constructors run in its own environment. The type index built here lets a module's
 hints name classes defined anywhere in the package for its environment.
+
+Every module also gets its async facade under ``<package>.aio`` (the same path below it), whose
+hints name the async proxy classes; ``aio/__init__.py`` tells the runtime where each remote
+type's async proxy class lives, so results are re-classed as it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import Any
 
-from snakebridge.codegen.generator import ModuleSpec, render_module, sanitize
+from snakebridge.codegen.generator import ModuleSpec, header, render_module, sanitize
+from snakebridge.codegen.source import Call, Seq, quote, statement
 
-__all__ = ["TypeIndex", "render_package"]
+__all__ = ["AIO", "TypeIndex", "async_package_init", "render_package"]
 
 CLASS_KINDS = ("class", "exception")
+AIO = "aio"  # the async facades' subpackage (a library may not have this name)
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -28,7 +35,8 @@ def _split(path: str) -> tuple[str, str]:
 
 
 class TypeIndex:
-    """Per environment: remote type key → the facade module and name of its facade class.
+    """Per environment: remote type key → the facade module and name of its facade class
+    (``indexes``) and of its async proxy class (``async_indexes``).
 
     ``scopes`` maps a library to its environment (a library it lacks is in scope "").
     """
@@ -43,7 +51,10 @@ class TypeIndex:
         # (scope, type key) -> (library, symbol path)
         self.homes: dict[tuple[str, str], tuple[str, str]] = {}
         self.indexes: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
+        self.async_indexes: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
+        self.key_of: dict[tuple[str, str], str] = {}  # (facade module, name) -> type key
         self.by_value: set[str] = set()
+        self.exceptions: set[str] = set()
         for library in sorted(libraries):
             scope = self.scope_of[library]
             for path, record in sorted(libraries[library].get("symbols", {}).items()):
@@ -53,6 +64,8 @@ class TypeIndex:
                     continue
                 if info.get("by_value"):
                     self.by_value.add(key)
+                if info.get("kind") == "exception":
+                    self.exceptions.add(key)
                 current = self.homes.get((scope, key))
                 rank = (path.count("."), len(path), path)
                 if current is None or rank < (current[1].count("."), len(current[1]), current[1]):
@@ -61,10 +74,20 @@ class TypeIndex:
             prefix, name = _split(path)
             home = (self.module_of(package, library, prefix), sanitize(name))
             self.indexes[scope][key] = home
+            self.key_of[home] = key
+            if key in self.exceptions:  # one class for both: the sync facade's
+                self.async_indexes[scope][key] = home
+            else:
+                aio_module = self.module_of(f"{package}.{AIO}", library, prefix)
+                self.async_indexes[scope][key] = (aio_module, sanitize(name))
 
     def index_for(self, library: str) -> dict[str, tuple[str, str]]:
         """The type index the modules of ``library`` see: that of its environment."""
         return self.indexes[self.scope_of.get(library, "")]
+
+    def async_index_for(self, library: str) -> dict[str, tuple[str, str]]:
+        """The async proxy classes the async modules of ``library`` see."""
+        return self.async_indexes[self.scope_of.get(library, "")]
 
     @staticmethod
     def module_of(package: str, library: str, prefix: str) -> str:
@@ -124,20 +147,67 @@ def render_package(
                 symbols[name] = info
             children = {m.split(".")[-1] for m in modules if m and m.rpartition(".")[0] == prefix}
             lib_path = f"{library}.{prefix}" if prefix else library
-            text = render_module(
-                ModuleSpec(
-                    version=version,
-                    library=library,
-                    resolved=str(entry.get("resolved", "unknown")),
-                    lib_path=lib_path,
-                    package=package,
-                    symbols=symbols,
-                    children=children,
-                    reexports=reexports,
-                    index=index,
-                    by_value=frozenset(types.by_value),
-                )
+            spec = ModuleSpec(
+                version=version,
+                library=library,
+                resolved=str(entry.get("resolved", "unknown")),
+                lib_path=lib_path,
+                package=package,
+                symbols=symbols,
+                children=children,
+                reexports=reexports,
+                index=index,
+                by_value=frozenset(types.by_value),
             )
             parts = [sanitize(p) for p in prefix.split(".")] if prefix else []
-            out[PurePosixPath(library, *parts, "__init__.py")] = text
+            out[PurePosixPath(library, *parts, "__init__.py")] = render_module(spec)
+            out[PurePosixPath(AIO, library, *parts, "__init__.py")] = render_module(
+                async_spec(spec, types)
+            )
+    out[PurePosixPath(AIO, "__init__.py")] = async_package_init(types, version)
     return out
+
+
+def async_spec(spec: ModuleSpec, types: TypeIndex) -> ModuleSpec:
+    """The async facade of the module ``spec`` describes: its classes as async proxies,
+    classes defined elsewhere from their async home, exceptions the sync facade's own."""
+    sync_module = TypeIndex.module_of(spec.package, *spec.lib_path.partition(".")[::2])
+    symbols: dict[str, dict[str, Any]] = {}
+    reexports: dict[str, tuple[str, str]] = {}
+    for name, info in spec.symbols.items():
+        if info.get("kind") == "exception":
+            reexports[name] = (sync_module, sanitize(name))
+        else:
+            symbols[name] = info
+    for name, home in spec.reexports.items():
+        key = types.key_of.get(home)
+        reexports[name] = types.async_index_for(spec.library)[key] if key else home
+    return replace(
+        spec,
+        package=f"{spec.package}.{AIO}",
+        symbols=symbols,
+        reexports=reexports,
+        index=types.async_index_for(spec.library),
+        asynchronous=True,
+    )
+
+
+def async_package_init(types: TypeIndex, version: str) -> str:
+    """``<package>/aio/__init__.py``: where the async proxy class of each remote type lives."""
+    lines = [
+        header(version, "snakebridge", version).rstrip("\n"),
+        '"""Async facades (``await aio.math.sqrt(2)``), generated by `snakebridge sync`."""',
+    ]
+    homes = sorted(
+        {
+            (k, m, n)
+            for index in types.async_indexes.values()
+            for k, (m, n) in index.items()
+            if k not in types.exceptions
+        }
+    )
+    if homes:
+        entries = tuple(Seq((quote(k), quote(m), quote(n))) for k, m, n in homes)
+        lines += ["", "import snakebridge.facade as _sb", ""]
+        lines += statement("", "", Call("_sb.register_async_homes", entries))
+    return "\n".join(lines) + "\n"

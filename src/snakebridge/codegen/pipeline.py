@@ -17,7 +17,7 @@ import filelock
 
 from snakebridge import paths
 from snakebridge.codegen.generator import header
-from snakebridge.codegen.layout import render_package
+from snakebridge.codegen.layout import AIO, render_package
 from snakebridge.codegen.manifest import CodegenError, Manifest, atomic_write, content_hash
 from snakebridge.codegen.scanner import ScanResult, Use, scan_paths
 from snakebridge.config import LibrarySpec, Settings
@@ -119,6 +119,11 @@ class Project:
     def library(self, name: str) -> tuple[LibrarySpec, str]:
         """(spec, module to import) for a library used through the facade package."""
         libraries = self.settings.libraries
+        if name == AIO:
+            raise CodegenError(
+                f"a library cannot be named {AIO!r}: {self.settings.generated}.{AIO} holds the "
+                "async facades; give it another key and set `module`"
+            )
         if libraries is None:
             return LibrarySpec(), name
         spec = libraries.get(name)

@@ -1,7 +1,9 @@
 """Find uses of the generated package in a project's source with ``ast`` (no user code runs).
 
 A use is ``(library, dotted symbol, file, line)``. Results are cached per file content hash in
-``.snakebridge/cache/scan.json``, so a rescan of an unchanged project reads no source.
+``.snakebridge/cache/scan.json``, so a rescan of an unchanged project reads no source. A use of
+the async facades (``<package>.aio.math.sqrt``) is a use of the library (``math.sqrt``): both
+facades are generated from one manifest.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ _SKIP_DIRS = {
     ".ruff_cache",
     ".pytest_cache",
 }
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
+AIO = "aio"  # codegen.layout.AIO: the async facades' subpackage
 
 
 @dataclass(frozen=True, order=True)
@@ -109,11 +112,18 @@ class _Visitor(ast.NodeVisitor):
         self.uses.append(Use(library, symbol, self.file, line))
 
     # imports bind aliases in the current scope
+    def _parts(self, module: str) -> list[str]:
+        """``module``'s dotted parts, ``<package>.aio`` read as the package itself."""
+        parts = module.split(".")
+        if len(parts) > 1 and parts[0] == self.package and parts[1] == AIO:
+            del parts[1]
+        return parts
+
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            parts = alias.name.split(".")
+            parts = self._parts(alias.name)
             if parts[0] != self.package or len(parts) < 2:
-                if alias.name == self.package:
+                if parts == [self.package]:
                     self.scope.aliases[alias.asname or self.package] = ("", "")
                 continue
             library, rest = parts[1], ".".join(parts[2:])
@@ -126,7 +136,7 @@ class _Visitor(ast.NodeVisitor):
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level or not node.module:
             return
-        parts = node.module.split(".")
+        parts = self._parts(node.module)
         if parts[0] != self.package:
             return
         for alias in node.names:
@@ -136,7 +146,7 @@ class _Visitor(ast.NodeVisitor):
                     self._add(parts[1], ".".join([*parts[2:], "*"]), node.lineno)
                 continue
             if len(parts) == 1:
-                self.scope.aliases[local] = (alias.name, "")
+                self.scope.aliases[local] = ("", "") if alias.name == AIO else (alias.name, "")
             else:
                 dotted = ".".join([*parts[2:], alias.name])
                 self.scope.aliases[local] = (parts[1], dotted)
@@ -164,7 +174,9 @@ class _Visitor(ast.NodeVisitor):
             if target is not None:
                 chain.reverse()
                 library, prefix = target
-                if not library:  # the package itself: G.lib.symbol
+                if not library:  # the package itself: G.lib.symbol (or G.aio.lib.symbol)
+                    if chain[:1] == [AIO]:
+                        chain = chain[1:]
                     if not chain:
                         return
                     library, chain = chain[0], chain[1:]

@@ -10,13 +10,16 @@ of ``ruff format`` (default settings, 88 columns).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
     "WIDTH",
     "Call",
     "Seq",
+    "async_defs",
     "def_lines",
     "docstring",
     "flat",
@@ -26,6 +29,18 @@ __all__ = [
 ]
 
 WIDTH = 88
+_KEYWORD: contextvars.ContextVar[str] = contextvars.ContextVar("def_keyword", default="def")
+
+
+@contextlib.contextmanager
+def async_defs() -> Iterator[None]:
+    """Within the block, :func:`def_lines` writes ``async def`` (the async facades render
+    their functions and methods with the same code as the sync ones)."""
+    token = _KEYWORD.set("async def")
+    try:
+        yield
+    finally:
+        _KEYWORD.reset(token)
 
 
 @dataclass(frozen=True)
@@ -111,14 +126,15 @@ def def_lines(
     """A ``def`` line; when too long, its parameters on one indented line if they fit (two
     or more of them), else one per line with a trailing comma, long unions split at ``|``."""
     tail = f" -> {returns}:{suffix}"
-    one = f"{indent}def {name}({', '.join(params)}){tail}"
+    keyword = _KEYWORD.get()
+    one = f"{indent}{keyword} {name}({', '.join(params)}){tail}"
     if len(one) <= WIDTH or not params:
         return [one]
     inner = indent + "    "
     body = ", ".join(params)
     if len(params) > 1 and len(inner + body) <= WIDTH:
-        return [f"{indent}def {name}(", inner + body, f"{indent}){tail}"]
-    lines = [f"{indent}def {name}("]
+        return [f"{indent}{keyword} {name}(", inner + body, f"{indent}){tail}"]
+    lines = [f"{indent}{keyword} {name}("]
     for param in params:
         lines += _param_lines(inner, param + ",")
     return [*lines, f"{indent}){tail}"]

@@ -13,6 +13,7 @@ import collections
 import concurrent.futures as cf
 import threading
 import time
+import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,8 @@ class Executor(cf.Executor):
                 )
             return self.lib, fn
         remote = getattr(fn, "__sb_symbol__", None)
+        if remote is None and isinstance(fn, type | types.FunctionType):
+            remote = getattr(fn, "__sb_remote__", None)  # a facade function or class
         if isinstance(remote, tuple) and len(remote) == 2:
             return str(remote[0]), str(remote[1])
         namespace = getattr(fn, "__globals__", None)

@@ -23,6 +23,7 @@ __all__ = [
     "Session",
     "as_proxy",
     "current_session",
+    "known_mro",
     "learn_mro",
     "make_ref",
     "register_proxy",
@@ -434,6 +435,11 @@ def learn_mro(type_key: str, mro: list[str] | tuple[str, ...]) -> None:
     """Remember the remote MRO of ``type_key`` (the worker sends it with a class's first Ref)."""
     _MRO_CACHE[type_key] = tuple(str(name) for name in mro)
     _CLASS_FOR.pop(type_key, None)
+
+
+def known_mro(type_key: str) -> tuple[str, ...]:
+    """The remote MRO of ``type_key`` as far as the host knows it (no round trip)."""
+    return _MRO_CACHE.get(type_key, (type_key,))
 
 
 def _class_for(type_key: str) -> type[Ref]:

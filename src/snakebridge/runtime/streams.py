@@ -26,7 +26,7 @@ from snakebridge.runtime.pool import Pool
 from snakebridge.runtime.refs import Session
 from snakebridge_worker import protocol as p
 
-__all__ = ["AsyncStream", "Stream", "astream", "invoke_stream", "stream"]
+__all__ = ["AsyncStream", "Stream", "astream", "invoke_astream", "invoke_stream", "stream"]
 
 DEFAULT_WINDOW = 8
 CANCEL_GRACE_S = 5.0
@@ -357,3 +357,17 @@ def invoke_stream(
 
     args, kwargs = _arguments(params, var_args, var_kwargs)
     return stream(library, qualname, args, kwargs or None)
+
+
+def invoke_astream(
+    library: str,
+    qualname: str,
+    params: Any = (),
+    var_args: tuple[Any, ...] = (),
+    var_kwargs: dict[str, Any] | None = None,
+) -> AsyncStream:
+    """What an async facade's ``name_stream`` twin calls (``async for`` over it)."""
+    from snakebridge.facade import _arguments
+
+    args, kwargs = _arguments(params, var_args, var_kwargs)
+    return astream(library, qualname, args, kwargs or None)

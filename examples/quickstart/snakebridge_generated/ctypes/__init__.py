@@ -15,6 +15,7 @@ _CONSTANTS: frozenset[str] = frozenset()
 __all__ = ["string_at"]
 
 
+@_sb.remote(_LIB, "string_at")
 def string_at(ptr: _t.Any, size: int = -1) -> bytes:
     """string_at(addr[, size]) -> string
 

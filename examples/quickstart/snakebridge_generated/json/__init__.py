@@ -15,6 +15,7 @@ _CONSTANTS: frozenset[str] = frozenset()
 __all__ = ["dumps"]
 
 
+@_sb.remote(_LIB, "dumps")
 def dumps(
     obj: _t.Any,
     *,

@@ -15,6 +15,7 @@ _CONSTANTS: frozenset[str] = frozenset()
 __all__ = ["sqrt"]
 
 
+@_sb.remote(_LIB, "sqrt")
 def sqrt(x: _t.Any, /) -> float:
     """Return the square root of x."""
     return _t.cast("float", _sb.invoke(_LIB, "sqrt", (("x", x, 0),)))
