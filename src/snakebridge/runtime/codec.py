@@ -82,6 +82,7 @@ class HostCodec(v.ValueCodec):
         self.decoders[p.EXT_REF] = self._decode_ref
         self.decoders[p.EXT_CALLBACK] = self._decode_host_object
         self.builders[p.EXT_NAME] = _decode_name
+        self.builders[p.EXT_HOSTCLASS] = _decode_host_class
 
     # -- encoding -----------------------------------------------------------------------------
     def fallback(self, obj: Any) -> Any:
@@ -119,10 +120,22 @@ class HostCodec(v.ValueCodec):
             cls = [v.HEADS[p.EXT_NAME], name[0], name[1], list(name)]
             return [v.HEADS[p.EXT_BUILD], "namedtuple", cls, list(obj)]
         name = hostobjects.importable_name(obj)
+        exception_class = isinstance(obj, type) and issubclass(obj, BaseException)
         if name is not None:
-            fallback = self.host_ref(obj) if hostobjects.needs_fallback(*name) else None
+            fallback = None
+            if hostobjects.needs_fallback(*name):
+                fallback = self.stand_in(obj) if exception_class else self.host_ref(obj)
             return [v.HEADS[p.EXT_NAME], name[0], name[1], fallback]
+        if exception_class:
+            return self.stand_in(obj)
         return self.host_ref(obj)
+
+    def stand_in(self, cls: type[BaseException]) -> Any:
+        """An exception class the worker may not import: a stand-in class there, one per host
+        class, deriving from what its exception bases are there (so ``except`` matches)."""
+        bases = [base for base in cls.__bases__ if issubclass(base, BaseException)]
+        token = hostobjects.exception_token(cls)
+        return [v.HEADS[p.EXT_HOSTCLASS], token, cls.__module__, cls.__qualname__, bases]
 
     def enum_member(self, obj: enum.Enum) -> Any:
         name = hostobjects.importable_name(type(obj))
@@ -186,8 +199,9 @@ class HostCodec(v.ValueCodec):
         described = msgpack.unpackb(data, raw=False)
         ref_id, module, qualname = described[:3]
         type_name = f"{module}.{qualname}"
-        if len(described) > 3:
-            learn_mro(type_name, described[3])
+        if len(described) > 3:  # the class's first Ref: its MRO and whether it is an iterator
+            flags = described[4] if len(described) > 4 else 0
+            learn_mro(type_name, described[3], bool(flags & v.REF_ITERATOR))
         assert self.worker is not None
         session = self.session if self.session is not None else refs.current_session()
         return make_ref(self.worker, session, ref_id, type_name)
@@ -233,6 +247,23 @@ def _decode_name(items: list[Any]) -> Any:
     if found is None:
         raise ValueError(f"the worker named {module}.{qualname}, which is not a builtin")
     return found
+
+
+def _decode_host_class(items: list[Any]) -> Any:
+    """A stand-in from the worker: ``[head, token]`` is the host exception class again, and
+    ``[head, token, args]`` an exception of that class raised in the worker."""
+    cls: Any = hostobjects.exception_class(items[1])
+    if len(items) == 2:
+        return cls
+    _, _, args = items
+    if type(args) is not list:
+        raise ValueError("a host exception's arguments are not a list")
+    try:
+        return cls(*args)
+    except Exception:  # an __init__ that wants other arguments: the args as they were
+        exc = cls.__new__(cls, *args)
+        exc.args = tuple(args)
+        return exc
 
 
 def _reason(exc: BaseException) -> str:

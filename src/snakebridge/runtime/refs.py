@@ -6,6 +6,7 @@ per special method.)
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import contextvars
 import itertools
@@ -17,6 +18,7 @@ from snakebridge.errors import RefInvalid
 from snakebridge_worker import protocol as p
 
 __all__ = [
+    "IteratorRef",
     "Ref",
     "RefHost",
     "RemoteMethod",
@@ -220,15 +222,10 @@ class Ref:
         """A remote iterator is its own iterator (items fetched one by one, so none is lost);
         a container is iterated in growing prefetched batches (its fresh iterator's own)."""
         same, iterator = self._sb_op(p.OP_ITER)
-        if same:
-            return self
+        if same:  # this Ref (an IteratorRef now, if its class was not known as an iterator)
+            object.__setattr__(self, "__class__", _variant(type(self), True, ()))
+            return self  # type: ignore[return-value]
         return _batches(iterator)
-
-    def __next__(self) -> Any:
-        items, _done = self._sb_op(p.OP_NEXT_BATCH, args=[1])
-        if items:
-            return items[0]
-        raise StopIteration
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return _abatches(self)
@@ -303,6 +300,19 @@ class Ref:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # at interpreter shutdown nothing is left to release
             self._sb_worker.drop_ref(self._sb_session.id, self._sb_id, self._sb_session.closed)
+
+
+class IteratorRef(Ref):
+    """A Ref to a remote iterator (its class defines ``__next__``): ``next(r)`` takes one item
+    there, and ``iter(r) is r``. Only these Refs are ``collections.abc.Iterator`` instances."""
+
+    __slots__ = ()
+
+    def __next__(self) -> Any:
+        items, _done = self._sb_op(p.OP_NEXT_BATCH, args=[1])
+        if items:
+            return items[0]
+        raise StopIteration
 
 
 _METHODS: set[tuple[str, str]] = set()
@@ -413,7 +423,26 @@ for _compare in ("eq", "ne", "lt", "le", "gt", "ge"):
 
 _PROXIES: dict[str, type[Ref]] = {}
 _MRO_CACHE: dict[str, tuple[str, ...]] = {}
+_ITERATORS: set[str] = set()  # remote type keys whose classes define __next__
 _CLASS_FOR: dict[str, type[Ref]] = {}  # remote type key -> the class its Refs are made as
+_VARIANTS: dict[tuple[type[Ref], bool, tuple[str, ...]], type[Ref]] = {}
+_REGISTERED_ABCS = frozenset(
+    f"collections.abc.{name}"
+    for name in (
+        "Sequence",
+        "MutableSequence",
+        "Set",
+        "MutableSet",
+        "Mapping",
+        "MutableMapping",
+        "MappingView",
+        "KeysView",
+        "ItemsView",
+        "ValuesView",
+    )
+)
+"""The collections ABCs that only registration or inheritance makes a class an instance of
+(the others, such as Iterable or Sized, look at the methods a class has)."""
 
 
 def register_proxy(type_key: str, cls: type[Ref]) -> None:
@@ -430,10 +459,45 @@ def register_proxy(type_key: str, cls: type[Ref]) -> None:
     _CLASS_FOR.clear()
 
 
-def learn_mro(type_key: str, mro: list[str] | tuple[str, ...]) -> None:
-    """Remember the remote MRO of ``type_key`` (the worker sends it with a class's first Ref)."""
+def learn_mro(type_key: str, mro: list[str] | tuple[str, ...], iterator: bool = False) -> None:
+    """Remember the remote MRO of ``type_key`` and whether that class is an iterator (the
+    worker sends both with a class's first Ref)."""
     _MRO_CACHE[type_key] = tuple(str(name) for name in mro)
+    if iterator:
+        _ITERATORS.add(type_key)
+    else:
+        _ITERATORS.discard(type_key)
     _CLASS_FOR.pop(type_key, None)
+
+
+def _abcs(type_key: str) -> tuple[str, ...]:
+    return tuple(name for name in _MRO_CACHE.get(type_key, ()) if name in _REGISTERED_ABCS)
+
+
+def _variant(cls: type[Ref], iterator: bool, abcs: tuple[str, ...]) -> type[Ref]:
+    """``cls``, or its subclass for Refs to remote iterators (with :class:`IteratorRef`'s
+    ``__next__``) and to remote classes deriving from collections ABCs (registered with them,
+    so ``isinstance(ref, Sequence)`` answers as the remote class does)."""
+    iterator = iterator and not issubclass(cls, IteratorRef)
+    if not iterator and not abcs:
+        return cls
+    key = (cls, iterator, abcs)
+    found = _VARIANTS.get(key)
+    if found is None:
+        if cls is Ref and iterator and not abcs:
+            found = IteratorRef
+        else:
+            bases: tuple[type[Ref], ...] = (cls,)
+            if iterator:
+                bases = (IteratorRef,) if cls is Ref else (cls, IteratorRef)
+            namespace = {"__slots__": (), "__module__": cls.__module__, "__doc__": cls.__doc__}
+            namespace["__qualname__"] = cls.__qualname__
+            metaclass: Any = type(cls)  # a facade's ProxyMeta
+            found = metaclass(cls.__name__, bases, namespace)
+            for name in abcs:
+                getattr(collections.abc, name.rpartition(".")[2]).register(found)
+        _VARIANTS[key] = found
+    return found
 
 
 def _class_for(type_key: str) -> type[Ref]:
@@ -445,7 +509,7 @@ def _class_for(type_key: str) -> type[Ref]:
                 if name in _PROXIES:
                     cls = _PROXIES[name]
                     break
-        _CLASS_FOR[type_key] = cls
+        cls = _CLASS_FOR[type_key] = _variant(cls, type_key in _ITERATORS, _abcs(type_key))
     return cls
 
 
@@ -465,7 +529,9 @@ def make_ref(worker: RefHost, session: Session, ref_id: int, type_name: str) -> 
 
 
 def as_proxy(ref: Ref, cls: type[Ref]) -> Ref:
-    """``ref`` re-classed as proxy class ``cls`` (same object, no round trip)."""
+    """``ref`` re-classed as proxy class ``cls`` (same object, no round trip); a Ref to an
+    iterator stays one."""
+    cls = _variant(cls, isinstance(ref, IteratorRef), _abcs(ref._sb_type))
     if type(ref) is not cls:
         object.__setattr__(ref, "__class__", cls)
     return ref
