@@ -224,7 +224,7 @@ class Ref:
         same, iterator = self._sb_op(p.OP_ITER)
         if same:  # this Ref (an IteratorRef now, if its class was not known as an iterator)
             object.__setattr__(self, "__class__", _variant(type(self), True, ()))
-            return self  # type: ignore[return-value]
+            return self
         return _batches(iterator)
 
     def __aiter__(self) -> AsyncIterator[Any]:
