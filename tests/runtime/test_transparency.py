@@ -434,3 +434,41 @@ def test_refs_to_remote_sequences_and_mappings_are_sequences_and_mappings() -> N
     mapping = snakebridge.call("collections", "UserDict", [{"a": 1}])
     assert isinstance(mapping, collections.abc.MutableMapping)
     assert not isinstance(mapping, collections.abc.Sequence)
+
+
+POWERSET = """
+from itertools import combinations, starmap
+
+def powerset_of_sets(iterable):
+    sets = tuple(map(set, dict.fromkeys(map(frozenset, zip(iterable)))))
+    for r in range(len(sets) + 1):
+        yield from starmap(set().union, combinations(sets, r))
+"""
+
+
+class Counted:
+    """A host object (by reference) that counts the calls of its ``__hash__``."""
+
+    hashes = 0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __hash__(self) -> int:
+        Counted.hashes += 1
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return f"Counted({self.name!r})"
+
+
+def test_host_objects_in_sets_that_come_back_are_hashed_once() -> None:
+    keys = [Counted(name) for name in "ABCDEFG"]
+    Counted.hashes = 0
+    powerset = worker_function(POWERSET, "powerset_of_sets")
+    subsets = list(powerset(iter(keys)))
+    assert Counted.hashes <= 2 * len(keys)  # more-itertools' test_hash_count: not 7 per set
+    assert len(subsets) == 128 and all(type(subset) is set for subset in subsets)
+    assert {keys[0], keys[3]} in subsets and set(keys) in subsets and set() in subsets
+    mixed = snakebridge.call("builtins", "frozenset", [[keys[1], 2, "x"]])
+    assert type(mixed) is frozenset and mixed == frozenset([keys[1], 2, "x"])

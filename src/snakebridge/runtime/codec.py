@@ -31,6 +31,9 @@ __all__ = ["CALLBACKS", "HostCodec", "InOut", "codec_for_thread", "inout"]
 CALLBACKS: dict[int, Callable[..., Any]] = {}
 """Host callables sent to workers, by id; a session drops its own when it closes."""
 _callback_ids = itertools.count(1)
+_SINGLETONS: dict[int, frozenset[Any]] = {}
+"""A one-item set per host object that came back inside a set, by host id: sets holding host
+objects are rebuilt from these, so each object's ``__hash__`` runs once, not once per set."""
 
 
 def _forget_callbacks(callback_ids: list[int]) -> None:
@@ -81,6 +84,9 @@ class HostCodec(v.ValueCodec):
         self._sent: dict[int, int] = {}
         self.decoders[p.EXT_REF] = self._decode_ref
         self.decoders[p.EXT_CALLBACK] = self._decode_host_object
+        self._host_ids: dict[int, int] = {}  # id() -> host id of the host objects decoded
+        self.builders[p.EXT_SET] = lambda items: self._build_set(items, set)
+        self.builders[p.EXT_FROZENSET] = lambda items: self._build_set(items, frozenset)
         self.builders[p.EXT_NAME] = _decode_name
         self.builders[p.EXT_HOSTCLASS] = _decode_host_class
 
@@ -210,13 +216,41 @@ class HostCodec(v.ValueCodec):
         host_id = msgpack.unpackb(data)
         if host_id not in CALLBACKS:
             raise ValueError(f"the worker sent back host object #{host_id}, already released")
-        return CALLBACKS[host_id]
+        obj = CALLBACKS[host_id]
+        self._host_ids[id(obj)] = host_id
+        return obj
+
+    def _build_set(self, items: list[Any], kind: type[set[Any]] | type[frozenset[Any]]) -> Any:
+        """A set from the worker. One holding host objects is merged from their one-item sets,
+        which keep the hash they were made with (as a set copied from sets does in process):
+        the host object's ``__hash__`` runs once while the worker holds it, not once per set
+        (a hashable object's hash must not change while it is in a set anyway)."""
+        if not self._host_ids:
+            return kind(items[1:])
+        plain, singles = [], []
+        for item in items[1:]:
+            host_id = self._host_ids.get(id(item))
+            if host_id is None:
+                plain.append(item)
+                continue
+            single = _SINGLETONS.get(host_id)
+            if single is None:
+                single = _SINGLETONS[host_id] = frozenset((item,))
+                if len(_SINGLETONS) > 2 * len(CALLBACKS) + 256:  # forget released objects
+                    for released in [i for i in _SINGLETONS if i not in CALLBACKS]:
+                        _SINGLETONS.pop(released, None)
+            singles.append(single)
+        merged = set(plain)
+        merged.update(*singles)
+        return merged if kind is set else frozenset(merged)
 
     def decode(
         self, body: bytes | bytearray, worker: RefHost, session: Session | None
     ) -> list[Any]:
         """Decode a reply frame body; Refs in it belong to ``worker`` and ``session``."""
         self.worker, self.session = worker, session
+        if self._host_ids:
+            self._host_ids = {}
         try:
             message = self.unpack(body)
         except v.DepthError as exc:
@@ -231,6 +265,8 @@ class HostCodec(v.ValueCodec):
             raise DecodeError(f"cannot decode the reply: {_reason(exc)}") from None
         finally:
             self.worker = self.session = None
+            if self._host_ids:
+                self._host_ids = {}
         message = check_reply(message)  # ProtocolError unless the frame has its kind's shape
         if message[0] == p.ERROR and type(message[2]) is dict:
             text = message[2].get("message")

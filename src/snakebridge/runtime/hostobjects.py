@@ -56,14 +56,16 @@ module_of_library: Callable[[str], str] = _unrouted
 
 def importable_name(obj: Any) -> tuple[str, str] | None:
     """``(module, qualname)`` when ``obj`` is a module-level object the worker can import."""
+    if obj is NotImplemented:
+        return "builtins", "NotImplemented"
+    if not isinstance(obj, _NAMED_KINDS) and type(obj).__name__ != "ufunc":
+        return None  # before the cache: an instance's own __hash__ is not ours to run
     try:
         cached = _NAMES.get(obj)
-    except TypeError:  # unhashable: not a function, class or module
+    except TypeError:  # a class whose metaclass makes it unhashable
         return None
     if cached is not None:
         return cached
-    if obj is NotImplemented:
-        return "builtins", "NotImplemented"
     facade = isinstance(obj, type | types.FunctionType)
     remote = getattr(obj, "__sb_remote__", None) if facade else None
     if isinstance(remote, tuple) and len(remote) == 2:  # a generated facade class or function
