@@ -223,7 +223,7 @@ class Ref:
         a container is iterated in growing prefetched batches (its fresh iterator's own)."""
         same, iterator = self._sb_op(p.OP_ITER)
         if same:  # this Ref (an IteratorRef now, if its class was not known as an iterator)
-            object.__setattr__(self, "__class__", _variant(type(self), True, ()))
+            object.__setattr__(self, "__class__", _fitted(type(self), self._sb_type, True))
             return self
         return _batches(iterator)
 
@@ -470,15 +470,27 @@ def learn_mro(type_key: str, mro: list[str] | tuple[str, ...], iterator: bool = 
     _CLASS_FOR.pop(type_key, None)
 
 
-def _abcs(type_key: str) -> tuple[str, ...]:
-    return tuple(name for name in _MRO_CACHE.get(type_key, ()) if name in _REGISTERED_ABCS)
+def _fitted(cls: type[Ref], type_key: str, iterator: bool) -> type[Ref]:
+    """The class for Refs to remote type ``type_key`` that ``cls`` stands for: ``cls`` or
+    its subclass made an iterator (:class:`IteratorRef`'s ``__next__``) when the remote class
+    is one, and registered with the collections ABCs it derives from (so ``isinstance(ref,
+    Sequence)`` answers as the remote class does). A proxy class registered for exactly that
+    type takes these on itself (every instance of it is one of that type), so it stays the
+    class of its Refs."""
+    abcs = tuple(name for name in _MRO_CACHE.get(type_key, ()) if name in _REGISTERED_ABCS)
+    iterator = iterator and not hasattr(cls, "__next__")
+    if cls is not Ref and _PROXIES.get(type_key) is cls:
+        if iterator:
+            cls.__next__ = IteratorRef.__next__  # type: ignore[attr-defined]
+            abcs += ("collections.abc.Iterator",)  # (also clears the ABCs' negative caches)
+        for name in abcs:
+            getattr(collections.abc, name.rpartition(".")[2]).register(cls)
+        return cls
+    return _variant(cls, iterator, abcs)
 
 
 def _variant(cls: type[Ref], iterator: bool, abcs: tuple[str, ...]) -> type[Ref]:
-    """``cls``, or its subclass for Refs to remote iterators (with :class:`IteratorRef`'s
-    ``__next__``) and to remote classes deriving from collections ABCs (registered with them,
-    so ``isinstance(ref, Sequence)`` answers as the remote class does)."""
-    iterator = iterator and not issubclass(cls, IteratorRef)
+    """``cls``, or its subclass that is an :class:`IteratorRef` and registered with ``abcs``."""
     if not iterator and not abcs:
         return cls
     key = (cls, iterator, abcs)
@@ -509,14 +521,15 @@ def _class_for(type_key: str) -> type[Ref]:
                 if name in _PROXIES:
                     cls = _PROXIES[name]
                     break
-        cls = _CLASS_FOR[type_key] = _variant(cls, type_key in _ITERATORS, _abcs(type_key))
+        cls = _CLASS_FOR[type_key] = _fitted(cls, type_key, type_key in _ITERATORS)
     return cls
 
 
 def make_ref(worker: RefHost, session: Session, ref_id: int, type_name: str) -> Ref:
     """A Ref to object ``ref_id`` held by ``worker`` for ``session``.
 
-    Its class is the registered proxy class of the remote type, else :class:`Ref`.
+    Its class is the registered proxy class of the remote type, else :class:`Ref` (made an
+    iterator and registered with collections ABCs as the remote class is: :func:`_fitted`).
     """
     ref = object.__new__(_class_for(type_name))
     object.__setattr__(ref, "_sb_worker", worker)
@@ -531,7 +544,7 @@ def make_ref(worker: RefHost, session: Session, ref_id: int, type_name: str) -> 
 def as_proxy(ref: Ref, cls: type[Ref]) -> Ref:
     """``ref`` re-classed as proxy class ``cls`` (same object, no round trip); a Ref to an
     iterator stays one."""
-    cls = _variant(cls, isinstance(ref, IteratorRef), _abcs(ref._sb_type))
+    cls = _fitted(cls, ref._sb_type, hasattr(type(ref), "__next__"))
     if type(ref) is not cls:
         object.__setattr__(ref, "__class__", cls)
     return ref
