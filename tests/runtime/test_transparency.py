@@ -473,3 +473,19 @@ def test_host_objects_in_sets_that_come_back_are_hashed_once() -> None:
     assert {keys[0], keys[3]} in subsets and set(keys) in subsets and set() in subsets
     mixed = snakebridge.call("builtins", "frozenset", [[keys[1], 2, "x"]])
     assert type(mixed) is frozenset and mixed == frozenset([keys[1], 2, "x"])
+
+
+def test_an_exception_of_a_host_class_that_is_gone_is_a_remote_error() -> None:
+    class Gone(LookupError):
+        pass
+
+    store = snakebridge.call("collections", "UserList")
+    store.append(Gone)  # the worker keeps the stand-in; the host drops its class
+    del Gone
+    gc.collect()
+    throw_first = worker_function(
+        "def throw_first(store):\n    raise store[0]('x')\n", "throw_first"
+    )
+    with pytest.raises(LookupError, match="x") as raised:
+        throw_first(store)
+    assert isinstance(raised.value, snakebridge.RemoteError)

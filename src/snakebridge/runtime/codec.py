@@ -287,13 +287,17 @@ def _decode_name(items: list[Any]) -> Any:
 
 def _decode_host_class(items: list[Any]) -> Any:
     """A stand-in from the worker: ``[head, token]`` is the host exception class again, and
-    ``[head, token, args]`` an exception of that class raised in the worker."""
-    cls: Any = hostobjects.exception_class(items[1])
+    ``[head, token, args]`` an exception of that class raised in the worker (None once the
+    host class is gone: the error is then raised as the remote error it also is)."""
     if len(items) == 2:
-        return cls
-    _, _, args = items
+        return hostobjects.exception_class(items[1])
+    _, token, args = items
     if type(args) is not list:
         raise ValueError("a host exception's arguments are not a list")
+    try:
+        cls: Any = hostobjects.exception_class(token)
+    except ValueError:
+        return None
     try:
         return cls(*args)
     except Exception:  # an __init__ that wants other arguments: the args as they were
