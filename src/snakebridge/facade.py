@@ -28,7 +28,14 @@ from snakebridge.errors import RemoteError, register_remote_exception
 from snakebridge.runtime.client import acall as acall_function
 from snakebridge.runtime.client import call as call_function
 from snakebridge.runtime.client import get
-from snakebridge.runtime.refs import Ref, as_proxy, known_mro, register_proxy, remote_mro
+from snakebridge.runtime.refs import (
+    IteratorRef,
+    Ref,
+    as_proxy,
+    known_mro,
+    register_proxy,
+    remote_mro,
+)
 from snakebridge_worker import protocol as _p
 from snakebridge_worker.values import type_key
 
@@ -175,7 +182,8 @@ def call(
 
 def special(instance: Ref, name: str, *args: Any) -> Any:
     """A special method (``__getitem__``, ``__add__``, …) as the Ref protocol runs it."""
-    return getattr(Ref, name)(instance, *args)
+    owner = IteratorRef if name == "__next__" else Ref  # only Refs to iterators have one
+    return getattr(owner, name)(instance, *args)
 
 
 def attribute(instance: Ref, name: str) -> Any:

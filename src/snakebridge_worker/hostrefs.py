@@ -213,8 +213,14 @@ def _next(self: HostObject) -> Any:
 
 
 def _iter(self: HostObject) -> Any:
-    """A host iterable's own fresh iterator: nobody else sees it, so batches are safe."""
-    return _Batches(host_op(self, "iter"))
+    """``iter()`` run in the host: the proxy itself when the host object is its own iterator,
+    else a fresh host iterator that nobody else sees, so reading it in batches is safe."""
+    same, iterator = host_op(self, "iter")
+    return self if same else _Batches(iterator)
+
+
+def _self(self: HostObject) -> Any:
+    return self
 
 
 def _exit(self: HostObject, exc_type: Any, exc: Any, tb: Any) -> Any:
@@ -254,12 +260,14 @@ class _Batches:
         return item
 
 
-_CLASSES: Dict[Tuple[str, Tuple[str, ...]], type] = {}
+_CLASSES: Dict[Tuple[str, Tuple[str, ...], bool], type] = {}
 
 
-def proxy_class(type_name: str, ops: Tuple[str, ...]) -> type:
-    """The proxy class for host class ``type_name`` with special methods ``ops`` (cached)."""
-    key = (type_name, ops)
+def proxy_class(type_name: str, ops: Tuple[str, ...], iter_self: bool = False) -> type:
+    """The proxy class for host class ``type_name`` with special methods ``ops`` (cached);
+    ``iter_self``: the host class is an iterator whose ``__iter__`` runs no code of its own
+    (a generator, ``map``…), so ``iter()`` needs no round trip."""
+    key = (type_name, ops, iter_self)
     cls = _CLASSES.get(key)
     if cls is None:
         namespace: Dict[str, Any] = {"__slots__": (), "_sb_type": type_name}
@@ -270,7 +278,7 @@ def proxy_class(type_name: str, ops: Tuple[str, ...]) -> type:
             namespace["__call__"] = _call
         if "__next__" in ops:
             namespace["__next__"] = _next
-            namespace["__iter__"] = lambda self: self
+            namespace["__iter__"] = _self if iter_self or "__iter__" not in ops else _iter
         elif "__iter__" in ops:
             namespace["__iter__"] = _iter
         if "__exit__" in ops:
@@ -286,8 +294,73 @@ def make(host_id: int, meta: Optional[Dict[str, Any]]) -> HostObject:
     """The proxy for host object ``host_id`` described by ``meta`` (None: a plain callable)."""
     if meta is None:
         meta = {"type": "builtins.function", "ops": ["__call__"]}
-    cls = proxy_class(str(meta.get("type", "builtins.object")), tuple(meta.get("ops", ())))
+    type_name, ops = str(meta.get("type", "builtins.object")), tuple(meta.get("ops", ()))
+    cls = proxy_class(type_name, ops, bool(meta.get("iter_self")))
     return cls(host_id, meta)  # type: ignore[no-any-return]
+
+
+class StandIn(type):
+    """Metaclass of the worker's stand-ins for host exception classes it cannot import
+    (defined in a function, in ``__main__``, in the application's modules).
+
+    A stand-in derives from the stand-ins or worker classes of its host class's exception
+    bases, so ``except`` and ``issubclass`` in the library behave as in the host. There is one
+    per host class (cached by the host's token), so the class a callback's error is raised as
+    is the class the library was given; a stand-in sent back is the host class again, and an
+    instance raised in the worker reaches the host as an instance of the host class.
+    """
+
+    _sb_token: int
+
+
+class HostException:
+    """An exception of a stand-in class, on its way to the host: ``host_class(*args)``."""
+
+    __slots__ = ("args", "token")
+
+    def __init__(self, token: int, args: Tuple[Any, ...]) -> None:
+        self.token, self.args = token, list(args)
+
+
+def _host_exception(self: BaseException) -> Any:
+    """What the host raises for this exception: the host's own exception object when it came
+    from a host callback, else an instance of the nearest host class."""
+    own = self.__dict__.get("_sb_host_original")
+    if own is not None:
+        return own
+    token = next(k.__dict__["_sb_token"] for k in type(self).__mro__ if "_sb_token" in k.__dict__)
+    return HostException(token, self.args)
+
+
+def _set_host_exception(self: BaseException, value: Any) -> None:
+    self.__dict__["_sb_host_original"] = value
+
+
+_STAND_INS: Dict[int, type] = {}
+
+
+def stand_in(items: List[Any]) -> type:
+    """The stand-in for the host exception class ``[head, token, module, qualname, bases]``
+    (made once per token; ``bases`` are the worker's classes for the host class's bases)."""
+    _, token, module, qualname, bases = items
+    cls = _STAND_INS.get(int(token))
+    if cls is not None:
+        return cls
+    usable = tuple(b for b in bases if isinstance(b, type) and issubclass(b, BaseException))
+    builtin = next((k for b in usable for k in b.__mro__ if k.__module__ == "builtins"), Exception)
+    namespace = {
+        "__module__": str(module),
+        "__qualname__": str(qualname),
+        "_sb_token": int(token),
+        "_sb_host_exception": property(_host_exception, _set_host_exception),
+    }
+    name = str(qualname).rpartition(".")[2] or "HostError"
+    try:
+        cls = StandIn(name, usable or (Exception,), namespace)
+    except TypeError:  # bases whose layouts or metaclasses do not combine: the builtin only
+        cls = StandIn(name, (builtin,), namespace)
+    _STAND_INS[int(token)] = cls
+    return cls
 
 
 _EXCEPTION_CLASSES: Dict[Tuple[str, str], type] = {}

@@ -160,8 +160,7 @@ class WorkerCodec(v.ValueCodec):
             described = [ref_id, cls.__module__, cls.__qualname__]
         else:  # the first Ref of a class on this connection carries its MRO (no extra trip)
             self.classes_sent.add(key)
-            mro = [v.type_key(klass) for klass in cls.__mro__]
-            described = [ref_id, cls.__module__, cls.__qualname__, mro]
+            described = v.describe_class(ref_id, cls)
         return msgpack.ExtType(p.EXT_REF, msgpack.packb(described))
 
     def _by_name(self, items: List[Any]) -> Any:

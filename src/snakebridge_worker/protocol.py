@@ -82,6 +82,7 @@ EXT_HOSTREF = 23  # composite [host object id, meta]: a host object by reference
 EXT_INOUT = 24  # composite [array, host object id]: an array whose writes go back to the host
 EXT_RECORDS = 25  # flat: a list of tuples of plain scalars, packed as plain arrays
 EXT_METHOD = 26  # flat [ref id, name]: getattr(the Ref's object, name), a method sent as itself
+EXT_HOSTCLASS = 27  # composite: a host exception class the worker cannot import (a stand-in)
 # dataplane (issue 13, docs/dataplane.md): 30-34
 EXT_BUFFER = 30  # numpy array / bytes / bytearray / memoryview / PickleBuffer, inline or in shm
 EXT_ARROW = 31  # pyarrow Table / RecordBatch / Array / ChunkedArray as an Arrow IPC stream

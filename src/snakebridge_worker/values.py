@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import msgpack
 
-from snakebridge_worker import oob
+from snakebridge_worker import hostrefs, oob
 from snakebridge_worker import protocol as p
 from snakebridge_worker.kinds import BUILDERS, dtype_spec, dtype_wire, encode_datetime, encode_time
 from snakebridge_worker.kinds import builtin_name as builtin_name
@@ -53,6 +53,7 @@ COMPOSITES = (
     p.EXT_BUILD,
     p.EXT_HOSTREF,
     p.EXT_INOUT,
+    p.EXT_HOSTCLASS,
 )
 
 
@@ -91,9 +92,21 @@ _TUPLE, _SET, _FROZENSET = HEADS[p.EXT_TUPLE], HEADS[p.EXT_SET], HEADS[p.EXT_FRO
 _BUILD = HEADS[p.EXT_BUILD]
 
 
+REF_ITERATOR = 1
+"""Flag of a Ref's class description: the class defines ``__next__`` (an iterator)."""
+
+
 def type_key(cls: type) -> str:
     """``module.qualname`` of a class."""
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def describe_class(ref_id: int, cls: type) -> List[Any]:
+    """A Ref's description with its class's (sent with a class's first Ref on a connection):
+    ``[ref_id, module, qualname, mro, flags]``."""
+    mro = [type_key(klass) for klass in cls.__mro__]
+    flags = REF_ITERATOR if callable(getattr(cls, "__next__", None)) else 0
+    return [ref_id, cls.__module__, cls.__qualname__, mro, flags]
 
 
 def _bigint(value: int) -> msgpack.ExtType:
@@ -125,6 +138,8 @@ class ValueCodec:
                 if oob.wants_segment(len(o))
                 else msgpack.ExtType(p.EXT_BYTEARRAY, bytes(o))
             ),
+            hostrefs.StandIn: self._encode_stand_in,
+            hostrefs.HostException: lambda o: [HEADS[p.EXT_HOSTCLASS], o.token, o.args],
             memoryview: lambda o: (
                 oob.encode_buffer(o, as_bytes=True)  # arrives as bytes
                 if oob.wants_segment(o.nbytes)
@@ -168,6 +183,7 @@ class ValueCodec:
             p.EXT_FROZENSET: lambda items: frozenset(items[1:]),
             p.EXT_PATH: self._build_path,
             p.EXT_BUILD: lambda items: BUILDERS[items[1]](*items[2:]),
+            p.EXT_HOSTCLASS: hostrefs.stand_in,  # the host replaces it (host classes back)
         }
         self.decoders.update(oob.decoders(self))  # dataplane: extension codes 30-34
         self._hooks()
@@ -227,6 +243,12 @@ class ValueCodec:
     def enum_member(self, obj: enum.Enum) -> Any:
         """An enum member travels as its value unless a subclass knows better."""
         return obj.value
+
+    def _encode_stand_in(self, cls: Any) -> Any:
+        """A stand-in goes back as its host class; a worker subclass of one is a class of
+        this side like any other."""
+        token = cls.__dict__.get("_sb_token")
+        return self.fallback(cls) if token is None else [HEADS[p.EXT_HOSTCLASS], token]
 
     def fallback(self, obj: Any) -> Any:
         """What to send for an object that is not a value; the base class refuses."""

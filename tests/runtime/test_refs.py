@@ -44,7 +44,7 @@ def test_items_len_contains_bool() -> None:
 
 def test_iteration_is_lazy_and_batched() -> None:
     numbers = snakebridge.call("collections", "UserList", [list(range(2000))])
-    assert type(numbers) is Ref
+    assert isinstance(numbers, Ref)  # a Ref registered as a MutableSequence, as UserList is
     assert list(numbers) == list(range(2000))  # a container: prefetched in growing batches
     endless = snakebridge.call("itertools", "count", [5])
     iterator = iter(endless)
@@ -197,7 +197,7 @@ def test_numpy_array_ref_methods() -> None:
 
 
 def test_registered_proxy_classes_are_what_refs_come_back_as() -> None:
-    from snakebridge.runtime.refs import Ref, as_proxy, register_proxy
+    from snakebridge.runtime.refs import IteratorRef, Ref, as_proxy, register_proxy
 
     class PurePath(Ref):
         __slots__ = ()
@@ -212,9 +212,12 @@ def test_registered_proxy_classes_are_what_refs_come_back_as() -> None:
         assert path.stem_upper() == "/TMP/A"
         assert snakebridge.method(path, "with_name", "b.txt").name == "b.txt"
         assert snakebridge.attr(path, "suffix") == ".txt"
-        plain = snakebridge.call("io", "StringIO", ["x"])
+        plain = snakebridge.call("types", "SimpleNamespace")
         assert type(plain) is Ref
         assert type(as_proxy(plain, PurePath)) is PurePath
+        buffer = snakebridge.call("io", "StringIO", ["x"])  # a file is an iterator
+        assert type(buffer) is IteratorRef and next(buffer) == "x"
+        assert isinstance(as_proxy(buffer, PurePath), PurePath) and next(buffer, None) is None
     finally:
         from snakebridge.runtime import refs
 

@@ -284,6 +284,18 @@ def test_hostile_frames_decode_to_errors_on_both_ends() -> None:
         codec.decode(b"\x93\x03\x01" + old_style, None, None)  # type: ignore[arg-type]
 
 
+def test_msgpack_timestamps_are_values_and_malformed_ones_decode_errors() -> None:
+    """msgpack decodes its own extension -1 before any hook sees it: a well-formed one is the
+    ``msgpack.Timestamp`` a library in the worker made (by value, exact), a malformed one a
+    DecodeError."""
+    back = snakebridge.call("msgpack", "Timestamp", [1, 5])
+    assert type(back) is msgpack.Timestamp and back == msgpack.Timestamp(1, 5)
+    assert snakebridge.call("copy", "copy", [msgpack.Timestamp(3, 4)]) == msgpack.Timestamp(3, 4)
+    codec = codec_for_thread()
+    with pytest.raises(DecodeError, match="invalid timestamp"):
+        codec.decode(b"\x93\x03\x01\xc7\x03\xffabc", None, None)  # type: ignore[arg-type]
+
+
 def test_host_callables_are_called_back() -> None:
     assert snakebridge.call("builtins", "sorted", [[3, 1, 2]], {"key": lambda x: -x}) == [3, 2, 1]
     seen: list[int] = []

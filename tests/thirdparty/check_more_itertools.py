@@ -16,8 +16,9 @@ import pytest
 
 SCRIPT = Path(__file__).with_name("run_more_itertools.py")
 # Facade passes as a share of the in-process passes, as measured on main (raise it as fixes
-# land; the bar is 0.97). 2026-12-01 21:40: 395 of 663; 23:02: 644 of 663 (97.1 %).
-THRESHOLD = 0.95
+# land; the bar is 0.97). 2026-12-01 21:40: 395 of 663; 23:02: 644 of 663 (97.1 %);
+# 2026-12-02 01:09: 648 of 663 (97.7 %; 2 of the 15 are timeouts a loaded box can add to).
+THRESHOLD = 0.96
 
 
 @pytest.mark.timeout(2400)

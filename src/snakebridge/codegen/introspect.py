@@ -37,7 +37,15 @@ STUBBY = ("stub", "docstring")
 LITERAL_TYPES = (type(None), bool, int, float, str, bytes)
 MAX_DOC, MEMBER_DOC = 2000, 600
 PULL_ROUNDS, PULL_MAX = 2, 150
-SPECIAL = {"__call__", "__getitem__", "__setitem__", "__delitem__", "__iter__", "__enter__"}
+SPECIAL = {
+    "__call__",
+    "__getitem__",
+    "__setitem__",
+    "__delitem__",
+    "__iter__",
+    "__next__",
+    "__enter__",
+}
 SPECIAL |= {
     "__%s__" % op for op in ["neg", "pos", "abs", "invert", "lt", "le", "gt", "ge", "eq", "ne"]
 }

@@ -44,7 +44,7 @@ BINARY = [
     "xor",
 ]
 SPECIAL = frozenset(
-    ["__call__", "__getitem__", "__setitem__", "__delitem__", "__iter__", "__enter__"]
+    ["__call__", "__getitem__", "__setitem__", "__delitem__", "__iter__", "__next__", "__enter__"]
     + [f"__{op}__" for op in ("neg", "pos", "abs", "invert", "lt", "le", "gt", "ge", "eq", "ne")]
     + [f"__{p}{op}__" for op in BINARY for p in ("", "r")]
 )

@@ -26,8 +26,12 @@ def error_from_payload(payload: object, depth: int = 0) -> Exception:
     """The host exception for an ERROR frame's payload (a malformed one is a ProtocolError)."""
     if type(payload) is not dict:
         return ProtocolError(f"worker sent an ERROR whose payload is not a map: {payload!r:.80}")
-    if isinstance(payload.get("host_exception"), Exception):  # a host callback's own error
-        return payload["host_exception"]  # type: ignore[no-any-return]
+    host_exception = payload.get("host_exception")
+    if isinstance(host_exception, Exception):  # a host callback's own error, or one of a
+        traceback = payload.get("traceback")  # host class raised in the worker (a stand-in's)
+        if host_exception.__traceback__ is None and type(traceback) is str and traceback:
+            host_exception.add_note("Remote traceback (in the worker):\n" + traceback.rstrip())
+        return host_exception
     kind, message = payload.get("kind"), _text(payload.get("message", ""))
     if kind == p.ERR_SYMBOL:
         return SymbolNotFound(message)

@@ -31,6 +31,9 @@ __all__ = ["CALLBACKS", "HostCodec", "InOut", "codec_for_thread", "inout"]
 CALLBACKS: dict[int, Callable[..., Any]] = {}
 """Host callables sent to workers, by id; a session drops its own when it closes."""
 _callback_ids = itertools.count(1)
+_SINGLETONS: dict[int, frozenset[Any]] = {}
+"""A one-item set per host object that came back inside a set, by host id: sets holding host
+objects are rebuilt from these, so each object's ``__hash__`` runs once, not once per set."""
 
 
 def _forget_callbacks(callback_ids: list[int]) -> None:
@@ -81,7 +84,11 @@ class HostCodec(v.ValueCodec):
         self._sent: dict[int, int] = {}
         self.decoders[p.EXT_REF] = self._decode_ref
         self.decoders[p.EXT_CALLBACK] = self._decode_host_object
+        self._host_ids: dict[int, int] = {}  # id() -> host id of the host objects decoded
+        self.builders[p.EXT_SET] = lambda items: self._build_set(items, set)
+        self.builders[p.EXT_FROZENSET] = lambda items: self._build_set(items, frozenset)
         self.builders[p.EXT_NAME] = _decode_name
+        self.builders[p.EXT_HOSTCLASS] = _decode_host_class
 
     # -- encoding -----------------------------------------------------------------------------
     def fallback(self, obj: Any) -> Any:
@@ -119,10 +126,22 @@ class HostCodec(v.ValueCodec):
             cls = [v.HEADS[p.EXT_NAME], name[0], name[1], list(name)]
             return [v.HEADS[p.EXT_BUILD], "namedtuple", cls, list(obj)]
         name = hostobjects.importable_name(obj)
+        exception_class = isinstance(obj, type) and issubclass(obj, BaseException)
         if name is not None:
-            fallback = self.host_ref(obj) if hostobjects.needs_fallback(*name) else None
+            fallback = None
+            if hostobjects.needs_fallback(*name):
+                fallback = self.stand_in(obj) if exception_class else self.host_ref(obj)
             return [v.HEADS[p.EXT_NAME], name[0], name[1], fallback]
+        if exception_class:
+            return self.stand_in(obj)
         return self.host_ref(obj)
+
+    def stand_in(self, cls: type[BaseException]) -> Any:
+        """An exception class the worker may not import: a stand-in class there, one per host
+        class, deriving from what its exception bases are there (so ``except`` matches)."""
+        bases = [base for base in cls.__bases__ if issubclass(base, BaseException)]
+        token = hostobjects.exception_token(cls)
+        return [v.HEADS[p.EXT_HOSTCLASS], token, cls.__module__, cls.__qualname__, bases]
 
     def enum_member(self, obj: enum.Enum) -> Any:
         name = hostobjects.importable_name(type(obj))
@@ -186,8 +205,9 @@ class HostCodec(v.ValueCodec):
         described = msgpack.unpackb(data, raw=False)
         ref_id, module, qualname = described[:3]
         type_name = f"{module}.{qualname}"
-        if len(described) > 3:
-            learn_mro(type_name, described[3])
+        if len(described) > 3:  # the class's first Ref: its MRO and whether it is an iterator
+            flags = described[4] if len(described) > 4 else 0
+            learn_mro(type_name, described[3], bool(flags & v.REF_ITERATOR))
         assert self.worker is not None
         session = self.session if self.session is not None else refs.current_session()
         return make_ref(self.worker, session, ref_id, type_name)
@@ -196,13 +216,41 @@ class HostCodec(v.ValueCodec):
         host_id = msgpack.unpackb(data)
         if host_id not in CALLBACKS:
             raise ValueError(f"the worker sent back host object #{host_id}, already released")
-        return CALLBACKS[host_id]
+        obj = CALLBACKS[host_id]
+        self._host_ids[id(obj)] = host_id
+        return obj
+
+    def _build_set(self, items: list[Any], kind: type[set[Any]] | type[frozenset[Any]]) -> Any:
+        """A set from the worker. One holding host objects is merged from their one-item sets,
+        which keep the hash they were made with (as a set copied from sets does in process):
+        the host object's ``__hash__`` runs once while the worker holds it, not once per set
+        (a hashable object's hash must not change while it is in a set anyway)."""
+        if not self._host_ids:
+            return kind(items[1:])
+        plain, singles = [], []
+        for item in items[1:]:
+            host_id = self._host_ids.get(id(item))
+            if host_id is None:
+                plain.append(item)
+                continue
+            single = _SINGLETONS.get(host_id)
+            if single is None:
+                single = _SINGLETONS[host_id] = frozenset((item,))
+                if len(_SINGLETONS) > 2 * len(CALLBACKS) + 256:  # forget released objects
+                    for released in [i for i in _SINGLETONS if i not in CALLBACKS]:
+                        _SINGLETONS.pop(released, None)
+            singles.append(single)
+        merged = set(plain)
+        merged.update(*singles)
+        return merged if kind is set else frozenset(merged)
 
     def decode(
         self, body: bytes | bytearray, worker: RefHost, session: Session | None
     ) -> list[Any]:
         """Decode a reply frame body; Refs in it belong to ``worker`` and ``session``."""
         self.worker, self.session = worker, session
+        if self._host_ids:
+            self._host_ids = {}
         try:
             message = self.unpack(body)
         except v.DepthError as exc:
@@ -217,6 +265,8 @@ class HostCodec(v.ValueCodec):
             raise DecodeError(f"cannot decode the reply: {_reason(exc)}") from None
         finally:
             self.worker = self.session = None
+            if self._host_ids:
+                self._host_ids = {}
         message = check_reply(message)  # ProtocolError unless the frame has its kind's shape
         if message[0] == p.ERROR and type(message[2]) is dict:
             text = message[2].get("message")
@@ -233,6 +283,27 @@ def _decode_name(items: list[Any]) -> Any:
     if found is None:
         raise ValueError(f"the worker named {module}.{qualname}, which is not a builtin")
     return found
+
+
+def _decode_host_class(items: list[Any]) -> Any:
+    """A stand-in from the worker: ``[head, token]`` is the host exception class again, and
+    ``[head, token, args]`` an exception of that class raised in the worker (None once the
+    host class is gone: the error is then raised as the remote error it also is)."""
+    if len(items) == 2:
+        return hostobjects.exception_class(items[1])
+    _, token, args = items
+    if type(args) is not list:
+        raise ValueError("a host exception's arguments are not a list")
+    try:
+        cls: Any = hostobjects.exception_class(token)
+    except ValueError:
+        return None
+    try:
+        return cls(*args)
+    except Exception:  # an __init__ that wants other arguments: the args as they were
+        exc = cls.__new__(cls, *args)
+        exc.args = tuple(args)
+        return exc
 
 
 def _reason(exc: BaseException) -> str:

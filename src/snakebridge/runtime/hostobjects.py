@@ -14,17 +14,20 @@ from __future__ import annotations
 import builtins
 import contextlib
 import inspect
+import itertools
 import sys
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from snakebridge_worker import hostrefs, kinds
 
-__all__ = ["describe", "importable_name", "operation"]
+__all__ = ["describe", "exception_class", "exception_token", "importable_name", "operation"]
 
 _NAMES: dict[Any, tuple[str, str]] = {}
 _OPS: dict[type, list[str]] = {}
+_ITER_SELF: dict[type, bool] = {}
 _NAMED_KINDS = (
     type,
     types.FunctionType,
@@ -53,14 +56,16 @@ module_of_library: Callable[[str], str] = _unrouted
 
 def importable_name(obj: Any) -> tuple[str, str] | None:
     """``(module, qualname)`` when ``obj`` is a module-level object the worker can import."""
+    if obj is NotImplemented:
+        return "builtins", "NotImplemented"
+    if not isinstance(obj, _NAMED_KINDS) and type(obj).__name__ != "ufunc":
+        return None  # before the cache: an instance's own __hash__ is not ours to run
     try:
         cached = _NAMES.get(obj)
-    except TypeError:  # unhashable: not a function, class or module
+    except TypeError:  # a class whose metaclass makes it unhashable
         return None
     if cached is not None:
         return cached
-    if obj is NotImplemented:
-        return "builtins", "NotImplemented"
     facade = isinstance(obj, type | types.FunctionType)
     remote = getattr(obj, "__sb_remote__", None) if facade else None
     if isinstance(remote, tuple) and len(remote) == 2:  # a generated facade class or function
@@ -86,6 +91,30 @@ def importable_name(obj: Any) -> tuple[str, str] | None:
     return found
 
 
+_TOKENS: weakref.WeakKeyDictionary[type, int] = weakref.WeakKeyDictionary()
+_BY_TOKEN: weakref.WeakValueDictionary[int, type] = weakref.WeakValueDictionary()
+_next_token = itertools.count(1)
+
+
+def exception_token(cls: type) -> int:
+    """The lasting token of host exception class ``cls``: workers keep one stand-in class per
+    token, and a stand-in that comes back is ``cls`` again (held weakly: a class nobody holds
+    can be neither raised nor caught in the host any more)."""
+    token = _TOKENS.get(cls)
+    if token is None:
+        token = _TOKENS[cls] = next(_next_token)
+        _BY_TOKEN[token] = cls
+    return token
+
+
+def exception_class(token: Any) -> type:
+    """The host exception class of a stand-in's token (ValueError if it is not one)."""
+    cls = _BY_TOKEN.get(token) if type(token) is int else None
+    if cls is None:
+        raise ValueError(f"the worker sent back host exception class #{token!r}, not known here")
+    return cls
+
+
 def needs_fallback(module: str, qualname: str) -> bool:
     """Whether a by-name value should carry a host object in case the worker cannot resolve
     it (outside the allowlist or not installed there); plain builtins always resolve."""
@@ -103,6 +132,17 @@ def _special_methods(cls: type) -> list[str]:
         ]
         _OPS[cls] = ops
     return ops
+
+
+def _iter_is_self(cls: type) -> bool:
+    """Whether ``iter()`` of an iterator of class ``cls`` surely runs no code of its own: its
+    ``__iter__`` is a C slot (generators, ``map``, ``zip``, itertools), not Python code that
+    may raise or return another object."""
+    found = _ITER_SELF.get(cls)
+    if found is None:
+        own = (k.__dict__["__iter__"] for k in cls.__mro__ if "__iter__" in k.__dict__)
+        found = _ITER_SELF[cls] = isinstance(next(own, None), types.WrapperDescriptorType)
+    return found
 
 
 def _signature(function: Any) -> list[list[Any]] | None:
@@ -127,6 +167,8 @@ def describe(obj: Any) -> dict[str, Any]:
         "type": f"{cls.__module__}.{cls.__qualname__}",
         "ops": _special_methods(cls),
     }
+    if "__next__" in meta["ops"] and _iter_is_self(cls):
+        meta["iter_self"] = True
     with contextlib.suppress(Exception):  # unhashable: the proxy is unhashable too
         meta["hash"] = hash(obj)
     if callable(obj):
@@ -188,7 +230,8 @@ def operation(args: list[Any], registry: dict[int, Any]) -> Any:
                 return [items, True]
         return [items, False]
     if op == "iter":
-        return iter(obj)
+        iterator = iter(obj)
+        return [True, None] if iterator is obj else [False, iterator]
     if op == "exit":
         return obj.__exit__(*_exit_args(rest[0]))
     if op == "dir":

@@ -6,6 +6,7 @@ per special method.)
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import contextvars
 import itertools
@@ -17,6 +18,7 @@ from snakebridge.errors import RefInvalid
 from snakebridge_worker import protocol as p
 
 __all__ = [
+    "IteratorRef",
     "Ref",
     "RefHost",
     "RemoteMethod",
@@ -221,15 +223,10 @@ class Ref:
         """A remote iterator is its own iterator (items fetched one by one, so none is lost);
         a container is iterated in growing prefetched batches (its fresh iterator's own)."""
         same, iterator = self._sb_op(p.OP_ITER)
-        if same:
+        if same:  # this Ref (an IteratorRef now, if its class was not known as an iterator)
+            object.__setattr__(self, "__class__", _fitted(type(self), self._sb_type, True))
             return self
         return _batches(iterator)
-
-    def __next__(self) -> Any:
-        items, _done = self._sb_op(p.OP_NEXT_BATCH, args=[1])
-        if items:
-            return items[0]
-        raise StopIteration
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return _abatches(self)
@@ -304,6 +301,19 @@ class Ref:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # at interpreter shutdown nothing is left to release
             self._sb_worker.drop_ref(self._sb_session.id, self._sb_id, self._sb_session.closed)
+
+
+class IteratorRef(Ref):
+    """A Ref to a remote iterator (its class defines ``__next__``): ``next(r)`` takes one item
+    there, and ``iter(r) is r``. Only these Refs are ``collections.abc.Iterator`` instances."""
+
+    __slots__ = ()
+
+    def __next__(self) -> Any:
+        items, _done = self._sb_op(p.OP_NEXT_BATCH, args=[1])
+        if items:
+            return items[0]
+        raise StopIteration
 
 
 _METHODS: set[tuple[str, str]] = set()
@@ -414,7 +424,26 @@ for _compare in ("eq", "ne", "lt", "le", "gt", "ge"):
 
 _PROXIES: dict[str, type[Ref]] = {}
 _MRO_CACHE: dict[str, tuple[str, ...]] = {}
+_ITERATORS: set[str] = set()  # remote type keys whose classes define __next__
 _CLASS_FOR: dict[str, type[Ref]] = {}  # remote type key -> the class its Refs are made as
+_VARIANTS: dict[tuple[type[Ref], bool, tuple[str, ...]], type[Ref]] = {}
+_REGISTERED_ABCS = frozenset(
+    f"collections.abc.{name}"
+    for name in (
+        "Sequence",
+        "MutableSequence",
+        "Set",
+        "MutableSet",
+        "Mapping",
+        "MutableMapping",
+        "MappingView",
+        "KeysView",
+        "ItemsView",
+        "ValuesView",
+    )
+)
+"""The collections ABCs that only registration or inheritance makes a class an instance of
+(the others, such as Iterable or Sized, look at the methods a class has)."""
 
 
 def register_proxy(type_key: str, cls: type[Ref]) -> None:
@@ -431,15 +460,63 @@ def register_proxy(type_key: str, cls: type[Ref]) -> None:
     _CLASS_FOR.clear()
 
 
-def learn_mro(type_key: str, mro: list[str] | tuple[str, ...]) -> None:
-    """Remember the remote MRO of ``type_key`` (the worker sends it with a class's first Ref)."""
+def learn_mro(type_key: str, mro: list[str] | tuple[str, ...], iterator: bool = False) -> None:
+    """Remember the remote MRO of ``type_key`` and whether that class is an iterator (the
+    worker sends both with a class's first Ref)."""
     _MRO_CACHE[type_key] = tuple(str(name) for name in mro)
+    if iterator:
+        _ITERATORS.add(type_key)
+    else:
+        _ITERATORS.discard(type_key)
     _CLASS_FOR.pop(type_key, None)
 
 
 def known_mro(type_key: str) -> tuple[str, ...]:
     """The remote MRO of ``type_key`` as far as the host knows it (no round trip)."""
     return _MRO_CACHE.get(type_key, (type_key,))
+
+
+def _fitted(cls: type[Ref], type_key: str, iterator: bool) -> type[Ref]:
+    """The class for Refs to remote type ``type_key`` that ``cls`` stands for: ``cls`` or
+    its subclass made an iterator (:class:`IteratorRef`'s ``__next__``) when the remote class
+    is one, and registered with the collections ABCs it derives from (so ``isinstance(ref,
+    Sequence)`` answers as the remote class does). A proxy class registered for exactly that
+    type takes these on itself (every instance of it is one of that type), so it stays the
+    class of its Refs."""
+    abcs = tuple(name for name in _MRO_CACHE.get(type_key, ()) if name in _REGISTERED_ABCS)
+    iterator = iterator and not hasattr(cls, "__next__")
+    exact = _PROXIES.get(type_key) is cls or vars(cls).get("__sb_type__") == type_key
+    if cls is not Ref and exact:  # (an async proxy class names its type as __sb_type__)
+        if iterator:
+            cls.__next__ = IteratorRef.__next__  # type: ignore[attr-defined]
+            abcs += ("collections.abc.Iterator",)  # (also clears the ABCs' negative caches)
+        for name in abcs:
+            getattr(collections.abc, name.rpartition(".")[2]).register(cls)
+        return cls
+    return _variant(cls, iterator, abcs)
+
+
+def _variant(cls: type[Ref], iterator: bool, abcs: tuple[str, ...]) -> type[Ref]:
+    """``cls``, or its subclass that is an :class:`IteratorRef` and registered with ``abcs``."""
+    if not iterator and not abcs:
+        return cls
+    key = (cls, iterator, abcs)
+    found = _VARIANTS.get(key)
+    if found is None:
+        if cls is Ref and iterator and not abcs:
+            found = IteratorRef
+        else:
+            bases: tuple[type[Ref], ...] = (cls,)
+            if iterator:
+                bases = (IteratorRef,) if cls is Ref else (cls, IteratorRef)
+            namespace = {"__slots__": (), "__module__": cls.__module__, "__doc__": cls.__doc__}
+            namespace["__qualname__"] = cls.__qualname__
+            metaclass: Any = type(cls)  # a facade's ProxyMeta
+            found = metaclass(cls.__name__, bases, namespace)
+            for name in abcs:
+                getattr(collections.abc, name.rpartition(".")[2]).register(found)
+        _VARIANTS[key] = found
+    return found
 
 
 def _class_for(type_key: str) -> type[Ref]:
@@ -451,14 +528,15 @@ def _class_for(type_key: str) -> type[Ref]:
                 if name in _PROXIES:
                     cls = _PROXIES[name]
                     break
-        _CLASS_FOR[type_key] = cls
+        cls = _CLASS_FOR[type_key] = _fitted(cls, type_key, type_key in _ITERATORS)
     return cls
 
 
 def make_ref(worker: RefHost, session: Session, ref_id: int, type_name: str) -> Ref:
     """A Ref to object ``ref_id`` held by ``worker`` for ``session``.
 
-    Its class is the registered proxy class of the remote type, else :class:`Ref`.
+    Its class is the registered proxy class of the remote type, else :class:`Ref` (made an
+    iterator and registered with collections ABCs as the remote class is: :func:`_fitted`).
     """
     ref = object.__new__(_class_for(type_name))
     object.__setattr__(ref, "_sb_worker", worker)
@@ -471,7 +549,9 @@ def make_ref(worker: RefHost, session: Session, ref_id: int, type_name: str) -> 
 
 
 def as_proxy(ref: Ref, cls: type[Ref]) -> Ref:
-    """``ref`` re-classed as proxy class ``cls`` (same object, no round trip)."""
+    """``ref`` re-classed as proxy class ``cls`` (same object, no round trip); a Ref to an
+    iterator stays one."""
+    cls = _fitted(cls, ref._sb_type, hasattr(type(ref), "__next__"))
     if type(ref) is not cls:
         object.__setattr__(ref, "__class__", cls)
     return ref

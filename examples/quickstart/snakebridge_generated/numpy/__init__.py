@@ -383,6 +383,10 @@ class flatiter(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Return self!=value."""
         return _sb.special(self, "__ne__", value)
 
+    def __next__(self) -> _t.Any:
+        """Implement next(self)."""
+        return _sb.special(self, "__next__")
+
     def __setitem__(self, key: _t.Any, value: _t.Any) -> None:
         """Set self[key] to value."""
         _sb.special(self, "__setitem__", key, value)
