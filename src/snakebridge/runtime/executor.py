@@ -115,6 +115,7 @@ class Executor(cf.Executor):
             self._timeout,
             idempotent,
             current_session(),
+            pool=pool,
         )
         return pool, call
 
