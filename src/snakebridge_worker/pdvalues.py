@@ -163,7 +163,8 @@ def _array(column: Any, what: str, peer_arrow: bool) -> List[Any]:
         ]
     if isinstance(dtype, pd.StringDtype):
         na_is_nan = _na_is_nan(dtype)
-        storage = None if dtype == _string_dtype(None, na_is_nan) else dtype.storage
+        default = na_is_nan and dtype == _string_dtype(None, True)  # pandas 3's own "str"
+        storage = None if default else dtype.storage
         if storage == "pyarrow" and not peer_arrow:
             raise NotByValue(
                 f"{what} has dtype {dtype!r}, which needs pyarrow on the other side (it has "

@@ -557,3 +557,45 @@ def test_shm_threshold_from_the_config_table(
     configured(f'shm_threshold = "lots"\n{libraries}')
     with pytest.raises(snakebridge.ConfigError, match="shm_threshold"):
         echo(np.zeros(10))
+
+
+@pytest.fixture(scope="module")
+def no_pyarrow_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose ``nopa`` env (built with uv from PyPI) has pandas but no pyarrow."""
+    root = tmp_path_factory.mktemp("nopa")
+    (root / "pyproject.toml").write_text(
+        f'[tool.snakebridge.libraries]\npandas = {{ version = "=={pd.__version__}", env = "nopa" }}'
+        "\n[tool.snakebridge.envs.nopa]\n"
+    )
+    built = subprocess.run(
+        ["snakebridge", "setup"], cwd=root, capture_output=True, text=True, timeout=900
+    )
+    assert built.returncode == 0, built.stderr
+    python = root / ".snakebridge" / "envs" / "nopa" / "bin" / "python"
+    probe = [str(python), "-c", "import pandas, importlib.util as u; print(u.find_spec('pyarrow'))"]
+    assert subprocess.run(probe, capture_output=True, text=True).stdout.split() == ["None"]
+    return root
+
+
+@pytest.mark.envs
+def test_pandas_goes_by_value_to_a_worker_without_pyarrow(
+    no_pyarrow_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(no_pyarrow_env)
+    monkeypatch.delenv("SNAKEBRIDGE_CONFIG", raising=False)
+    snakebridge.shutdown()
+    frames = _frames()
+    for name in ("frame", "big", "multi"):  # the first call starts the pool (not known yet)
+        back = snakebridge.call("pandas", "DataFrame", [frames[name]])
+        pd.testing.assert_frame_equal(back, frames[name], check_exact=True, check_freq=True)
+        assert list(back.dtypes) == list(frames[name].dtypes)
+    pool = runtime().route("pandas")[0]
+    assert dataplane.peer_of(pool) == (False, True)  # what the worker said in HELLO
+    series = frames["series"]
+    pd.testing.assert_series_equal(snakebridge.call("pandas", "Series", [series]), series)
+    records = [{"a": 1, "s": "x"}, {"a": None, "s": None}]
+    made = snakebridge.call("pandas", "json_normalize", [records])  # made there: python strs
+    pd.testing.assert_frame_equal(made, pd.json_normalize(records), check_exact=True)
+    explicit = pd.DataFrame({"s": pd.array(["a"], dtype="string[pyarrow]")})
+    with pytest.raises(snakebridge.EncodeError, match="needs pyarrow on the other side"):
+        snakebridge.call("pandas", "DataFrame", [explicit])
