@@ -112,7 +112,8 @@ def encode(codec: Any, obj: Any, kind_: str) -> Any:
         return _encode_arrow(obj)
     if kind_ == "pandas":
         found = peer()
-        if found is not None and found[0] and _has("pyarrow"):  # both sides have pyarrow
+        arrow = found is not None and found[0] and _has("pyarrow")  # both sides have pyarrow
+        if arrow and not pdvalues.plain(obj):  # numpy-typed columns are faster by value
             try:
                 return _encode_pandas(codec, obj)
             except Exception:  # not representable in Arrow (mixed objects, MultiIndex columns…)
