@@ -25,7 +25,7 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
 
-from snakebridge_worker import hostrefs, kinds, shm, startup, streams
+from snakebridge_worker import hostrefs, kinds, oob, shm, startup, streams
 from snakebridge_worker import policy as pol
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
@@ -775,6 +775,7 @@ def main() -> None:
         "implementation": sys.implementation.name,
         "pid": os.getpid(),
         "executable": sys.executable,
+        "data": oob.capabilities(),  # dataplane: pyarrow/pandas here (how frames are sent)
     }
     options = _read_init(connection)
     try:  # streams (#14): helpers, preload and init run before HELLO, off every call's clock

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, List, Optional, Set
+from typing import Any, Dict, List, Optional, Tuple
 
 import msgpack
 
+from snakebridge_worker import pdvalues, shm
 from snakebridge_worker import protocol as p
-from snakebridge_worker import shm
 
 _BUFFER_TYPES = {"builtins.bytes": "b", "builtins.bytearray": "ba", "builtins.memoryview": "mv"}
 _ARROW_TYPES = {
@@ -46,24 +46,50 @@ def kind(obj: Any) -> str:
     if getattr(cls, "_sb_shared", False):
         return "shared"
     if module.startswith("pyarrow") and (_key(obj) in _ARROW_TYPES or _is_arrow_array(obj)):
-        return "arrow" if shm.CONFIG.peer_arrow else ""
+        return "arrow" if _peer_has(0) else ""  # a receiver without pyarrow: by reference
     if module.startswith("pandas") and cls.__name__ in ("DataFrame", "Series"):
-        if _SKIP and id(obj) in _SKIP:
-            return ""
-        if shm.CONFIG.peer_pandas and shm.CONFIG.peer_arrow and _has("pyarrow"):
-            return "pandas"
-        return ""
+        return "pandas" if _peer_has(1) else ""  # via Arrow or by value; no pandas: a ref
     if hasattr(cls, "__dlpack_device__") and _on_cuda(obj):
         return "cuda"
     return ""
 
 
-def _has(name: str) -> bool:
-    if name in sys.modules:
-        return True
-    import importlib.util
+_has = pdvalues.has_module
 
-    return importlib.util.find_spec(name) is not None
+_CAPABILITIES: Dict[str, bool] = {}
+
+
+def capabilities() -> Dict[str, bool]:
+    """What this process can rebuild: ``{"arrow": pyarrow, "pandas": pandas}`` importable.
+
+    The host sends its own in INIT, a worker its own in HELLO (``data``): each side sends a
+    DataFrame through Arrow only when both have pyarrow, by value when the other side has
+    pandas but no pyarrow, and by reference when it has no pandas.
+    """
+    if not _CAPABILITIES:
+        _CAPABILITIES.update(arrow=_has("pyarrow"), pandas=_has("pandas"))
+    return dict(_CAPABILITIES)
+
+
+def peer() -> Optional[Tuple[bool, bool]]:
+    """(pyarrow, pandas) of the process this one sends to; None when not known yet.
+
+    A worker's peer is its host (from INIT). The host asks ``CONFIG.peer_source`` (installed by
+    the host's data plane: the workers of the pool a call goes to), which knows once a worker
+    of that pool has said HELLO.
+    """
+    config = shm.CONFIG
+    source = config.peer_source
+    if source is None:
+        return config.peer_arrow, config.peer_pandas
+    return source()
+
+
+def _peer_has(which: int) -> bool:
+    """Whether the peer has pyarrow (0) or pandas (1); assumed yes while unknown (a host whose
+    pool has not started: a DataFrame then goes by value, which needs no pyarrow there)."""
+    found = peer()
+    return True if found is None else found[which]
 
 
 def _is_arrow_array(obj: Any) -> bool:
@@ -85,10 +111,15 @@ def encode(codec: Any, obj: Any, kind_: str) -> Any:
     if kind_ == "arrow":
         return _encode_arrow(obj)
     if kind_ == "pandas":
-        try:
-            return _encode_pandas(codec, obj)
-        except Exception:  # not representable in Arrow: what the codec does with other objects
-            return _not_out_of_band(codec, obj)
+        found = peer()
+        arrow = found is not None and found[0] and _has("pyarrow")  # both sides have pyarrow
+        if arrow and not pdvalues.plain(obj):  # numpy-typed columns are faster by value
+            try:
+                return _encode_pandas(codec, obj)
+            except Exception:  # not representable in Arrow (mixed objects, MultiIndex columns…)
+                pass
+        body = pdvalues.encode(codec, obj, found is None or found[0])  # NotByValue: not exact
+        return msgpack.ExtType(p.EXT_PANDAS, msgpack.packb(["v", body], use_bin_type=True))
     if kind_ == "shared":
         return msgpack.ExtType(p.EXT_SHARED, msgpack.packb(obj._sb_descriptor()))
     if kind_ == "cuda":
@@ -96,18 +127,6 @@ def encode(codec: Any, obj: Any, kind_: str) -> Any:
 
         return msgpack.ExtType(p.EXT_CUDA, msgpack.packb(cuda.export(obj), use_bin_type=True))
     raise TypeError(f"cannot send {_key(obj)} out of band")
-
-
-_SKIP: Set[int] = set()
-
-
-def _not_out_of_band(codec: Any, obj: Any) -> Any:
-    """The codec's own fallback for ``obj`` (a Ref from a worker, an error from the host)."""
-    _SKIP.add(id(obj))
-    try:
-        return codec.fallback(obj)
-    finally:
-        _SKIP.discard(id(obj))
 
 
 def wants_segment(nbytes: int) -> bool:
@@ -384,18 +403,24 @@ def _encode_pandas(codec: Any, obj: Any) -> msgpack.ExtType:
     labels = [obj.name] if series else list(columns)
     renamed = frame.set_axis([f"c{i}" for i in range(len(columns))], axis=1)
     table = pa.Table.from_pandas(renamed, preserve_index=None)
-    header = codec.packer().pack([series, labels, columns.name, str(columns.dtype)])  # own packer:
-    # the codec's is in the middle of packing the message this frame is part of
+    freq = pdvalues.index_freq(obj.index)  # Arrow keeps the index, not its frequency
+    header = codec.packer().pack([series, labels, columns.name, str(columns.dtype), freq])
+    # (its own packer: the codec's is in the middle of packing the message this is part of)
     return msgpack.ExtType(p.EXT_PANDAS, msgpack.packb([header, _ipc(table)], use_bin_type=True))
 
 
 def decode_pandas(codec: Any, data: bytes) -> Any:
-    """Extension 32: a DataFrame or Series rebuilt from Arrow with its labels and dtypes."""
+    """Extension 32: a DataFrame or Series rebuilt from Arrow (or by value, pdvalues.py) with
+    its labels and dtypes."""
     import pandas as pd
 
     header, where = msgpack.unpackb(data, raw=False)
-    series, labels, name, dtype = codec.unpack_nested(header)
+    if header == "v":  # by value (one side has no pyarrow)
+        return pdvalues.decode(codec, where)
+    series, labels, name, dtype, freq = codec.unpack_nested(header)
     frame = _read_ipc(where).to_pandas()
+    if freq is not None:
+        frame.index = pdvalues.with_freq(frame.index, freq)
     if series:
         result = frame.iloc[:, 0]
         result.name = labels[0]

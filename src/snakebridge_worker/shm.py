@@ -28,7 +28,7 @@ import stat
 import struct
 import threading
 import weakref
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 SHM_DIR = "/dev/shm"
 HEADER_SIZE = 64
@@ -85,8 +85,10 @@ class Config:
         self.run = ""  # "<host pid>x<host start>"
         self.threshold = DEFAULT_THRESHOLD
         self.threshold_source: Optional[Callable[[], int]] = None
-        self.peer_arrow = False
+        self.peer_arrow = False  # whether the peer has pyarrow (a worker: its host, from INIT)
         self.peer_pandas = False
+        self.peer_source: Optional[Callable[[], Optional[Tuple[bool, bool]]]] = None
+        """The host's: (pyarrow, pandas) of the worker a value is being sent to, if known."""
         self.reuse = True  # False: a fresh segment per transfer (for measurement)
 
     def limit(self) -> int:

@@ -35,9 +35,13 @@ THRESHOLD = 4096
 SRC = str(Path(snakebridge.__file__).resolve().parents[1])
 
 
-def ours() -> set[str]:
-    """This user's snakebridge segments in /dev/shm."""
-    return {name for name in os.listdir(shm.SHM_DIR) if shm.NAME_RE.match(name)}
+def ours(run: str | None = None) -> set[str]:
+    """The segments in /dev/shm of one host session (default: this process's, workers' too).
+
+    Only its own: other hosts of this user (other test runs on the machine) come and go.
+    """
+    prefix = f"sb-{run or shm.CONFIG.run}-"
+    return {n for n in os.listdir(shm.SHM_DIR) if shm.NAME_RE.match(n) and n.startswith(prefix)}
 
 
 def echo(value: Any) -> Any:
@@ -218,13 +222,115 @@ def test_pandas_round_trips_exactly() -> None:
     pd.testing.assert_frame_equal(made, pd.DataFrame({"a": [1, 2]}))
 
 
-def test_frames_arrow_cannot_type_go_by_reference() -> None:
-    mixed = {"m": [1, "a", 2.5]}
-    ref = snakebridge.call("pandas", "DataFrame", [mixed])  # the worker keeps it, as before
-    assert isinstance(ref, snakebridge.Ref)
-    assert snakebridge.call("builtins", "len", [ref]) == 3
-    frame = pd.DataFrame(mixed)
-    assert echo(frame) is frame  # the host's own object, by reference (not through Arrow)
+def test_frames_arrow_cannot_type_go_by_value() -> None:
+    mixed = {"m": [1, "a", (2, 3)], "n": [None, 2.5, float("nan")]}
+    made = snakebridge.call("pandas", "DataFrame", [mixed])  # Arrow cannot type "m": by value
+    pd.testing.assert_frame_equal(made, pd.DataFrame(mixed), check_exact=True)
+    assert made["m"].tolist() == [1, "a", (2, 3)]
+    columns = pd.MultiIndex.from_product([["a", "b"], [1, 2]], names=["u", "v"])
+    index = pd.MultiIndex.from_tuples([("x", 1), ("y", 2), ("z", 3)], names=["k", None])
+    frame = pd.DataFrame(np.arange(12).reshape(3, 4), columns=columns, index=index)
+    pd.testing.assert_frame_equal(echo(frame), frame, check_exact=True)
+
+
+SPARSE = "{'sp': __import__('pandas').arrays.SparseArray([0, 0, 1])}"
+
+
+def test_values_that_cannot_be_exact_are_clear_errors() -> None:
+    sparse = pd.DataFrame(eval(SPARSE))
+    with pytest.raises(snakebridge.EncodeError, match="column 'sp' has dtype Sparse"):
+        echo(sparse)
+    with pytest.raises(snakebridge.RemoteError, match="column 'sp' has dtype Sparse"):
+        snakebridge.call("builtins", "eval", [f"__import__('pandas').DataFrame({SPARSE})"])
+
+
+FRAMES = """
+import numpy as np, pandas as pd
+n = 300
+frame = pd.DataFrame(
+    {
+        "f": [1.5, None, 3.0] * 100,
+        "cat": pd.Categorical(["x", "y", "x"] * 100, ordered=True),
+        "n": pd.array([1, None, 3] * 100, dtype="Int64"),
+        "b": pd.array([True, None, False] * 100, dtype="boolean"),
+        "fl": pd.array([0.5, None, float("nan")] * 100, dtype="Float64"),
+        "s": ["a", None, "c"] * 100,
+        "sp": pd.array(["a", None, "c"] * 100, dtype="string[python]"),
+        "o": [1, "a", (2, 3)] * 100,
+        "t": pd.date_range("2024-01-01", periods=n, freq="h", tz="Europe/Paris"),
+        "naive": pd.date_range("2024-01-01", periods=n, freq="s").as_unit("s"),
+        "td": pd.to_timedelta(range(n), unit="ms"),
+        "p": pd.period_range("2024-01", periods=n, freq="M"),
+        "iv": pd.interval_range(0, n, periods=n),
+        7: range(n),
+    },
+    index=pd.Index([f"r{i}" for i in range(n)], name="row"),
+)
+frame.attrs = {"origin": "test"}
+series = pd.Series([1, 2, None], name=("a", 1), dtype="Int64", index=[10, 20, 30])
+big = pd.DataFrame(  # 800 kB of floats: through shared memory, by value
+    {"x": np.arange(100_000, dtype="f8")},
+    index=pd.date_range("2020-01-01", periods=100_000, freq="min"),
+)
+columns = pd.MultiIndex.from_product([["a", "b"], [1, 2]], names=["u", "v"])
+multi = pd.DataFrame(np.arange(12).reshape(3, 4), columns=columns)
+"""
+
+
+def _frames() -> dict[str, Any]:
+    names: dict[str, Any] = {}
+    exec(FRAMES, names)
+    return names
+
+
+def test_pandas_goes_by_value_when_the_host_has_no_pyarrow(tmp_path: Path) -> None:
+    """A host whose pyarrow is blocked (``sys.modules``: pandas runs without it) and a worker
+    with pyarrow: both directions go by value, exactly; Arrow tables come back as Refs."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["pyarrow"] = None  # this host has no pyarrow
+        import pandas as pd, snakebridge
+        from snakebridge.runtime import dataplane
+        from snakebridge.runtime.client import runtime
+        from snakebridge_worker import oob
+        assert oob.capabilities() == {{"arrow": False, "pandas": True}}
+        exec({FRAMES!r})
+
+        def echo(value):
+            return snakebridge.call("operator", "getitem", [[value], 0])
+
+        back = echo(frame)
+        pd.testing.assert_frame_equal(back, frame, check_exact=True)
+        assert list(back.dtypes) == list(frame.dtypes) and back.attrs == frame.attrs
+        pd.testing.assert_series_equal(echo(series), series, check_exact=True)
+        pd.testing.assert_frame_equal(echo(big), big, check_exact=True, check_freq=True)
+        pd.testing.assert_frame_equal(echo(multi), multi, check_exact=True)
+        made = snakebridge.call("pandas", "DataFrame", [{{"a": [1, 2]}}])
+        pd.testing.assert_frame_equal(made, pd.DataFrame({{"a": [1, 2]}}))
+        assert dataplane.peer_of(runtime().pools["default"]) == (True, True)  # the worker's
+        table = snakebridge.call("builtins", "eval", ["__import__('pyarrow').table({{'x': [1]}})"])
+        assert isinstance(table, snakebridge.Ref)  # nothing to rebuild it with here
+        print("exact")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": SRC, "SNAKEBRIDGE_SHM_THRESHOLD": str(THRESHOLD)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert done.stdout.split() == [b"exact"]
+
+
+def test_pandas_round_trips_exactly_through_arrow_or_by_value() -> None:
+    """Host and worker with pyarrow: through Arrow, by value where Arrow cannot carry it
+    (the object column of ``frame``, MultiIndex columns); exact either way."""
+    frames = _frames()
+    for name in ("frame", "big", "multi"):
+        back = echo(frames[name])
+        pd.testing.assert_frame_equal(back, frames[name], check_exact=True, check_freq=True)
+        assert list(back.dtypes) == list(frames[name].dtypes)
+    pd.testing.assert_series_equal(echo(frames["series"]), frames["series"], check_exact=True)
 
 
 def test_shared_data_is_read_by_every_worker_without_a_copy() -> None:
@@ -315,7 +421,6 @@ def test_host_killed_leaves_nothing_after_the_next_start(tmp_path: Path) -> None
         """
     )
     env = {**os.environ, "PYTHONPATH": SRC, "SNAKEBRIDGE_SHM_THRESHOLD": str(THRESHOLD)}
-    before = ours()
     host = subprocess.Popen(
         [sys.executable, "-c", script],
         stdin=subprocess.PIPE,
@@ -324,11 +429,11 @@ def test_host_killed_leaves_nothing_after_the_next_start(tmp_path: Path) -> None
         cwd=tmp_path,
     )
     assert host.stdout is not None and host.stdout.readline().strip() == b"ready"
-    left = ours() - before
-    assert left and all(name.startswith(f"sb-{host.pid}x") for name in left)
+    run = f"{host.pid}x{shm.process_start(host.pid)}"
+    left = ours(run)
+    assert left  # its resident and its pooled segment (its worker's lost its name at once)
     host.kill()
-    host.wait()
-    assert ours() - before == left  # nobody cleaned up yet
+    host.wait()  # its segments stay behind (until any later host of this user starts)
     nxt = subprocess.run(
         [sys.executable, "-c", "import snakebridge; snakebridge.call('operator', 'pos', [1])"],
         env=env,
@@ -337,7 +442,7 @@ def test_host_killed_leaves_nothing_after_the_next_start(tmp_path: Path) -> None
         check=True,
     )
     assert nxt.returncode == 0
-    assert not (ours() & left)
+    assert not (ours(run) & left)
 
 
 def test_segment_names_are_private_and_unguessable() -> None:
@@ -452,3 +557,45 @@ def test_shm_threshold_from_the_config_table(
     configured(f'shm_threshold = "lots"\n{libraries}')
     with pytest.raises(snakebridge.ConfigError, match="shm_threshold"):
         echo(np.zeros(10))
+
+
+@pytest.fixture(scope="module")
+def no_pyarrow_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose ``nopa`` env (built with uv from PyPI) has pandas but no pyarrow."""
+    root = tmp_path_factory.mktemp("nopa")
+    (root / "pyproject.toml").write_text(
+        f'[tool.snakebridge.libraries]\npandas = {{ version = "=={pd.__version__}", env = "nopa" }}'
+        "\n[tool.snakebridge.envs.nopa]\n"
+    )
+    built = subprocess.run(
+        ["snakebridge", "setup"], cwd=root, capture_output=True, text=True, timeout=900
+    )
+    assert built.returncode == 0, built.stderr
+    python = root / ".snakebridge" / "envs" / "nopa" / "bin" / "python"
+    probe = [str(python), "-c", "import pandas, importlib.util as u; print(u.find_spec('pyarrow'))"]
+    assert subprocess.run(probe, capture_output=True, text=True).stdout.split() == ["None"]
+    return root
+
+
+@pytest.mark.envs
+def test_pandas_goes_by_value_to_a_worker_without_pyarrow(
+    no_pyarrow_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(no_pyarrow_env)
+    monkeypatch.delenv("SNAKEBRIDGE_CONFIG", raising=False)
+    snakebridge.shutdown()
+    frames = _frames()
+    for name in ("frame", "big", "multi"):  # the first call starts the pool (not known yet)
+        back = snakebridge.call("pandas", "DataFrame", [frames[name]])
+        pd.testing.assert_frame_equal(back, frames[name], check_exact=True, check_freq=True)
+        assert list(back.dtypes) == list(frames[name].dtypes)
+    pool = runtime().route("pandas")[0]
+    assert dataplane.peer_of(pool) == (False, True)  # what the worker said in HELLO
+    series = frames["series"]
+    pd.testing.assert_series_equal(snakebridge.call("pandas", "Series", [series]), series)
+    records = [{"a": 1, "s": "x"}, {"a": None, "s": None}]
+    made = snakebridge.call("pandas", "json_normalize", [records])  # made there: python strs
+    pd.testing.assert_frame_equal(made, pd.json_normalize(records), check_exact=True)
+    explicit = pd.DataFrame({"s": pd.array(["a"], dtype="string[pyarrow]")})
+    with pytest.raises(snakebridge.EncodeError, match="needs pyarrow on the other side"):
+        snakebridge.call("pandas", "DataFrame", [explicit])

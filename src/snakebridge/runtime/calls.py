@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from snakebridge.errors import ConfigError, EncodeError, RefInvalid
+from snakebridge.runtime import dataplane
 from snakebridge.runtime.codec import CALLBACKS, codec_for_thread
 from snakebridge.runtime.exchange import in_callback_of
 from snakebridge.runtime.refs import Ref, Session, current_session
@@ -118,8 +119,13 @@ def prepare(
     idempotent: bool,
     session: Session | None,
     affinity: str | None = None,
+    pool: Any = None,
 ) -> Call:
-    """Encode a CALL; find the worker its Refs live in and whether it nests in a callback."""
+    """Encode a CALL; find the worker its Refs live in and whether it nests in a callback.
+
+    ``pool``: the pool it goes to (a call on a Ref goes to the Ref's), so that DataFrames and
+    Arrow data are sent in a form its workers can rebuild (dataplane).
+    """
     check_affinity(affinity)
     if not isinstance(args, list | tuple):
         raise TypeError(
@@ -137,6 +143,7 @@ def prepare(
     line = in_callback_of()
     flags = p.FLAG_PATH_VALUES if current.path_values else 0
     message = [p.CALL, call_id, owner.id, flags, module, qualname, ref_id, op, list(args), kwargs]
+    dataplane.sending_to(pool if pool is not None or want is None else want.pool)
     frame = codec.encode(message)
     callbacks = tuple(codec.callbacks)
     owner.callback_ids.extend(callbacks)

@@ -281,6 +281,7 @@ def _library_call(
         idempotent,
         session,
         affinity,
+        pool=pool,
     )
     _check_pool(prepared, pool, lib)
     return pool, prepared
@@ -387,6 +388,7 @@ def _map_calls(
             timeout,
             idempotent,
             session,
+            pool=pool,
         )
         _check_pool(prepared, pool, lib)
         calls.append(prepared)

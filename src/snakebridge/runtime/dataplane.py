@@ -9,7 +9,6 @@ its first worker start removes segments left by hosts that died.
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 import threading
 import weakref
@@ -19,7 +18,16 @@ from typing import Any
 from snakebridge.errors import ConfigError, EncodeError, RefInvalid
 from snakebridge_worker import oob, shm
 
-__all__ = ["Shared", "init_options", "peer_gone", "share", "sweep_dead_hosts", "trim"]
+__all__ = [
+    "Shared",
+    "init_options",
+    "peer_gone",
+    "peer_of",
+    "sending_to",
+    "share",
+    "sweep_dead_hosts",
+    "trim",
+]
 
 _ENV_THRESHOLD = "SNAKEBRIDGE_SHM_THRESHOLD"
 _ENV_REUSE = "SNAKEBRIDGE_SHM_REUSE"  # "0": a fresh segment per transfer (for measurement)
@@ -71,8 +79,34 @@ def _configure() -> None:
     config.run = f"{os.getpid()}x{shm.process_start(os.getpid())}"
     config.enabled = shm.available()
     config.threshold_source = _threshold
-    config.peer_arrow = importlib.util.find_spec("pyarrow") is not None
-    config.peer_pandas = config.peer_arrow and importlib.util.find_spec("pandas") is not None
+    own = oob.capabilities()  # sent in INIT: what a worker may send this host
+    config.peer_arrow, config.peer_pandas = own["arrow"], own["pandas"]
+    config.peer_source = _peer_of_target
+
+
+_target = threading.local()
+"""``pool``: where the call this thread encodes goes (set by ``calls.prepare``, and kept: a
+host callback this thread serves answers a worker of that pool)."""
+
+
+def sending_to(pool: Any) -> None:
+    """The next values this thread encodes go to a worker of ``pool`` (None: unknown)."""
+    _target.pool = pool
+
+
+def _peer_of_target() -> tuple[bool, bool] | None:
+    """(pyarrow, pandas) of the workers of the pool this thread sends to; None if unknown."""
+    pool = getattr(_target, "pool", None)
+    return None if pool is None else peer_of(pool)
+
+
+def peer_of(pool: Any) -> tuple[bool, bool] | None:
+    """What a pool's workers said they have in HELLO (``data``); None before one has started."""
+    for worker in pool.workers:
+        data = worker.info.get("data") if isinstance(worker.info, dict) else None
+        if isinstance(data, dict):
+            return data.get("arrow") is True, data.get("pandas") is True
+    return None
 
 
 def _after_fork() -> None:

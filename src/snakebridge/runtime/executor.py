@@ -118,6 +118,7 @@ class Executor(cf.Executor):
             self._timeout,
             idempotent,
             current_session(),
+            pool=pool,
         )
         return pool, call
 

@@ -302,7 +302,17 @@ def _prepared(
 ) -> tuple[Pool, Call]:
     pool, module, _ = runtime().route(lib)
     call = prepare(
-        pool.spec.call_timeout, module, symbol, None, p.OP_CALL, args, kwargs, None, False, session
+        pool.spec.call_timeout,
+        module,
+        symbol,
+        None,
+        p.OP_CALL,
+        args,
+        kwargs,
+        None,
+        False,
+        session,
+        pool=pool,
     )
     call.frame = with_stream_flag(call.frame)
     return pool, call
