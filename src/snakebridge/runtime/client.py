@@ -24,6 +24,7 @@ from snakebridge.runtime.calls import Call, Options, current_options, options, p
 from snakebridge.runtime.helpers import init_options
 from snakebridge.runtime.interpreters import interpreter_for
 from snakebridge.runtime.pool import Pool
+from snakebridge.runtime.ray_transport import storing
 from snakebridge.runtime.refs import Ref, Session, reset_default_session
 from snakebridge.runtime.transport import reset_after_fork
 from snakebridge_worker import protocol as p
@@ -269,19 +270,20 @@ def _library_call(
     pool, module, configured = _routed(lib, pool_name)
     if configured is True or (isinstance(configured, list) and symbol in configured):
         idempotent = True
-    prepared = prepare(
-        pool.spec.call_timeout,
-        module,
-        symbol,
-        None,
-        op,
-        args,
-        kwargs,
-        timeout,
-        idempotent,
-        session,
-        affinity,
-    )
+    with storing(pool.spec):  # ray (#15): a Ray pool's large arrays go by its object store
+        prepared = prepare(
+            pool.spec.call_timeout,
+            module,
+            symbol,
+            None,
+            op,
+            args,
+            kwargs,
+            timeout,
+            idempotent,
+            session,
+            affinity,
+        )
     _check_pool(prepared, pool, lib)
     return pool, prepared
 
@@ -376,18 +378,19 @@ def _map_calls(
     idempotent = configured is True or (isinstance(configured, list) and symbol in configured)
     calls = []
     for item in items:
-        prepared = prepare(
-            pool.spec.call_timeout,
-            module,
-            symbol,
-            None,
-            p.OP_CALL,
-            [item],
-            None,
-            timeout,
-            idempotent,
-            session,
-        )
+        with storing(pool.spec):  # ray (#15)
+            prepared = prepare(
+                pool.spec.call_timeout,
+                module,
+                symbol,
+                None,
+                p.OP_CALL,
+                [item],
+                None,
+                timeout,
+                idempotent,
+                session,
+            )
         _check_pool(prepared, pool, lib)
         calls.append(prepared)
     return pool, calls
