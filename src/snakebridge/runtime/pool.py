@@ -359,8 +359,8 @@ class Pool:
                 return value
             retried = retried or not isinstance(pending.error, Lost)
 
-    def _finished(self, worker: Worker) -> None:
-        self.leaser.release(worker)
+    def _finished(self, worker: Worker, streamed: bool = False) -> None:
+        self.leaser.release(worker, streamed)
         if self._recycles and worker.state is State.IDLE:
             self.supervisor.maybe_recycle(worker)
 
@@ -454,9 +454,8 @@ class Pool:
         try:
             worker.line.submit(pending, worker.flush_releases() + call.frame)
         except Lost:
-            worker.streaming = False
             if leased is not None:
-                self._finished(leased)
+                self._finished(leased, streamed=True)
             raise WorkerCrashed(f"worker {worker.pid} was lost before {call.description}") from None
         worker.calls += 1
         return Channel(self, worker, leased, pending)
@@ -560,6 +559,5 @@ class Channel:
             self.worker.line.kill_reason = "interrupted"
             self.worker.transport.kill()
             self.worker.line.lose(PeerClosed(str(error)))
-        self.worker.streaming = False
         if self._leased is not None:
-            self.pool._finished(self._leased)
+            self.pool._finished(self._leased, streamed=True)
