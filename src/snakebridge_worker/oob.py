@@ -267,6 +267,12 @@ def decode_shm(data: bytes) -> Any:
     tag, meta, where = msgpack.unpackb(data, raw=False)
     inline = isinstance(where, bytes)
     view = memoryview(where) if inline else _mapping(where, _readonly())
+    return buffer_value(tag, meta, view, inline)
+
+
+def buffer_value(tag: str, meta: Any, view: memoryview, inline: bool) -> Any:
+    """The array or buffer ``tag``/``meta`` describe over ``view`` (``inline``: the frame's
+    own bytes, copied; else a mapping, kept as the value's memory)."""
     if tag == "nd":
         return _array(meta, view, inline)
     if tag == "b":

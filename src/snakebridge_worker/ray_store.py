@@ -91,20 +91,7 @@ def as_bytes_array(data: Any) -> Any:
 
 def rebuild(tag: str, meta: Any, view: memoryview) -> Any:
     """The value extension 30's ``tag``/``meta`` describe over the read-only bytes ``view``."""
-    if tag == "nd":
-        return oob._array(meta, view, False)
-    if tag == "b":
-        return bytes(view)
-    if tag == "ba":
-        return bytearray(view)
-    if tag == "mv":
-        fmt, shape = meta
-        return view.cast("B").cast(fmt, shape) if shape != [view.nbytes] or fmt != "B" else view
-    if tag == "pb":
-        import pickle
-
-        return pickle.PickleBuffer(view)
-    raise ValueError(f"unknown buffer kind {tag!r}")
+    return oob.buffer_value(tag, meta, view, False)
 
 
 def descriptor(tag: str, meta: Any, ref: Any, keeper: Any) -> msgpack.ExtType:

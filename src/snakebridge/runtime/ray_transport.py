@@ -31,7 +31,7 @@ from snakebridge.config import PoolSpec, Settings
 from snakebridge.errors import ConfigError, WorkerCrashed, WorkerStartError
 from snakebridge.runtime import dataplane
 from snakebridge.runtime.interpreters import locked_entry
-from snakebridge.runtime.transport import ProcessTransport, worker_path_dir
+from snakebridge.runtime.transport import ProcessTransport, crashed, worker_path_dir
 from snakebridge_worker import oob, ray_actor, ray_store, shm
 from snakebridge_worker import protocol as p
 from snakebridge_worker.framing import FrameBuffer
@@ -362,14 +362,12 @@ class RayTransport(ProcessTransport):
         self.close()
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         with contextlib.suppress(OSError):
             self._listener.close()
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.close()
+        if self.sock is None:  # it never connected
+            self._closed = True
+        else:
+            super().close()
 
     def death(self, during: str, kill_reason: str = "") -> WorkerCrashed:
         if not self._ended.wait(_DEATH_WAIT_S):
@@ -377,20 +375,9 @@ class RayTransport(ProcessTransport):
         if self.pid:
             dataplane.peer_gone(self.pid)
         cause = kill_reason or (f"Ray actor {self._outcome}" if self._outcome else "lost")
-        message = (
-            f"worker {self.pid} (Ray actor {self.actor_id[:12]}) of pool {self.pool_name!r} "
-            f"{cause} during {during}"
-        )
         self.close()
-        return WorkerCrashed(
-            message,
-            pid=self.pid,
-            exit_code=None,
-            signal=None,
-            cause=cause,
-            call=during,
-            stderr_tail="",
-        )
+        label = f"{self.pid} (Ray actor {self.actor_id[:12]})"
+        return crashed(label, self.pool_name, cause, during, pid=self.pid)
 
 
 def cluster_status() -> dict[str, Any] | None:
