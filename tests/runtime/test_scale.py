@@ -213,6 +213,36 @@ def test_a_pool_grows_while_calls_queue_and_shrinks_when_idle() -> None:
         pool.close(0.5)
 
 
+def test_growth_from_many_threads_at_once_never_passes_max_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    FakeTransport.fail_start = False
+    pool = fake_pool(size=1, min_size=1, max_size=3)
+    gate = threading.Event()
+    try:
+        monkeypatch.setattr(type(pool.leaser), "queued", property(lambda self: 8))
+        launch = pool.launch
+        monkeypatch.setattr(pool, "launch", lambda: (gate.wait(30), launch())[1])
+        barrier = threading.Barrier(8)
+
+        def grow() -> None:
+            barrier.wait()
+            pool.supervisor.grow()
+
+        threads = [threading.Thread(target=grow) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(pool.workers) + pool.supervisor.starting == 3  # 8 calls queued, max 3
+        gate.set()
+        until(lambda: pool.supervisor.starting == 0)
+        assert len(pool.workers) == 3
+    finally:
+        gate.set()
+        pool.close(0.5)
+
+
 def test_a_pool_never_shrinks_below_min_size_nor_a_worker_holding_refs() -> None:
     pool = fake_pool(size=2, min_size=2, max_size=4, idle_timeout=0.01)
     try:
