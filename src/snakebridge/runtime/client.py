@@ -377,8 +377,8 @@ def _map_calls(
     pool, module, configured = _routed(lib, None)
     idempotent = configured is True or (isinstance(configured, list) and symbol in configured)
     calls = []
-    for item in items:
-        with storing(pool.spec):  # ray (#15)
+    with storing(pool.spec):  # ray (#15): a Ray pool's large arrays go by its object store
+        for item in items:
             prepared = prepare(
                 pool.spec.call_timeout,
                 module,
@@ -391,8 +391,8 @@ def _map_calls(
                 idempotent,
                 session,
             )
-        _check_pool(prepared, pool, lib)
-        calls.append(prepared)
+            _check_pool(prepared, pool, lib)
+            calls.append(prepared)
     return pool, calls
 
 
