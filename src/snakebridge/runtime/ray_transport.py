@@ -7,6 +7,10 @@ exactly as from a local worker, so nothing above the transport knows it is Ray. 
 task result is watched on a thread: when the actor dies (killed, out of memory, node lost) the
 connection is shut, the reader sees EOF, and the pool fails its calls with WorkerCrashed and
 starts a replacement actor. Ray is imported only when a pool has ``backend = "ray"``.
+
+Large arrays and buffers of a Ray pool go through Ray's object store, not the connection
+(:class:`HostStore` here, :mod:`snakebridge_worker.ray_store` in the actor): calls encoded
+inside :func:`storing` put them there, and the frame carries only a reference.
 """
 
 from __future__ import annotations
