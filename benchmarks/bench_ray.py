@@ -1,7 +1,9 @@
 """snakebridge on Ray vs plain Ray actors, in the same run, on one local cluster (ray #15).
 
 No-op latency (sequential calls), throughput (a batch of no-ops: ``snakebridge.map`` against
-``ray.get`` of a list of actor calls) and the sum of a 64 MiB float64 array. One actor each.
+``ray.get`` of a list of actor calls), and a 64 MiB float64 array summed (host → worker) and
+echoed (both ways): through Ray's object store (the default for Ray pools) and, for comparison,
+through the data plane's shared memory (``SNAKEBRIDGE_RAY_STORE=0``). One actor each.
 Bar: no-op at most 1.3 times a raw Ray actor call. Run: ``python benchmarks/bench_ray.py``.
 """
 
@@ -59,6 +61,7 @@ def crash_seconds() -> tuple[float, float]:
     """(SIGKILL of a busy actor → WorkerCrashed raised, → the pool back at full size)."""
     from snakebridge.runtime.client import runtime
 
+    snakebridge.call("operator", "pos", [0])
     pool = runtime().pools["default"]
     raised: list[float] = []
 
@@ -110,15 +113,33 @@ def main() -> None:
             BATCH_N / best(lambda: snakebridge.map("operator", "pos", range(BATCH_N))),
             BATCH_N / best(lambda: ray.get([plain.noop.remote(i) for i in range(BATCH_N)])),
         ),
-        (
-            "64 MiB sum (ms)",
-            best(lambda: snakebridge.call("numpy", "sum", [array])) * 1e3,
-            best(lambda: ray.get(plain.total.remote(array))) * 1e3,
-        ),
     ]
-    print(f"{'':28} {'snakebridge-on-ray':>20} {'plain Ray actor':>16} {'ratio':>7}")
+    raw_sum = best(lambda: ray.get(plain.total.remote(array))) * 1e3
+    raw_echo = best(lambda: ray.get(plain.noop.remote(array))) * 1e3
+    for label, store in (("object store", "1"), ("shared memory", "0")):
+        snakebridge.shutdown()  # a Ray pool decides at each actor's start
+        os.environ["SNAKEBRIDGE_RAY_STORE"] = store
+        assert snakebridge.call("numpy", "sum", [array]) == array.sum()
+        rows.append(
+            (
+                f"64 MiB sum, {label} (ms)",
+                best(lambda: snakebridge.call("numpy", "sum", [array])) * 1e3,
+                raw_sum,
+            )
+        )
+        rows.append(
+            (
+                f"64 MiB echo, {label} (ms)",
+                best(lambda: snakebridge.call("numpy", "copy", [array])) * 1e3,
+                raw_echo,
+            )
+        )
+    os.environ.pop("SNAKEBRIDGE_RAY_STORE")
+    snakebridge.shutdown()
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"{'':34} {'snakebridge-on-ray':>20} {'plain Ray actor':>16} {'ratio':>7}")
     for name, ours, theirs in rows:
-        print(f"{name:28} {ours:20.1f} {theirs:16.1f} {ours / theirs:7.2f}")
+        print(f"{name:34} {ours:20.1f} {theirs:16.1f} {ours / theirs:7.2f}")
     crashed, replaced = crash_seconds()
     print(
         f"SIGKILLed actor mid-call: WorkerCrashed after {crashed:.3f}s, "

@@ -68,6 +68,42 @@ def _hash_run(buffer: Any) -> float:
     return time.perf_counter() - started
 
 
+def _in_process(data: Any, threads: int) -> float:
+    """The ceiling: the same 32 hashes in this process on ``threads`` threads (how much of a
+    second core the shared machine gives right now)."""
+    import hashlib
+
+    def work() -> None:
+        for _ in range(_HOST_THREADS * _PER_THREAD // threads):
+            hashlib.sha256(data).hexdigest()
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    started = time.perf_counter()
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def _hash_rounds(directory: Path, data: Any, rounds: int) -> dict[str, float]:
+    """Best of ``rounds`` alternating runs: in process on 1 and 2 threads, process profile,
+    thread profile (alternating, so a burst of load from elsewhere hits all of them)."""
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        runs = {
+            "in_process_1_thread_s": _in_process(data, 1),
+            "in_process_2_threads_s": _in_process(data, 2),
+        }
+        _configure(directory, 'size = 1\nprofile = "process"')
+        runs["process_1_worker_s"] = _hash_run(snakebridge.share(data))
+        _configure(directory, 'size = 1\nprofile = "thread"\nthreads = 8')
+        runs["thread_1_worker_s"] = _hash_run(snakebridge.share(data))
+        for key, value in runs.items():
+            best[key] = min(value, best.get(key, value))
+    return best
+
+
 def _burst(directory: Path) -> dict[str, float]:
     """Autoscaling: a burst of 8 slow calls on a pool of min 1, max 4."""
     _configure(directory, "size = 1\nmin_size = 1\nmax_size = 4\nidle_timeout = 0.5")
@@ -130,6 +166,7 @@ def _recovery(directory: Path, start: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--rounds", type=int, default=5, help="hash runs, best of (default 5)")
     args = parser.parse_args()
     import numpy
 
@@ -137,10 +174,8 @@ def main() -> None:
     figures: dict[str, Any] = {"cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        _configure(directory, 'size = 1\nprofile = "process"')
-        figures["process_1_worker_s"] = _hash_run(snakebridge.share(data))
-        _configure(directory, 'size = 1\nprofile = "thread"\nthreads = 8')
-        figures["thread_1_worker_s"] = _hash_run(snakebridge.share(data))
+        figures["load_average"] = os.getloadavg()[0]
+        figures.update(_hash_rounds(directory, data, args.rounds))
         figures["thread_speedup"] = figures["process_1_worker_s"] / figures["thread_1_worker_s"]
         figures.update(_burst(directory))
         figures["fork_pool_start_s"] = _fork_pool_start()
@@ -149,10 +184,16 @@ def main() -> None:
         figures["zygote_vs_fork"] = figures["zygote_recovery_s"] / figures["fork_pool_start_s"]
         snakebridge.shutdown()
     hashed = _HOST_THREADS * _PER_THREAD * 16
-    print(f"sha256 of {hashed} MiB from {_HOST_THREADS} host threads, 1 worker:")
+    ceiling = figures["in_process_1_thread_s"] / figures["in_process_2_threads_s"]
+    print(f"load average {figures['load_average']:.2f} at the start, {os.cpu_count()} cores")
+    print(f"sha256 of {hashed} MiB from {_HOST_THREADS} host threads, 1 worker (best of rounds):")
     print(f"  process profile {figures['process_1_worker_s']:.3f} s")
     print(f"  thread profile  {figures['thread_1_worker_s']:.3f} s")
     print(f"  speed-up        {figures['thread_speedup']:.2f}x (bar >= 1.7x)")
+    print(
+        f"  in process, 1 thread {figures['in_process_1_thread_s']:.3f} s, 2 threads "
+        f"{figures['in_process_2_threads_s']:.3f} s: {ceiling:.2f}x (the machine's ceiling now)"
+    )
     print(
         f"burst of 8 pbkdf2 calls, min 1 max 4: {figures['burst_s']:.3f} s, "
         f"{figures['workers_at_end_of_burst']:.0f} workers at its end"

@@ -536,6 +536,33 @@ class Worker:
             self.reading = False
             self.cv.notify_all()
 
+    def read_and_act(self, in_callback: bool) -> None:
+        """Read one frame (reader role held) and act on it, giving the role up."""
+        try:
+            message = self._read()
+        except BaseException:
+            self._done_reading()
+            raise
+        self._act_on(message, in_callback)
+
+    def _act_on(self, message: Any, in_callback: bool) -> None:
+        """Route a frame just read and give the reader role up.
+
+        A frame other than a call is acted on *before* the role is given up: a thread woken by
+        that (waiting for a callback's answer, or for a stream's credit) then finds it done,
+        instead of taking the role and blocking on a frame that never comes (#15: with
+        threads, another thread may be the one reading). A call is routed after (it may run
+        long in this thread).
+        """
+        if type(message) is list and message and message[0] == p.CALL:
+            self._done_reading()
+            self.route(message, in_callback)
+            return
+        try:
+            self.route(message, in_callback)
+        finally:
+            self._done_reading()
+
     def run(self) -> None:
         while not self.stopping:
             with self.cv:
@@ -545,11 +572,14 @@ class Worker:
             if message is None:
                 try:
                     message = self._read()
-                except Exception as exc:
+                except BaseException as exc:
+                    self._done_reading()
+                    if not isinstance(exc, Exception):
+                        raise
                     self.send([p.ERROR, 0, error_payload(p.ERR_PROTOCOL, exc, False)])
                     return
-                finally:
-                    self._done_reading()
+                self._act_on(message, in_callback=False)
+                continue
             self.route(message, in_callback=False)
 
     def route(self, message: Any, in_callback: bool) -> None:
@@ -560,6 +590,8 @@ class Worker:
         if kind == p.CALL:
             nested = bool(message[3] & p.FLAG_NESTED) if len(message) > 3 else False
             if self.threads is not None and not nested:  # thread profile: runs beside others
+                if len(message) > 3 and message[3] & p.FLAG_STREAM:
+                    streams.expect(message[1])  # its credit may arrive before its thread runs
                 self.threads.submit(self.handle_call, message)
             elif in_callback and not nested:
                 with self.cv:
@@ -600,6 +632,8 @@ class Worker:
         try:
             self._execute(call_id, module, qualname, ref_id, op, args, kwargs, flags)
         finally:
+            if flags & p.FLAG_STREAM:
+                streams.forget(call_id)
             running.pop()
             self._local.call = outer_call
             self.codec.session, self.codec.path_values = outer
@@ -694,11 +728,7 @@ class Worker:
                 if not self._lead_or_wait(lambda: request in self.replies):
                     message = self.replies.pop(request)
                     break
-            try:
-                incoming = self._read()
-            finally:
-                self._done_reading()
-            self.route(incoming, in_callback=True)
+            self.read_and_act(in_callback=True)
         if message[0] == p.CALLBACK_ERROR:
             raise _callback_error(message[2])
         return message[2]

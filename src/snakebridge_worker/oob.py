@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import msgpack
 
@@ -25,6 +25,18 @@ _ARROW_TYPES = {
     "pyarrow.lib.ChunkedArray": "chunked",
 }
 _COLUMN = "__sb_series__"
+
+
+# ray (#15): an object store (Ray's) that large arrays and buffers go through instead of shared
+# memory. ``STORE()`` is the store for what is encoded now (None: shared memory, as without Ray);
+# ``STORE_DECODE(codec, data)`` reads extension 35. Both are set by the Ray side only
+# (snakebridge_worker/ray_store.py in an actor, snakebridge/runtime/ray_transport.py on the host).
+def _no_store() -> Any:
+    return None
+
+
+STORE: Callable[[], Any] = _no_store
+STORE_DECODE: Optional[Callable[[Any, bytes], Any]] = None
 
 
 def _key(obj: Any) -> str:
@@ -130,7 +142,15 @@ def encode(codec: Any, obj: Any, kind_: str) -> Any:
 
 
 def wants_segment(nbytes: int) -> bool:
-    """Whether ``nbytes`` go through shared memory (0 or more than the threshold; -1: never)."""
+    """Whether ``nbytes`` go through shared memory (0 or more than the threshold; -1: never)
+    or through the object store of a Ray pool (:data:`STORE`)."""
+    store = STORE()
+    if store is not None and nbytes >= store.threshold:
+        return True
+    return _shm_wanted(nbytes)
+
+
+def _shm_wanted(nbytes: int) -> bool:
     if not shm.CONFIG.enabled or nbytes <= 0:
         return False
     limit = shm.CONFIG.limit()
@@ -150,7 +170,10 @@ def _place(source: Any, nbytes: int) -> List[Any]:
 
 def encode_array(obj: Any) -> Optional[msgpack.ExtType]:
     """A numpy array through a segment when it is large enough, else None (send it by value)."""
-    if not wants_segment(obj.nbytes):
+    store = STORE()
+    if store is not None and obj.nbytes >= store.threshold:
+        return store.encode("nd", [descr(obj.dtype), list(obj.shape), None], obj)  # type: ignore[no-any-return]
+    if not _shm_wanted(obj.nbytes):
         return None
 
     segment = shm.POOL.acquire(obj.nbytes)
@@ -226,6 +249,9 @@ def encode_buffer(obj: Any, as_bytes: bool = False) -> msgpack.ExtType:
         data = obj if tag != "mv" else _flat(obj)
     nbytes = data.nbytes if isinstance(data, memoryview) else len(data)
     meta = [obj.format, list(obj.shape)] if tag == "mv" else None
+    store = STORE()
+    if store is not None and nbytes >= store.threshold:
+        return store.encode(tag, meta, data)  # type: ignore[no-any-return]
     where: Any = _place(data, nbytes) if wants_segment(nbytes) else bytes(data)
     return msgpack.ExtType(p.EXT_BUFFER, msgpack.packb([tag, meta, where], use_bin_type=True))
 
@@ -260,6 +286,12 @@ def decode_shm(data: bytes) -> Any:
     tag, meta, where = msgpack.unpackb(data, raw=False)
     inline = isinstance(where, bytes)
     view = memoryview(where) if inline else _mapping(where, _readonly())
+    return buffer_value(tag, meta, view, inline)
+
+
+def buffer_value(tag: str, meta: Any, view: memoryview, inline: bool) -> Any:
+    """The array or buffer ``tag``/``meta`` describe over ``view`` (``inline``: the frame's
+    own bytes, copied; else a mapping, kept as the value's memory)."""
     if tag == "nd":
         return _array(meta, view, inline)
     if tag == "b":
@@ -337,7 +369,7 @@ def _ipc(data: Any) -> List[Any]:
     mock = pa.MockOutputStream()
     write(mock)
     nbytes = mock.size()
-    if not wants_segment(nbytes):
+    if not _shm_wanted(nbytes):
         out = pa.BufferOutputStream()
         write(out)
         return out.getvalue().to_pybytes()  # type: ignore[no-any-return]
@@ -464,4 +496,12 @@ def decoders(codec: Any) -> Any:
         p.EXT_PANDAS: lambda data: decode_pandas(codec, data),
         p.EXT_SHARED: decode_shared,
         p.EXT_CUDA: decode_cuda,
+        p.EXT_STORE: lambda data: _decode_store(codec, data),
     }
+
+
+def _decode_store(codec: Any, data: bytes) -> Any:
+    """Extension 35: an array or buffer from Ray's object store (see :data:`STORE`)."""
+    if STORE_DECODE is None:
+        raise ValueError("a Ray object-store reference arrived in a process that is not on Ray")
+    return STORE_DECODE(codec, data)

@@ -89,6 +89,7 @@ EXT_ARROW = 31  # pyarrow Table / RecordBatch / Array / ChunkedArray as an Arrow
 EXT_PANDAS = 32  # pandas DataFrame / Series via Arrow
 EXT_SHARED = 33  # resident data placed by snakebridge.share
 EXT_CUDA = 34  # CUDA tensor by IPC handle
+EXT_STORE = 35  # ray (#15): an array or buffer in Ray's object store, by ObjectRef
 
 # ERROR kinds.
 ERR_REMOTE = "remote"

@@ -5,7 +5,8 @@ The host pickles :class:`RayWorker` by value, so this module needs no install on
 ``py_modules`` of the actor's runtime_env. The actor connects back to the host's listening
 socket, proves the host's one-time token, and from then on speaks the protocol every local
 worker speaks: calls, callbacks, Refs, sessions and streams are unchanged.
-Nothing here imports Ray.
+Nothing here imports Ray (the object store, :mod:`snakebridge_worker.ray_store`, does when a
+large value crosses).
 """
 
 import os
@@ -33,7 +34,7 @@ def serve(host: str, port: int, token: str) -> str:
 
     from snakebridge_worker import main as m
     from snakebridge_worker import protocol as p
-    from snakebridge_worker import startup
+    from snakebridge_worker import ray_store, startup
 
     sock = socket.create_connection((host, port), timeout=60.0)
     sock.settimeout(None)
@@ -60,6 +61,7 @@ def serve(host: str, port: int, token: str) -> str:
     worker = m.Worker(connection, bool(options.get("host_numpy")))
     worker.options = options
     worker.policy = m._policy_from(options)
+    ray_store.install_worker(worker.codec, options.get("ray_store"))  # large values: Ray's store
     m._CURRENT = worker
     try:
         worker.run()

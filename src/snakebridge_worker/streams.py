@@ -45,6 +45,17 @@ class _Stream:
 ACTIVE: Dict[int, _Stream] = {}
 
 
+def expect(call_id: int) -> None:
+    """A streamed call was read and will run on another thread (#15): count the CREDIT and
+    CANCEL that arrive for it before its thread starts, instead of dropping them."""
+    ACTIVE.setdefault(call_id, _Stream(call_id))
+
+
+def forget(call_id: int) -> None:
+    """Streamed call ``call_id`` is over, whether it streamed or failed first."""
+    ACTIVE.pop(call_id, None)
+
+
 def control(message: List[Any]) -> None:
     """A CREDIT or CANCEL frame from the host (one for a stream that ended is dropped)."""
     stream = ACTIVE.get(message[1])
@@ -73,16 +84,11 @@ class _Pusher:
 
     def __init__(self, worker: Any, call_id: int, error_payload: Callable[..., Any]) -> None:
         self.worker = worker
-        self.stream = _Stream(call_id)
+        self.stream = ACTIVE.get(call_id) or _Stream(call_id)
         self.error_payload = error_payload
 
     def _read_one(self) -> None:
-        worker = self.worker
-        try:
-            incoming = worker._read()
-        finally:
-            worker._done_reading()
-        worker.route(incoming, in_callback=True)
+        self.worker.read_and_act(in_callback=True)
 
     def wait_for_credit(self) -> None:
         stream, worker = self.stream, self.worker
@@ -112,13 +118,26 @@ class _Pusher:
             self.wait_for_credit()
         if self.stream.cancelled:
             return False
-        try:
-            self.worker.send([p.CHUNK, self.stream.call_id, items])
-        except Exception:
-            self.worker.packer.reset()
-            raise
+        self._send_items(items)
         self.stream.credit -= 1
         return True
+
+    def _send_items(self, items: List[Any]) -> None:
+        """One CHUNK, its Refs registered in this stream's session (#15: with the thread
+        profile, the codec's session is whichever call set it last; this thread's is its own).
+        An item that cannot be encoded raises, and leaves no Refs registered."""
+        worker = self.worker
+        codec = worker.codec
+        with worker.send_lock:
+            outer = codec.session, codec.path_values
+            state = getattr(worker._local, "call", None)
+            if state is not None:
+                codec.session, codec.path_values = state
+            try:
+                body = codec.pack_reply(worker.packer, [p.CHUNK, self.stream.call_id, items])
+            finally:
+                codec.session, codec.path_values = outer
+            worker.connection.send(body)
 
     def run(self, iterator: Any) -> None:
         ACTIVE[self.stream.call_id] = self.stream

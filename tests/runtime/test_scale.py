@@ -213,6 +213,36 @@ def test_a_pool_grows_while_calls_queue_and_shrinks_when_idle() -> None:
         pool.close(0.5)
 
 
+def test_growth_from_many_threads_at_once_never_passes_max_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    FakeTransport.fail_start = False
+    pool = fake_pool(size=1, min_size=1, max_size=3)
+    gate = threading.Event()
+    try:
+        monkeypatch.setattr(type(pool.leaser), "queued", property(lambda self: 8))
+        launch = pool.launch
+        monkeypatch.setattr(pool, "launch", lambda: (gate.wait(30), launch())[1])
+        barrier = threading.Barrier(8)
+
+        def grow() -> None:
+            barrier.wait()
+            pool.supervisor.grow()
+
+        threads = [threading.Thread(target=grow) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(pool.workers) + pool.supervisor.starting == 3  # 8 calls queued, max 3
+        gate.set()
+        until(lambda: pool.supervisor.starting == 0)
+        assert len(pool.workers) == 3
+    finally:
+        gate.set()
+        pool.close(0.5)
+
+
 def test_a_pool_never_shrinks_below_min_size_nor_a_worker_holding_refs() -> None:
     pool = fake_pool(size=2, min_size=2, max_size=4, idle_timeout=0.01)
     try:
@@ -391,7 +421,76 @@ def test_doctor_warns_about_a_thread_pool_under_a_gil(configured: Callable[[str]
     lines = diagnose(load_settings(path.parent))
     warned = [line for line in lines if 'profile = "thread"' in line.text]
     gil = getattr(__import__("sys"), "_is_gil_enabled", lambda: True)()
-    assert [line.status for line in warned] == (["WARN"] if gil else [])
+    assert [line.status for line in warned] == (["WARN"] if gil else ["OK"])
+
+
+PURITY = """
+[tool.snakebridge.libraries]
+hashlib = { version = "stdlib", pool = "hash" }
+zlib = { version = "stdlib", pool = "hash" }
+textwrap = { version = "stdlib", pool = "text" }
+json = { version = "stdlib", pool = "text" }
+
+[tool.snakebridge.pools.hash]
+profile = "thread"
+
+[tool.snakebridge.pools.text]
+profile = "thread"
+"""
+
+
+def test_doctor_names_the_pure_python_libraries_of_a_thread_pool(
+    configured: Callable[[str], Path],
+) -> None:
+    import sys
+
+    from snakebridge.config import load_settings
+    from snakebridge.envs.doctor import diagnose
+
+    path = configured(PURITY)
+    lines = {line.text.split(":")[0]: line for line in diagnose(load_settings(path.parent))}
+    hashing, text = lines["pool hash"], lines["pool text"]
+    if getattr(sys, "_is_gil_enabled", lambda: True)():
+        assert hashing.status == "OK" and "hashlib, zlib native code" in hashing.text
+        assert text.status == "WARN" and "pure-Python textwrap (" in text.text  # json is C
+        assert 'profile = "process" for textwrap' in text.fix
+    else:
+        assert hashing.status == text.status == "OK" and "no GIL" in text.text
+
+
+def test_library_code_tells_extension_modules_from_pure_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.machinery
+    import sys
+
+    from snakebridge.envs.doctor import library_code
+
+    pure = tmp_path / "sb_pure_pkg"
+    (pure / "sub").mkdir(parents=True)
+    (pure / "__init__.py").write_text("")
+    (pure / "sub" / "mod.py").write_text("")
+    native = tmp_path / "sb_native_pkg"
+    (native / "deep").mkdir(parents=True)
+    (native / "__init__.py").write_text("")
+    (native / "deep" / f"fast{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    (tmp_path / "sb_accelerated.py").write_text("")  # a .py module with a C twin _<name>
+    (tmp_path / f"_sb_accelerated{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ["sb_pure_pkg.sub", "sb_native_pkg", "sb_accelerated", "sb_absent", "zlib"]
+    expected = {
+        "sb_pure_pkg": "pure",
+        "sb_native_pkg": "native",
+        "sb_accelerated": "native",
+        "sb_absent": "missing",
+        "zlib": "native",
+    }
+    assert library_code(None, names) == expected
+    assert library_code(sys.executable, ["zlib", "textwrap"]) == {
+        "textwrap": "pure",
+        "zlib": "native",
+    }
+    assert not any(name.startswith("sb_") for name in sys.modules)  # found, never imported
 
 
 # -- start = "zygote" ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ GENS = """
 import itertools
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -69,6 +70,23 @@ def arrays(n, size):
 
 def closed():
     return CLOSED
+
+
+_BARRIERS = {}
+_LOCK = threading.Lock()
+
+
+def meeting(key, parties, n):
+    # yields 0, then waits until `parties` streams of `key` are all past their first item
+    # (they must run at once), then yields the rest up to n
+    with _LOCK:
+        barrier = _BARRIERS.setdefault(key, threading.Barrier(parties, timeout=60))
+    try:
+        yield 0
+        barrier.wait()
+        yield from range(1, n)
+    finally:
+        CLOSED.append(key)
 """
 
 CONFIG = """
@@ -249,3 +267,59 @@ def test_an_async_stream_cancelled_while_queued_frees_the_worker(project: Path) 
     while worker_state() == "streaming" and time.monotonic() < deadline:
         time.sleep(0.01)
     assert worker_state() != "streaming"
+
+
+THREADED = CONFIG.replace("size = 1", 'size = 1\nprofile = "thread"\nthreads = 4')
+
+
+@pytest.fixture
+def threaded(tmp_path: Path, configured: Callable[[str], Path]) -> Path:
+    (tmp_path / "gens.py").write_text(GENS)
+    configured(THREADED)
+    return tmp_path
+
+
+def test_streams_run_at_once_on_one_thread_worker(threaded: Path) -> None:
+    results: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def consume(n: int) -> None:
+        try:
+            results[n] = list(stream("gens", "meeting", ["all", 3, 500 + n]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consume, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []  # a BrokenBarrierError here: the three did not run at once
+    assert results == {n: list(range(500 + n)) for n in range(3)}
+    assert len(snakebridge.status()[0]["workers"]) == 1
+    assert sorted(snakebridge.call("gens", "closed")) == ["all"] * 3
+
+
+def test_break_on_a_thread_worker_runs_finally_while_other_streams_go_on(threaded: Path) -> None:
+    other = stream("gens", "counting", [10**9])
+    assert next(other) == 0
+    for item in stream("gens", "counting", [10**8]):
+        if item == 3:
+            break
+    assert snakebridge.call("gens", "closed") == [10**8]  # its finally ran before the break
+    assert [next(other) for _ in range(5)] == [1, 2, 3, 4, 5]  # the other stream is untouched
+    with stream("gens", "endless", [10]) as blocks:
+        assert next(blocks) == "x" * 10
+    assert snakebridge.call("math", "sqrt", [9.0]) == 3.0  # a call beside the open stream
+    other.close()
+    assert snakebridge.call("gens", "closed") == [10**8, "endless", 10**9]
+
+
+def test_async_streams_at_once_on_a_thread_worker(threaded: Path) -> None:
+    async def main() -> list[list[int]]:
+        async def collect(n: int) -> list[int]:
+            return [item async for item in astream("gens", "meeting", ["async", 2, 50 + n])]
+
+        return list(await asyncio.gather(collect(0), collect(1)))
+
+    assert asyncio.run(main()) == [list(range(50)), list(range(51))]

@@ -6,12 +6,17 @@ Nothing is changed.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import platform
 import re
+import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from snakebridge import paths
 from snakebridge.config import Settings
@@ -22,7 +27,7 @@ from snakebridge.envs.variants import detect_accelerator
 from snakebridge.envs.verify import drifts
 from snakebridge.runtime.interpreters import env_dir, needs_venv, venv_python
 
-__all__ = ["Line", "diagnose"]
+__all__ = ["Line", "diagnose", "library_code"]
 
 _SETUP = "snakebridge setup"
 
@@ -117,7 +122,7 @@ def _env(settings: Settings, plan: EnvPlan, lock: Lock | None, problems: list[st
         )
     ]
     lines += [Line("FAIL", problem, _SETUP) for problem in mine]
-    lines += _thread_pools(settings, name, bool(facts["gil_enabled"]))
+    lines += _thread_pools(settings, name, bool(facts["gil_enabled"]), str(venv_python(directory)))
     if not mine and lock is not None:
         count = len(lock.envs[name]["packages"])
         lines.append(Line("OK", f"env {name}: matches snakebridge.lock ({count} packages)"))
@@ -128,22 +133,148 @@ def _env(settings: Settings, plan: EnvPlan, lock: Lock | None, problems: list[st
     return lines
 
 
-def _thread_pools(settings: Settings, env: str, gil_enabled: bool) -> list[Line]:
-    """scale (#15): a WARN per ``profile = "thread"`` pool of ``env`` whose interpreter has a
-    GIL: only calls that release it (hashlib, zlib, numpy, many C extensions) run at once."""
-    if not gil_enabled:
-        return []
-    return [
-        Line(
-            "WARN",
-            f'pool {name}: profile = "thread" on env {env}, whose interpreter has a GIL: '
-            "pure-Python calls run one at a time (only GIL-releasing code runs at once)",
-            'use profile = "process" for pure-Python libraries, or a free-threaded Python '
-            "(3.13t) for the env",
-        )
-        for name, pool in sorted(settings.pools.items())
-        if pool.profile == "thread" and pool.env == env
-    ]
+_PURITY_PROBE = r"""
+import importlib.machinery, importlib.util, json, os, sys
+
+EXT = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+
+
+def native(spec):
+    return spec is not None and (spec.origin == "built-in" or (spec.origin or "").endswith(EXT))
+
+
+def kind(top):
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return "missing"
+    if spec is None:
+        return "missing"
+    if native(spec):
+        return "native"
+    for location in spec.submodule_search_locations or ():
+        for _, _, files in os.walk(location):
+            if any(name.endswith(EXT) for name in files):
+                return "native"
+    if not top.startswith("_"):
+        try:
+            if native(importlib.util.find_spec("_" + top)):  # hashlib -> _hashlib, json -> _json
+                return "native"
+        except (ImportError, ValueError):
+            pass
+    return "pure"
+
+
+print(json.dumps({top: kind(top) for top in sys.argv[1:]}))
+"""
+
+
+def library_code(python: str | None, modules: list[str]) -> dict[str, str]:
+    """scale (#15): ``"native"``, ``"pure"`` or ``"missing"`` per top-level module, as the
+    interpreter ``python`` (None: this one) finds it, without importing it.
+
+    Native: the module is an extension or built-in, its package holds an extension module
+    anywhere below it, or it has a C accelerator named ``_<module>`` (the stdlib's way:
+    hashlib/_hashlib). Pure: only Python source, so under a GIL its calls run one at a time.
+    """
+    tops = sorted({module.split(".")[0] for module in modules})
+    if not tops:
+        return {}
+    if python is None:
+        namespace: dict[str, Any] = {"__name__": "_snakebridge_probe"}
+        argv, sys.argv = sys.argv, ["probe", *tops]
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                exec(compile(_PURITY_PROBE, "<purity probe>", "exec"), namespace)
+        finally:
+            sys.argv = argv
+        text = out.getvalue()
+    else:
+        try:
+            done = subprocess.run(
+                [python, "-I", "-c", _PURITY_PROBE, *tops],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        if done.returncode != 0:
+            return {}
+        text = done.stdout
+    found: dict[str, str] = json.loads(text)
+    return found
+
+
+def _pool_libraries(settings: Settings, pool: str) -> dict[str, str]:
+    """The libraries routed to ``pool``: config key -> module it imports."""
+    return {
+        key: spec.module or key
+        for key, spec in sorted((settings.libraries or {}).items())
+        if settings.pool_for(key) == pool
+    }
+
+
+def _thread_pools(
+    settings: Settings, env: str, gil_enabled: bool, python: str | None = None
+) -> list[Line]:
+    """scale (#15): one line per ``profile = "thread"`` pool of ``env`` (interpreter ``python``,
+    None: the host's). Without a GIL, OK. Under a GIL, a WARN naming the pool's libraries that
+    are pure Python (:func:`library_code`): their calls run one at a time; OK when every
+    library has native code (its calls run at once where it releases the GIL)."""
+    lines = []
+    for name, pool in sorted(settings.pools.items()):
+        if pool.profile != "thread" or pool.env != env:
+            continue
+        if not gil_enabled:
+            lines.append(
+                Line(
+                    "OK",
+                    f'pool {name}: profile = "thread", env {env} has no GIL: calls run at once',
+                )
+            )
+            continue
+        libraries = _pool_libraries(settings, name)
+        code = library_code(python, list(libraries.values()))
+        pure = [
+            key for key, module in libraries.items() if code.get(module.split(".")[0]) == "pure"
+        ]
+        if pure:
+            lines.append(
+                Line(
+                    "WARN",
+                    f'pool {name}: profile = "thread" on env {env}, whose interpreter has a GIL, '
+                    f"for pure-Python {', '.join(pure)} (no extension modules): those calls run "
+                    "one at a time",
+                    f'profile = "process" for {", ".join(pure)} (a pool of its own), or a '
+                    "free-threaded Python (3.13t) for the env; ignore this if they only call "
+                    "GIL-releasing native code of other packages",
+                )
+            )
+        elif libraries:
+            native = ", ".join(
+                key
+                for key, module in libraries.items()
+                if code.get(module.split(".")[0]) == "native"
+            )
+            lines.append(
+                Line(
+                    "OK",
+                    f'pool {name}: profile = "thread" on env {env} (GIL): {native} native code; '
+                    "calls run at once where it releases the GIL",
+                )
+            )
+        else:
+            lines.append(
+                Line(
+                    "WARN",
+                    f'pool {name}: profile = "thread" on env {env}, whose interpreter has a GIL: '
+                    "pure-Python calls run one at a time (only GIL-releasing code runs at once)",
+                    'use profile = "process" for pure-Python libraries, or a free-threaded Python '
+                    "(3.13t) for the env",
+                )
+            )
+    return lines
 
 
 def _disk(settings: Settings, plans: dict[str, EnvPlan]) -> list[Line]:

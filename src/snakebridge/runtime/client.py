@@ -24,6 +24,7 @@ from snakebridge.runtime.calls import Call, Options, current_options, options, p
 from snakebridge.runtime.helpers import init_options
 from snakebridge.runtime.interpreters import interpreter_for
 from snakebridge.runtime.pool import Pool
+from snakebridge.runtime.ray_transport import storing
 from snakebridge.runtime.refs import Ref, Session, reset_default_session
 from snakebridge.runtime.transport import reset_after_fork
 from snakebridge_worker import protocol as p
@@ -269,20 +270,21 @@ def _library_call(
     pool, module, configured = _routed(lib, pool_name)
     if configured is True or (isinstance(configured, list) and symbol in configured):
         idempotent = True
-    prepared = prepare(
-        pool.spec.call_timeout,
-        module,
-        symbol,
-        None,
-        op,
-        args,
-        kwargs,
-        timeout,
-        idempotent,
-        session,
-        affinity,
-        pool=pool,
-    )
+    with storing(pool.spec):  # ray (#15): a Ray pool's large arrays go by its object store
+        prepared = prepare(
+            pool.spec.call_timeout,
+            module,
+            symbol,
+            None,
+            op,
+            args,
+            kwargs,
+            timeout,
+            idempotent,
+            session,
+            affinity,
+            pool=pool,
+        )
     _check_pool(prepared, pool, lib)
     return pool, prepared
 
@@ -376,22 +378,23 @@ def _map_calls(
     pool, module, configured = _routed(lib, None)
     idempotent = configured is True or (isinstance(configured, list) and symbol in configured)
     calls = []
-    for item in items:
-        prepared = prepare(
-            pool.spec.call_timeout,
-            module,
-            symbol,
-            None,
-            p.OP_CALL,
-            [item],
-            None,
-            timeout,
-            idempotent,
-            session,
-            pool=pool,
-        )
-        _check_pool(prepared, pool, lib)
-        calls.append(prepared)
+    with storing(pool.spec):  # ray (#15): a Ray pool's large arrays go by its object store
+        for item in items:
+            prepared = prepare(
+                pool.spec.call_timeout,
+                module,
+                symbol,
+                None,
+                p.OP_CALL,
+                [item],
+                None,
+                timeout,
+                idempotent,
+                session,
+                pool=pool,
+            )
+            _check_pool(prepared, pool, lib)
+            calls.append(prepared)
     return pool, calls
 
 

@@ -202,8 +202,8 @@ class Line:
     def _step(self, me: Pending) -> tuple[int, list[Any] | None]:
         """What ``me``'s waiter does next: lead (read), wait, serve a message, or finish."""
         with self._lock:
-            if me.done:
-                if self._reader is me:
+            if me.done and not (me.inbox and me.inbox[0][0] == p.CHUNK):  # a stream's items
+                if self._reader is me:  # read for it by another caller come before its end
                     self._reader = None
                     self._hand_off()
                 return _DONE, None

@@ -56,7 +56,7 @@ class Worker:
         self.started_at = time.monotonic()
         self.idle_since = 0.0
         self.info: dict[str, Any] = {}
-        self.streaming = False  # streams (#14): held by an open Channel
+        self.streaming = 0  # streams (#14): open Channels holding it (thread profile: several)
         self.death: BaseException | None = None
         self.pending_release: list[tuple[int, int]] = []
         self.live_refs = 0
@@ -243,11 +243,10 @@ class Leaser:
 
     def _pipelinable(self, worker: Worker, avoid: Worker | None) -> bool:
         if worker.capacity > 1:  # thread profile (#15): up to capacity calls run at once
-            return (
+            return (  # a stream takes one of its threads like a call (#15)
                 worker.state is State.BUSY
                 and worker is not avoid
                 and worker.leases < worker.capacity
-                and not worker.streaming
             )
         return (
             worker.state is State.BUSY
@@ -262,7 +261,8 @@ class Leaser:
         """A worker for one call (lock held), or None when it must wait.
 
         ``hold`` (streams, #14): an idle worker only, marked streaming while still locked, so
-        no other call is pipelined onto it for as long as the stream holds it.
+        no other call is pipelined onto it for as long as the stream holds it; a thread worker
+        (#15) takes streams and calls up to its capacity.
         """
         if self.closed:
             raise PoolClosed(f"pool {self.pool_name!r} was shut down")
@@ -272,7 +272,7 @@ class Leaser:
             if want.state is State.IDLE:
                 self._idle.remove(want)
                 chosen: Worker | None = want
-            elif not hold and self._pipelinable(want, None):
+            elif (not hold or want.capacity > 1) and self._pipelinable(want, None):
                 chosen = want
             else:
                 return None
@@ -283,9 +283,11 @@ class Leaser:
                     chosen = self._idle.pop(index)
                     break
             if chosen is None:
-                if hold:
-                    return None
-                candidates = [w for w in self.workers if self._pipelinable(w, avoid)]
+                candidates = [
+                    w
+                    for w in self.workers
+                    if (not hold or w.capacity > 1) and self._pipelinable(w, avoid)
+                ]
                 if not candidates:
                     return None
                 chosen = min(candidates, key=lambda w: w.leases / w.capacity)
@@ -294,7 +296,7 @@ class Leaser:
             self._set(chosen, State.BUSY)
         chosen.leases += 1
         if hold:
-            chosen.streaming = True
+            chosen.streaming += 1
         return chosen
 
     def _serve(self) -> list[_Waiter]:
@@ -406,10 +408,13 @@ class Leaser:
                 taken.append(worker)
             return taken
 
-    def release(self, worker: Worker) -> None:
-        """A call leased on ``worker`` is over; its capacity goes to waiters or back to idle."""
+    def release(self, worker: Worker, streamed: bool = False) -> None:
+        """A call leased on ``worker`` is over; its capacity goes to waiters or back to idle.
+        ``streamed``: it was a stream's (the worker holds one stream fewer)."""
         with self._lock:
             worker.leases -= 1
+            if streamed:
+                worker.streaming -= 1
             if worker.leases == 0 and worker.state is State.BUSY and not self.closed:
                 self._to_idle(worker)
             woken = self._serve() if self._waiters else []

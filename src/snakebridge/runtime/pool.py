@@ -29,6 +29,7 @@ from snakebridge.runtime.calls import Call, next_call_id, prepare
 from snakebridge.runtime.codec import CALLBACKS, HOST_HAS_NUMPY
 from snakebridge.runtime.exchange import Line, Lost, Pending
 from snakebridge.runtime.lease import Leaser, State, Worker
+from snakebridge.runtime.ray_transport import storing
 from snakebridge.runtime.supervisor import Supervisor
 from snakebridge.runtime.telemetry import emit
 from snakebridge.runtime.transport import (
@@ -358,8 +359,8 @@ class Pool:
                 return value
             retried = retried or not isinstance(pending.error, Lost)
 
-    def _finished(self, worker: Worker) -> None:
-        self.leaser.release(worker)
+    def _finished(self, worker: Worker, streamed: bool = False) -> None:
+        self.leaser.release(worker, streamed)
         if self._recycles and worker.state is State.IDLE:
             self.supervisor.maybe_recycle(worker)
 
@@ -453,9 +454,8 @@ class Pool:
         try:
             worker.line.submit(pending, worker.flush_releases() + call.frame)
         except Lost:
-            worker.streaming = False
             if leased is not None:
-                self._finished(leased)
+                self._finished(leased, streamed=True)
             raise WorkerCrashed(f"worker {worker.pid} was lost before {call.description}") from None
         worker.calls += 1
         return Channel(self, worker, leased, pending)
@@ -465,13 +465,19 @@ class Pool:
         self, ref: Any, op: str, name: str, args: list[Any], kwargs: dict[str, Any] | None
     ) -> Any:
         """Run one operation on the object behind ``ref``, in the worker that holds it."""
-        call = prepare(self.spec.call_timeout, None, name, ref, op, args, kwargs, None, False, None)
+        with storing(self.spec):  # ray (#15): large arguments by the object store
+            call = prepare(
+                self.spec.call_timeout, None, name, ref, op, args, kwargs, None, False, None
+            )
         return self.run(call)
 
     async def aref_operation(
         self, ref: Any, op: str, name: str, args: list[Any], kwargs: dict[str, Any] | None
     ) -> Any:
-        call = prepare(self.spec.call_timeout, None, name, ref, op, args, kwargs, None, False, None)
+        with storing(self.spec):  # ray (#15): large arguments by the object store
+            call = prepare(
+                self.spec.call_timeout, None, name, ref, op, args, kwargs, None, False, None
+            )
         return await self.arun(call)
 
     def ping(self, worker: Worker, timeout: float = 5.0) -> dict[str, Any]:
@@ -553,6 +559,5 @@ class Channel:
             self.worker.line.kill_reason = "interrupted"
             self.worker.transport.kill()
             self.worker.line.lose(PeerClosed(str(error)))
-        self.worker.streaming = False
         if self._leased is not None:
-            self.pool._finished(self._leased)
+            self.pool._finished(self._leased, streamed=True)

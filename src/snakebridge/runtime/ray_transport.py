@@ -7,14 +7,20 @@ exactly as from a local worker, so nothing above the transport knows it is Ray. 
 task result is watched on a thread: when the actor dies (killed, out of memory, node lost) the
 connection is shut, the reader sees EOF, and the pool fails its calls with WorkerCrashed and
 starts a replacement actor. Ray is imported only when a pool has ``backend = "ray"``.
+
+Large arrays and buffers of a Ray pool go through Ray's object store, not the connection
+(:class:`HostStore` here, :mod:`snakebridge_worker.ray_store` in the actor): calls encoded
+inside :func:`storing` put them there, and the frame carries only a reference.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import hmac
 import importlib
+import os
 import secrets
 import select
 import socket
@@ -29,12 +35,12 @@ from snakebridge.config import PoolSpec, Settings
 from snakebridge.errors import ConfigError, WorkerCrashed, WorkerStartError
 from snakebridge.runtime import dataplane
 from snakebridge.runtime.interpreters import locked_entry
-from snakebridge.runtime.transport import ProcessTransport, worker_path_dir
+from snakebridge.runtime.transport import ProcessTransport, crashed, worker_path_dir
+from snakebridge_worker import oob, ray_actor, ray_store, shm
 from snakebridge_worker import protocol as p
-from snakebridge_worker import ray_actor
 from snakebridge_worker.framing import FrameBuffer
 
-__all__ = ["RayTransport", "cluster_status", "transport_factory"]
+__all__ = ["RayTransport", "cluster_status", "storing", "transport_factory"]
 
 _LOCAL = (None, "", "local")
 _AUTH_TIMEOUT_S = 5.0
@@ -65,6 +71,76 @@ def connect(address: str | None) -> Any:
             target = None if address in _LOCAL else address
             ray.init(address=target, include_dashboard=False, log_to_driver=True)
     return ray
+
+
+# -- the object store as the data plane (docs/ray.md, "Large arrays") --------------------------
+_ENV_STORE = "SNAKEBRIDGE_RAY_STORE"  # "0": Ray pools use shared memory / the socket instead
+
+
+def store_threshold() -> int:
+    """Bytes from which arrays and buffers go through the object store; -1: never.
+
+    The data plane's ``shm_threshold``, or its default where shared memory is off (a remote
+    cluster needs it off: the object store is then the only way large data avoids the socket).
+    """
+    if os.environ.get(_ENV_STORE, "1") == "0":
+        return -1
+    limit = shm.CONFIG.limit()
+    return max(1, limit) if limit >= 0 else shm.DEFAULT_THRESHOLD
+
+
+class HostStore:
+    """The host's side: puts arrays for the worker, reads the raw bytes a worker put."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+
+    def encode(self, tag: str, meta: Any, data: Any) -> Any:
+        from snakebridge.runtime.codec import codec_for_thread
+
+        ref = _ray().put(ray_store.as_bytes_array(data))  # one copy, into the object store
+        keeper = codec_for_thread().register(ref)  # held as a host object of this call
+        return ray_store.descriptor(tag, meta, ref, keeper)
+
+
+def decode_from_store(codec: Any, data: bytes) -> Any:
+    """Extension 35 from a worker: read the raw bytes (zero-copy), then let the worker drop
+    its hold (the Ref ``keeper`` describes dies here; the mapping keeps the bytes alive)."""
+    tag, meta, ref, keeper = ray_store.parse(data)
+    try:
+        view = ray_store.raw_view(ref)
+    finally:
+        if isinstance(keeper, list):
+            codec._decode_ref(msgpack.packb(keeper))  # made and dropped: released to the worker
+    return ray_store.rebuild(tag, meta, view)
+
+
+_STORE: contextvars.ContextVar[HostStore | None] = contextvars.ContextVar(
+    "snakebridge_ray_store", default=None
+)
+oob.STORE = _STORE.get
+oob.STORE_DECODE = decode_from_store
+
+
+@contextlib.contextmanager
+def _storing() -> Any:
+    threshold = store_threshold()
+    if threshold < 0:
+        yield
+        return
+    token = _STORE.set(HostStore(threshold))
+    try:
+        yield
+    finally:
+        _STORE.reset(token)
+
+
+def storing(spec: PoolSpec) -> contextlib.AbstractContextManager[Any]:
+    """Encode a call for a pool of ``spec`` inside this: for a Ray pool, large arrays and
+    buffers go through the object store; for any other pool it does nothing."""
+    if spec.backend != "ray":
+        return contextlib.nullcontext()
+    return _storing()
 
 
 def _is_local(address: str | None) -> bool:
@@ -145,7 +221,8 @@ class RayTransport(ProcessTransport):
                 key="shm_threshold",
                 path=None,
             )
-        self._init = init
+        threshold = store_threshold()
+        self._init = {**init, "ray_store": {"threshold": threshold}} if threshold >= 0 else init
         self._token = secrets.token_hex(32)
         address = "127.0.0.1" if local else ray.util.get_node_ip_address()
         self._listener = socket.create_server((address, 0))
@@ -289,14 +366,12 @@ class RayTransport(ProcessTransport):
         self.close()
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         with contextlib.suppress(OSError):
             self._listener.close()
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.close()
+        if self.sock is None:  # it never connected
+            self._closed = True
+        else:
+            super().close()
 
     def death(self, during: str, kill_reason: str = "") -> WorkerCrashed:
         if not self._ended.wait(_DEATH_WAIT_S):
@@ -304,20 +379,9 @@ class RayTransport(ProcessTransport):
         if self.pid:
             dataplane.peer_gone(self.pid)
         cause = kill_reason or (f"Ray actor {self._outcome}" if self._outcome else "lost")
-        message = (
-            f"worker {self.pid} (Ray actor {self.actor_id[:12]}) of pool {self.pool_name!r} "
-            f"{cause} during {during}"
-        )
         self.close()
-        return WorkerCrashed(
-            message,
-            pid=self.pid,
-            exit_code=None,
-            signal=None,
-            cause=cause,
-            call=during,
-            stderr_tail="",
-        )
+        label = f"{self.pid} (Ray actor {self.actor_id[:12]})"
+        return crashed(label, self.pool_name, cause, during, pid=self.pid)
 
 
 def cluster_status() -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import msgpack
 
@@ -23,6 +23,7 @@ from snakebridge.errors import CallTimeout, ProtocolError, SnakeBridgeError, Wor
 from snakebridge.runtime.calls import Call, prepare
 from snakebridge.runtime.client import runtime
 from snakebridge.runtime.pool import Pool
+from snakebridge.runtime.ray_transport import storing
 from snakebridge.runtime.refs import Session
 from snakebridge_worker import protocol as p
 
@@ -106,16 +107,23 @@ class _Base:
         if self.channel is not None:
             self._close_channel(exc if _lost(exc) else None)
 
-    def _cancel(self) -> None:
-        """Send CANCEL and read until the worker acknowledges (blocking), then let it go."""
+    def _send_cancel(self) -> float | None:
+        """Close this stream and send CANCEL: the deadline for the worker's acknowledgement,
+        or None when there is none to wait for (closed already, never opened, or ended)."""
         if self.closed:
-            return
+            return None
         self.closed = True
         self.items.clear()
         if self.channel is None or self.ended:
-            return
+            return None
         self.channel.send(_control(p.CANCEL, self.call.call_id))
-        grace = time.monotonic() + (self.item_timeout or CANCEL_GRACE_S)
+        return time.monotonic() + (self.item_timeout or CANCEL_GRACE_S)
+
+    def _cancel(self) -> None:
+        """Send CANCEL and read until the worker acknowledges (blocking), then let it go."""
+        grace = self._send_cancel()
+        if grace is None or self.channel is None:
+            return
         try:
             while not self.ended:
                 if self.channel.next_message(grace)[0] == p.STREAM_END:
@@ -245,14 +253,9 @@ class AsyncStream(_Base, AsyncIterator[Any]):
 
     async def aclose(self) -> None:
         """Cancel the remote generator and give the worker back."""
-        if self.closed:
+        grace = self._send_cancel()
+        if grace is None or self.channel is None:
             return
-        self.closed = True
-        self.items.clear()
-        if self.channel is None or self.ended:
-            return
-        self.channel.send(_control(p.CANCEL, self.call.call_id))
-        grace = time.monotonic() + (self.item_timeout or CANCEL_GRACE_S)
         try:
             while not self.ended:
                 message = await self.channel.anext_message(grace)
@@ -301,21 +304,58 @@ def _prepared(
     session: Session | None,
 ) -> tuple[Pool, Call]:
     pool, module, _ = runtime().route(lib)
-    call = prepare(
-        pool.spec.call_timeout,
-        module,
-        symbol,
-        None,
-        p.OP_CALL,
-        args,
-        kwargs,
-        None,
-        False,
-        session,
-        pool=pool,
-    )
+    with storing(pool.spec):  # ray (#15): a Ray pool's large arguments by its object store
+        call = prepare(
+            pool.spec.call_timeout,
+            module,
+            symbol,
+            None,
+            p.OP_CALL,
+            args,
+            kwargs,
+            None,
+            False,
+            session,
+            pool=pool,
+        )
     call.frame = with_stream_flag(call.frame)
     return pool, call
+
+
+class StreamOptions(TypedDict, total=False):
+    """The keyword options of :func:`stream` and :func:`astream`.
+
+    ``item_timeout`` bounds the wait for each item (default: the pool's ``call_timeout``),
+    ``timeout`` the whole stream; ``window`` is how many chunks the worker may run ahead
+    (default :data:`DEFAULT_WINDOW`); ``session`` owns the Refs among its items.
+    """
+
+    timeout: float | None
+    item_timeout: float | None
+    window: int
+    session: Session | None
+
+
+_S = TypeVar("_S", "Stream", "AsyncStream")
+
+
+def _open(
+    cls: type[_S],
+    lib: str,
+    symbol: str,
+    args: Sequence[Any],
+    kwargs: dict[str, Any] | None,
+    options: StreamOptions,
+) -> _S:
+    unknown = sorted(set(options) - StreamOptions.__optional_keys__)
+    if unknown:
+        name = "astream" if cls is AsyncStream else "stream"
+        raise TypeError(f"{name}() got unexpected keyword arguments {unknown}")
+    pool, call = _prepared(lib, symbol, args, kwargs, options.get("session"))
+    item_timeout = options.get("item_timeout") or pool.spec.call_timeout
+    return cls(
+        pool, call, options.get("window", DEFAULT_WINDOW), item_timeout, options.get("timeout")
+    )
 
 
 def stream(
@@ -323,20 +363,15 @@ def stream(
     symbol: str,
     args: Sequence[Any] = (),
     kwargs: dict[str, Any] | None = None,
-    *,
-    timeout: float | None = None,
-    item_timeout: float | None = None,
-    window: int = DEFAULT_WINDOW,
-    session: Session | None = None,
+    **options: Unpack[StreamOptions],
 ) -> Stream:
     """Iterate ``lib.symbol(*args, **kwargs)`` in a worker as it produces items.
 
-    ``item_timeout`` bounds the wait for each item (default: the pool's ``call_timeout``),
-    ``timeout`` the whole stream; ``window`` is how many chunks the worker may run ahead.
-    The stream holds its worker until it ends or is closed (``break`` closes it).
+    Options (:class:`StreamOptions`): ``timeout``, ``item_timeout``, ``window``, ``session``.
+    The stream holds its worker until it ends or is closed (``break`` closes it); on a
+    thread-profile worker it holds one of the worker's threads.
     """
-    pool, call = _prepared(lib, symbol, args, kwargs, session)
-    return Stream(pool, call, window, item_timeout or pool.spec.call_timeout, timeout)
+    return _open(Stream, lib, symbol, args, kwargs, options)
 
 
 def astream(
@@ -344,15 +379,10 @@ def astream(
     symbol: str,
     args: Sequence[Any] = (),
     kwargs: dict[str, Any] | None = None,
-    *,
-    timeout: float | None = None,
-    item_timeout: float | None = None,
-    window: int = DEFAULT_WINDOW,
-    session: Session | None = None,
+    **options: Unpack[StreamOptions],
 ) -> AsyncStream:
     """Async twin of :func:`stream`: ``async for item in snakebridge.astream(...)``."""
-    pool, call = _prepared(lib, symbol, args, kwargs, session)
-    return AsyncStream(pool, call, window, item_timeout or pool.spec.call_timeout, timeout)
+    return _open(AsyncStream, lib, symbol, args, kwargs, options)
 
 
 def invoke_stream(

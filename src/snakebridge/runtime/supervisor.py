@@ -51,9 +51,10 @@ class Supervisor:
             wanted = min(room, leaser.queued)
             if wanted <= 0 or leaser.closed:
                 return
+            self.starting += wanted  # counted under the lock: a grow beside it sees them
         emit("runtime.pool", "grow", pool=self.pool.name, workers=wanted)
         for _ in range(wanted):
-            self.replace_later()
+            self._start_later(None)
 
     def shrink(self) -> None:
         """Stop the worker idle the longest once it has been idle ``idle_timeout``, down to
@@ -74,6 +75,10 @@ class Supervisor:
         """Start one worker in the background (retrying with backoff); ``old`` stops after."""
         with self._scale_lock:
             self.starting += 1
+        self._start_later(old)
+
+    def _start_later(self, old: Worker | None) -> None:
+        """The thread that starts one worker already counted in ``starting``."""
         threading.Thread(
             target=self._replace,
             args=(old,),

@@ -40,6 +40,7 @@ __all__ = [
     "PeerClosed",
     "ProcessTransport",
     "WorkerTransport",
+    "crashed",
     "describe_exit",
     "worker_path_dir",
 ]
@@ -474,19 +475,42 @@ class ProcessTransport(WorkerTransport):
         self._output.join(timeout=0.2)
         dataplane.peer_gone(self.pid)  # the host owns the cleanup of the worker's segments
         exit_code, sig, cause = describe_exit(code)
-        if kill_reason:
-            cause = kill_reason
         tail = "\n".join(self._tail)
-        message = f"worker {self.pid} of pool {self.pool_name!r} {cause} during {during}"
-        if tail:
-            message += "\nlast worker output:\n" + "\n".join(tail.splitlines()[-10:])
         self.close()
-        return WorkerCrashed(
-            message,
+        return crashed(
+            str(self.pid),
+            self.pool_name,
+            kill_reason or cause,
+            during,
             pid=self.pid,
             exit_code=exit_code,
-            signal=sig,
-            cause=cause,
-            call=during,
-            stderr_tail=tail,
+            sig=sig,
+            tail=tail,
         )
+
+
+def crashed(
+    worker: str,
+    pool_name: str,
+    cause: str,
+    during: str,
+    *,
+    pid: int,
+    exit_code: int | None = None,
+    sig: int | None = None,
+    tail: str = "",
+) -> WorkerCrashed:
+    """The WorkerCrashed a worker's end gives its calls, worded alike for every transport:
+    ``worker <worker> of pool <name> <cause> during <call>`` and its last output."""
+    message = f"worker {worker} of pool {pool_name!r} {cause} during {during}"
+    if tail:
+        message += "\nlast worker output:\n" + "\n".join(tail.splitlines()[-10:])
+    return WorkerCrashed(
+        message,
+        pid=pid,
+        exit_code=exit_code,
+        signal=sig,
+        cause=cause,
+        call=during,
+        stderr_tail=tail,
+    )

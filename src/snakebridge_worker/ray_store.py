@@ -1,0 +1,151 @@
+"""Large arrays and buffers through Ray's object store (ray #15, docs/ray.md).
+
+In a Ray pool, a numpy array or bytes-like buffer at or above the data-plane threshold does not
+travel in the frame nor through shared memory: the sender puts it in Ray's object store and the
+frame carries extension 35, ``[tag, meta, object id, owner address, status, keeper]``. The
+receiver registers the reference with its Ray core worker and reads the object from the node's
+object store (plasma): zero-copy, read-only. ``tag``/``meta`` are those of extension 30.
+
+What may be unpickled decides how each side puts: the worker unpickles what the host made (the
+host sends it code anyway), the host never unpickles what a worker made. So the host puts arrays
+with ``ray.put`` (no extra copy) and the worker puts raw bytes (Ray's ``RAW`` objects, which the
+host reads as a buffer without deserializing anything).
+
+Lifetime: the sender holds the object (``keeper``) until the receiver has it mapped; a mapped
+object stays in the store as long as a view of it lives. The host holds its objects as host
+objects of the call (``keeper`` is the host id; the worker drops it after reading, and a lost
+worker's calls drop theirs); the worker holds its objects as Refs of the call's session
+(``keeper`` describes the Ref; the host releases it after reading).
+
+Imports Ray only when a value crosses, in a process that is on Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, List, Optional
+
+import msgpack
+
+from snakebridge_worker import hostrefs, oob
+from snakebridge_worker import protocol as p
+
+GET_TIMEOUT_MS = 60_000
+"""How long a receiver waits for an object to be readable (a remote node's object is fetched)."""
+
+
+class Held:
+    """An object-store object the worker holds for the host until the host has read it."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+
+def _ray() -> Any:
+    return importlib.import_module("ray")
+
+
+def _core_worker() -> Any:
+    worker = _ray()._private.worker.global_worker
+    worker.check_connected()
+    return worker.core_worker
+
+
+def export_ref(ref: Any) -> List[Any]:
+    """``[object id, owner address, status]``: what another Ray process needs to read ``ref``."""
+    _, owner, status = _core_worker().serialize_object_ref(ref)
+    return [ref.binary(), owner, status]
+
+
+def import_ref(binary: Any, owner: Any, status: Any) -> Any:
+    """The ObjectRef :func:`export_ref` described, registered with this process's core worker."""
+    ray = _ray()
+
+    if not (isinstance(binary, bytes) and isinstance(owner, bytes) and isinstance(status, bytes)):
+        raise ValueError("malformed object-store descriptor")
+    ref = ray.ObjectRef(binary, owner, "")
+    _core_worker().deserialize_and_register_object_ref(binary, ray.ObjectRef.nil(), owner, status)
+    return ref
+
+
+def raw_view(ref: Any) -> memoryview:
+    """The bytes of a ``RAW`` object, read-only, mapped from the object store (no copy, and
+    nothing deserialized: anything else is refused)."""
+    [(data, metadata, *_)] = _core_worker().get_objects([ref], GET_TIMEOUT_MS)
+    if metadata != b"RAW" or data is None:
+        raise ValueError(f"an object-store value is not raw bytes (metadata {metadata!r:.40})")
+    return memoryview(data).toreadonly()
+
+
+def as_bytes_array(data: Any) -> Any:
+    """Array or buffer ``data`` as a flat uint8 array in C order (no copy when contiguous)."""
+    import numpy as np
+
+    if isinstance(data, np.ndarray):
+        contiguous = data if data.flags.c_contiguous else np.ascontiguousarray(data)
+        return contiguous.reshape(-1).view(np.uint8)
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def rebuild(tag: str, meta: Any, view: memoryview) -> Any:
+    """The value extension 30's ``tag``/``meta`` describe over the read-only bytes ``view``."""
+    return oob.buffer_value(tag, meta, view, False)
+
+
+def descriptor(tag: str, meta: Any, ref: Any, keeper: Any) -> msgpack.ExtType:
+    payload = [tag, meta, *export_ref(ref), keeper]
+    return msgpack.ExtType(p.EXT_STORE, msgpack.packb(payload, use_bin_type=True))
+
+
+def parse(data: bytes) -> List[Any]:
+    """``[tag, meta, ObjectRef, keeper]`` of an extension-35 payload."""
+    fields = msgpack.unpackb(data, raw=False)
+    if not (isinstance(fields, list) and len(fields) == 6 and isinstance(fields[0], str)):
+        raise ValueError("malformed object-store descriptor")
+    tag, meta, binary, owner, status, keeper = fields
+    return [tag, meta, import_ref(binary, owner, status), keeper]
+
+
+class WorkerStore:
+    """The worker's side, in a Ray actor: puts raw bytes, reads what the host put."""
+
+    def __init__(self, codec: Any, threshold: int) -> None:
+        self.codec = codec  # the worker's codec: its registry and the session answered now
+        self.threshold = max(1, int(threshold))
+
+    def encode(self, tag: str, meta: Any, data: Any) -> msgpack.ExtType:
+        ray = _ray()
+        raw = data.tobytes() if tag == "nd" else bytes(data)  # C order; bytes: Ray's RAW kind
+        ref = ray.put(raw)
+        keeper = msgpack.unpackb(self.codec.as_ref(Held(ref)).data)  # a Ref of this session
+        return descriptor(tag, meta, ref, keeper)
+
+    def decode(self, codec: Any, data: bytes) -> Any:
+        ray = _ray()
+        tag, meta, ref, keeper = parse(data)
+        try:
+            value = ray.get(ref, timeout=GET_TIMEOUT_MS / 1000)
+        finally:
+            if type(keeper) is int:
+                hostrefs.RELEASED.append(keeper)  # the host may drop its hold: we have it mapped
+        view = memoryview(value)
+        if view.format != "B" or view.ndim != 1:
+            raise ValueError("an object-store value is not a flat byte array")
+        return rebuild(tag, meta, view.toreadonly())
+
+
+_INSTALLED: Optional[WorkerStore] = None
+
+
+def install_worker(codec: Any, options: Any) -> Optional[WorkerStore]:
+    """In a Ray actor: large values go through the object store (INIT option ``ray_store``)."""
+    global _INSTALLED
+    if not isinstance(options, dict):
+        return None
+    store = WorkerStore(codec, int(options.get("threshold", 0)))
+    _INSTALLED = store
+    oob.STORE = lambda: _INSTALLED
+    oob.STORE_DECODE = store.decode
+    return store
