@@ -33,17 +33,19 @@ def _errors() -> Iterator[None]:
         sys.exit(1)
 
 
-def _print_report(report: SyncReport) -> None:
+def _print_report(report: SyncReport, planned: bool = False) -> None:
+    """What a sync did (or, ``planned``, what it would do)."""
+    add, write = ("would add", "would write") if planned else ("added", "wrote")
     for name in report.added:
-        click.echo(f"added {name}")
+        click.echo(f"{add} {name}")
     for name in report.typed:
-        click.echo(f"added {name} (a type results have)")
+        click.echo(f"{add} {name} (a type results have)")
     for path in report.written:
-        click.echo(f"wrote {path}")
+        click.echo(f"{write} {path}")
     for error in report.errors:
         click.echo(f"error: {error}", err=True)
     if not (report.added or report.typed or report.written or report.errors):
-        click.echo("facades are up to date")
+        click.echo(f"{'nothing to do: ' if planned else ''}facades are up to date")
 
 
 class _Progress:
@@ -184,16 +186,7 @@ def plan(libraries: tuple[str, ...]) -> None:
         project = _project()
         if not libraries:
             report = project.sync(dry_run=True)
-            for name in report.added:
-                click.echo(f"would add {name}")
-            for name in report.typed:
-                click.echo(f"would add {name} (a type results have)")
-            for path in report.written:
-                click.echo(f"would write {path}")
-            for error in report.errors:
-                click.echo(f"error: {error}", err=True)
-            if not (report.added or report.typed or report.written):
-                click.echo("nothing to do: facades are up to date")
+            _print_report(report, planned=True)
             return
         for library in libraries:
             result = project.introspect(library, [], everything=True)

@@ -37,29 +37,15 @@ STUBBY = ("stub", "docstring")
 LITERAL_TYPES = (type(None), bool, int, float, str, bytes)
 MAX_DOC, MEMBER_DOC = 2000, 600
 PULL_ROUNDS, PULL_MAX = 2, 150
+BINARY = ["add", "sub", "mul", "matmul", "truediv", "floordiv", "mod", "pow", "lshift"]
+BINARY += ["rshift", "and", "or", "xor"]
+UNARY = ["neg", "pos", "abs", "invert", "lt", "le", "gt", "ge", "eq", "ne"]
+IN_PLACE = {"__i%s__" % op for op in BINARY}
+# the special methods facades forward (codegen/members.py renders these; in-place ones are
+# described but not rendered: ``x += 1`` falls back to ``__add__``)
 SPECIAL = {"__call__", "__getitem__", "__setitem__", "__delitem__", "__iter__", "__enter__"}
-SPECIAL |= {
-    "__%s__" % op for op in ["neg", "pos", "abs", "invert", "lt", "le", "gt", "ge", "eq", "ne"]
-}
-SPECIAL |= {
-    "__%s%s__" % (p, op)
-    for op in [
-        "add",
-        "sub",
-        "mul",
-        "matmul",
-        "truediv",
-        "floordiv",
-        "mod",
-        "pow",
-        "lshift",
-        "rshift",
-        "and",
-        "or",
-        "xor",
-    ]
-    for p in ("", "r", "i")
-}
+SPECIAL |= {"__%s__" % op for op in UNARY} | IN_PLACE
+SPECIAL |= {"__%s%s__" % (p, op) for op in BINARY for p in ("", "r")}
 VALUE_TYPES = {
     "datetime.datetime",
     "datetime.date",

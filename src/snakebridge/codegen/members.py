@@ -13,6 +13,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
+from snakebridge.codegen import introspect
 from snakebridge.codegen.hints import ANY, HintContext, hint
 from snakebridge.codegen.source import (
     Call,
@@ -28,26 +29,7 @@ from snakebridge.codegen.source import (
 __all__ = ["SPECIAL", "render_class", "render_exception", "render_function", "sanitize"]
 
 RESERVED = frozenset({"_sb", "_t", "_LIB", "_CONSTANTS", "_builtins"})
-BINARY = [
-    "add",
-    "sub",
-    "mul",
-    "matmul",
-    "truediv",
-    "floordiv",
-    "mod",
-    "pow",
-    "lshift",
-    "rshift",
-    "and",
-    "or",
-    "xor",
-]
-SPECIAL = frozenset(
-    ["__call__", "__getitem__", "__setitem__", "__delitem__", "__iter__", "__enter__"]
-    + [f"__{op}__" for op in ("neg", "pos", "abs", "invert", "lt", "le", "gt", "ge", "eq", "ne")]
-    + [f"__{p}{op}__" for op in BINARY for p in ("", "r")]
-)
+SPECIAL = frozenset(introspect.SPECIAL - introspect.IN_PLACE)
 # Ref declares these with these parameter names; an override must keep them
 _REF_PARAMS = {"__getitem__": ["key"], "__setitem__": ["key", "value"], "__delitem__": ["key"]}
 _KINDS = {"POSITIONAL_ONLY": "0", "POSITIONAL_OR_KEYWORD": "1", "KEYWORD_ONLY": "2"}
