@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import threading
-from typing import Any, Final
+from typing import Any, Final, ParamSpec
 
 from snakebridge import paths
 from snakebridge.errors import RemoteError, register_remote_exception
@@ -27,6 +27,7 @@ from snakebridge_worker.values import type_key
 
 __all__ = [
     "NOT_GIVEN",
+    "P",
     "ProxyMeta",
     "Ref",
     "RemoteError",
@@ -61,6 +62,7 @@ class _NotGiven:
 
 
 NOT_GIVEN: Final[Any] = _NotGiven()
+P = ParamSpec("P")  # what a facade writes for a library's ``Concatenate[X, P]``/``P.args``
 
 Params = tuple[tuple[Any, ...], ...]
 _KEYWORD_ONLY, _POSITIONAL_ONLY = 2, 0

@@ -170,8 +170,22 @@ class Qualifier(ast.NodeTransformer):
         module: str,
         extra: Optional[Dict[str, str]] = None,
         typevars: Optional[Dict[Any, Any]] = None,
+        depth: int = 0,
     ) -> None:
         self.module, self.extra, self.typevars = module, extra or {}, typevars or {}
+        self.depth = depth
+
+    def alias(self, dotted: str, fallback: str) -> str:
+        """A type alias a stub defines (``_OrderCF: TypeAlias = L["C", "F"] | None``),
+        expanded with its names qualified; ``fallback`` when ``dotted`` is none."""
+        module, _, name = dotted.rpartition(".")
+        found = stub_module(module) if module and self.depth < 4 else None
+        value = _stub_aliases(module).get(name) if found else None
+        if found is None or value is None:
+            return fallback
+        inner = Qualifier(module, found[1], self.typevars, self.depth + 1)
+        text = inner.text(ast.unparse(value))
+        return "(%s)" % text if text else fallback
 
     def named(self, obj: Any, fallback: str) -> str:
         if isinstance(obj, typing.TypeVar) and obj in self.typevars:
@@ -193,11 +207,11 @@ class Qualifier(ast.NodeTransformer):
         elif hasattr(builtins, head) and not rest:
             return head
         else:
-            return dotted
+            return self.alias("%s.%s" % (self.module, dotted), dotted)
         try:
             return self.named(_lookup(target), target)
         except Exception:
-            return target
+            return self.alias(target, target)
 
     def visit_Name(self, node: ast.Name) -> Any:
         return ast.copy_location(ast.Name(id=self.qualify(node.id), ctx=node.ctx), node)
@@ -212,6 +226,12 @@ class Qualifier(ast.NodeTransformer):
             return self.generic_visit(node)
         dotted = ".".join([current.id] + parts[::-1])
         return ast.copy_location(ast.Name(id=self.qualify(dotted), ctx=node.ctx), node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> Any:
+        value = self.visit(node.value)
+        if isinstance(value, ast.Name) and value.id.rpartition(".")[2] == "Literal":
+            return ast.copy_location(ast.Subscript(value, node.slice, node.ctx), node)
+        return ast.copy_location(ast.Subscript(value, self.visit(node.slice), node.ctx), node)
 
     def visit_Constant(self, node: ast.Constant) -> Any:
         if isinstance(node.value, str):
@@ -281,6 +301,9 @@ def _stub_paths(module: str) -> List[str]:
 
 
 _STUB_CACHE: Dict[str, Optional[Tuple[ast.Module, Dict[str, str]]]] = {}
+_STUB_LINES: Dict[str, List[str]] = {}
+_IGNORE = re.compile(r"#\s*(type|pyright):\s*ignore\[([^\]]*)\]")
+OVERLAP_CODES = {"overload-overlap", "overload-cannot-match", "reportOverlappingOverload"}
 
 
 def stub_module(module: str) -> Optional[Tuple[ast.Module, Dict[str, str]]]:
@@ -290,14 +313,38 @@ def stub_module(module: str) -> Optional[Tuple[ast.Module, Dict[str, str]]]:
         for path in _stub_paths(module):
             try:
                 with open(path, encoding="utf-8") as fh:
-                    tree = ast.parse(fh.read())
+                    text = fh.read()
+                tree = ast.parse(text)
             except (OSError, SyntaxError, ValueError):
                 continue
             package = module if path.endswith("__init__.pyi") else module + ".x"
             found = (tree, _import_map(tree, package))
+            _STUB_LINES[module] = text.splitlines()
             break
         _STUB_CACHE[module] = found
     return _STUB_CACHE[module]
+
+
+_ALIASES: Dict[str, Dict[str, ast.expr]] = {}
+
+
+def _stub_aliases(module: str) -> Dict[str, ast.expr]:
+    """Name → value of the type aliases a module's stub defines at its top level."""
+    if module not in _ALIASES:
+        found = stub_module(module)
+        aliases: Dict[str, ast.expr] = {}
+        for node in _flatten(found[0].body) if found else []:
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                if node.value is not None and ast.unparse(node.annotation).endswith("TypeAlias"):
+                    aliases[node.target.id] = node.value
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target = node.targets[0]
+                if isinstance(target, ast.Name) and isinstance(
+                    node.value, (ast.Subscript, ast.BinOp)
+                ):
+                    aliases[target.id] = node.value
+        _ALIASES[module] = aliases
+    return _ALIASES[module]
 
 
 def _condition(test: ast.expr) -> Optional[bool]:
@@ -368,11 +415,39 @@ def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], st
         found_defs, where = _stub_defs(source, name + "." + parts[-1], hops - 1)
         if found_defs:
             return found_defs, where
+    if not defs and owner is None and len(parts) == 1 and hops:
+        protocol = _callable_type(scope, parts[0])  # ``zeros: Final[_ConstructorEmpty]``
+        if protocol:
+            head, _, rest = protocol.partition(".")
+            target = imports.get(head)
+            if target and "." in target:
+                source, _, name = (target + ("." + rest if rest else "")).rpartition(".")
+                return _stub_defs(source, name + ".__call__", hops - 1)
+            return _stub_defs(module, protocol + ".__call__", hops - 1)
     target = imports.get(parts[0]) if len(parts) == 1 else None
     if not defs and target and hops and "." in target:
         source, _, name = target.rpartition(".")
         return _stub_defs(source, name, hops - 1)
     return defs, module
+
+
+def _callable_type(scope: List[ast.stmt], name: str) -> Optional[str]:
+    """The class a stub declares a module variable as (its ``__call__`` is the signature)."""
+    for node in _flatten(scope):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        if node.target.id != name:
+            continue
+        annotation = node.annotation
+        if isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) in (
+            "Final",
+            "typing.Final",
+            "typing_extensions.Final",
+        ):
+            annotation = annotation.slice
+        if isinstance(annotation, (ast.Name, ast.Attribute)):
+            return ast.unparse(annotation)
+    return None
 
 
 def _stub_signature(node: Any, qualifier: Optional[Qualifier]) -> Dict[str, Any]:
@@ -429,7 +504,26 @@ def stub_signatures(
     defs, where = _stub_defs(module, qualname)
     found = stub_module(where)
     qualifier = Qualifier(where, found[1] if found else None, typevars)
-    return [_stub_signature(node, qualifier) for node in defs]
+    signatures = [_stub_signature(node, qualifier) for node in defs]
+    lines = _STUB_LINES.get(where, [])
+    for node, signature in zip(defs, signatures):
+        if node.name == "__call__" and qualname.split(".")[-1] != "__call__":
+            signature["params"] = signature["params"][1:]  # a callable object's self
+        ignores = _overlap_ignores(lines, node)
+        if ignores:
+            signature["ignore"] = ignores
+    return signatures
+
+
+def _overlap_ignores(lines: List[str], node: Any) -> List[str]:
+    """The overload-overlap codes a stub's own ``type:``/``pyright:`` ignores name at a def
+    (kept so a facade's overloads are as clean as the library's stubs)."""
+    last = node.body[0].lineno if node.body else node.lineno
+    codes = set()
+    for line in lines[node.lineno - 1 : last]:
+        for _, names in _IGNORE.findall(line):
+            codes |= {c.strip() for c in names.split(",")} & OVERLAP_CODES
+    return sorted(codes)
 
 
 # -- docstrings --------------------------------------------------------------------------------

@@ -194,22 +194,20 @@ class Counter(_sb.Ref, metaclass=_sb.ProxyMeta):
             self, "setdefault", (("key", key, 0), ("default", default, 0))
         )
 
-    def subtract(self, iterable: _t.Any = None, /, **kwds: _t.Any) -> _t.Any:
+    def subtract(self, iterable: _t.Any = None, /, **kwds: _t.Any) -> None:
         """Like dict.update() but subtracts counts instead of replacing them.
         Counts can be reduced below zero.  Both the inputs and outputs are
         allowed to contain zero and negative counts.
         """
-        return _sb.method(
-            self, "subtract", (("iterable", iterable, 0, None),), (), kwds
-        )
+        _sb.method(self, "subtract", (("iterable", iterable, 0, None),), (), kwds)
 
     def total(self) -> int:
         """Sum of the counts"""
         return _t.cast("int", _sb.method(self, "total", ()))
 
-    def update(self, iterable: _t.Any = None, /, **kwds: _t.Any) -> _t.Any:
+    def update(self, iterable: _t.Any = None, /, **kwds: _t.Any) -> None:
         """Like dict.update() but add counts instead of replacing them."""
-        return _sb.method(self, "update", (("iterable", iterable, 0, None),), (), kwds)
+        _sb.method(self, "update", (("iterable", iterable, 0, None),), (), kwds)
 
     def values(self) -> _t.Any:
         """D.values() -> an object providing a view on D's values"""
