@@ -38,12 +38,13 @@ def make(*args, **kwargs):
     return Frame()
 """
 STUB = """
-from typing import Final, Literal, Protocol, TypeAlias, overload
+from typing import ClassVar, Final, Literal, Protocol, TypeAlias, overload
 
 _Order: TypeAlias = Literal["C", "F"] | None
 
 class Expression: ...
 class Column:
+    __hash__: ClassVar[None]  # type: ignore[assignment]
     def __init__(self, name: str) -> None: ...
 
 class Frame:
@@ -109,6 +110,7 @@ def test_stubs_of_callable_protocol_variables_aliases_and_ignores(
     getitem = next(m for m in described["Frame"]["members"] if m["name"] == "__getitem__")
     ignores = [o.get("ignore") for o in getitem["overloads"]]
     assert ignores == [None, ["overload-overlap", "reportOverlappingOverload"], None]
+    assert described["Column"].get("unhashable") and not described["Frame"].get("unhashable")
 
 
 def test_overload_parameters_drop_what_no_facade_spells() -> None:
@@ -157,6 +159,7 @@ def test_rendered_facades_type_check_and_infer_the_stub_types(
     lines += ["", "", *render_function("make", described["make"], ctx)]
     source = "\n".join(lines) + "\n"
     assert "# type: ignore[overload-overlap, unused-ignore]" in source
+    assert source.count("__hash__: _t.ClassVar[None]") == 1  # Column's, as its stub says
     assert "def __getitem__(self, key: str | tuple[int, ...]) -> Column: ..." in source
     assert "Expression" not in source.split("def __getitem__")[1]  # its overload is gone
     (tmp_path / "facades.py").write_text(source)

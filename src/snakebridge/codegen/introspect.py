@@ -402,7 +402,8 @@ def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], st
     defs = [
         n
         for n in _flatten(scope)
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == parts[-1]
+        if (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == parts[-1])
+        or (parts[-1] == "__hash__" and _declares(n, "__hash__"))  # ``__hash__: ClassVar[None]``
     ]
     for base in owner.bases if owner is not None and not defs and hops else []:
         node = base.value if isinstance(base, ast.Subscript) else base
@@ -429,6 +430,28 @@ def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], st
         source, _, name = target.rpartition(".")
         return _stub_defs(source, name, hops - 1)
     return defs, module
+
+
+def _declares(node: ast.stmt, name: str) -> bool:
+    """Whether a stub statement declares a variable ``name`` (``x: T`` or ``x = v``)."""
+    if isinstance(node, ast.AnnAssign):
+        return isinstance(node.target, ast.Name) and node.target.id == name
+    if isinstance(node, ast.Assign):
+        return any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+    return False
+
+
+def unhashable(cls: type) -> bool:
+    """Whether instances are unhashable: ``__hash__`` is None at run time or in the stub
+    (pandas' frames define a ``__hash__`` that raises; their stubs say ``ClassVar[None]``)."""
+    if cls.__hash__ is None:
+        return True
+    defs, _ = _stub_defs(cls.__module__, cls.__qualname__ + ".__hash__")
+    for node in defs:
+        value = node.annotation if isinstance(node, ast.AnnAssign) else getattr(node, "value", None)
+        if isinstance(value, ast.AST) and re.search(r"\bNone\b", ast.unparse(value)):
+            return True
+    return False
 
 
 def _callable_type(scope: List[ast.stmt], name: str) -> Optional[str]:
@@ -502,6 +525,7 @@ def stub_signatures(
 ) -> List[Dict[str, Any]]:
     """Signatures from a .pyi stub (several when the stub has overloads)."""
     defs, where = _stub_defs(module, qualname)
+    defs = [d for d in defs if isinstance(d, (ast.FunctionDef, ast.AsyncFunctionDef))]
     found = stub_module(where)
     qualifier = Qualifier(where, found[1] if found else None, typevars)
     signatures = [_stub_signature(node, qualifier) for node in defs]
@@ -807,6 +831,9 @@ def class_info(cls: type, module: str) -> Dict[str, Any]:
     except Exception:
         signature, tier = VARIADIC, "variadic"
     info.update(members=members, signature=signature, tier=tier, overloads=[])
+    with contextlib.suppress(Exception):
+        if unhashable(cls):
+            info["unhashable"] = True
     if by_value(cls):
         info["by_value"] = True
     return info

@@ -516,7 +516,9 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
             continue
         taken.add(sanitize(str(member["name"])))
         lines += ["", *_member(info, member, ctx)]
-    if "__eq__" in taken:  # a class body that defines __eq__ alone loses __hash__
+    if info.get("unhashable"):  # as the library's stubs say (the remote hash raises)
+        lines += ["", "    __hash__: _t.ClassVar[None]  # type: ignore[assignment, unused-ignore]"]
+    elif "__eq__" in taken:  # a class body that defines __eq__ alone loses __hash__
         lines += ["", "    def __hash__(self) -> int:"]
         lines += ['        return _t.cast("int", _sb.special(self, "__hash__"))']
     return lines

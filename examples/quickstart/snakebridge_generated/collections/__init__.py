@@ -213,8 +213,7 @@ class Counter(_sb.Ref, metaclass=_sb.ProxyMeta):
         """D.values() -> an object providing a view on D's values"""
         return _sb.method(self, "values", ())
 
-    def __hash__(self) -> int:
-        return _t.cast("int", _sb.special(self, "__hash__"))
+    __hash__: _t.ClassVar[None]  # type: ignore[assignment, unused-ignore]
 
 
 def __getattr__(name: str) -> _t.Any:
