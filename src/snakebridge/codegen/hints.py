@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from typing import Any
 
 from snakebridge.codegen.source import quote, union_members
 
@@ -91,7 +92,8 @@ class HintContext:
     """Where a hint is written: the facade module, its class (for ``Self``) and shadowed names.
 
     ``index`` maps a remote type key to ``(facade module, class name)``; ``imports`` collects
-    the ``(module, name)`` pairs the hints need from other facade modules.
+    the ``(module, name)`` pairs the hints need from other facade modules; ``classes`` maps
+    the remote type key of each class the module defines to its name and description.
     """
 
     module: str
@@ -100,6 +102,7 @@ class HintContext:
     shadowed: frozenset[str] = frozenset()
     imports: set[tuple[str, str]] = field(default_factory=set)
     by_value: frozenset[str] = frozenset()
+    classes: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def _dotted(node: ast.expr) -> str | None:

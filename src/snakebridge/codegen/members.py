@@ -26,7 +26,15 @@ from snakebridge.codegen.source import (
     union_members,
 )
 
-__all__ = ["SPECIAL", "render_class", "render_exception", "render_function", "sanitize"]
+__all__ = [
+    "SPECIAL",
+    "class_order",
+    "local_classes",
+    "render_class",
+    "render_exception",
+    "render_function",
+    "sanitize",
+]
 
 RESERVED = frozenset({"_sb", "_t", "_LIB", "_CONSTANTS", "_builtins"})
 SPECIAL = frozenset(introspect.SPECIAL - introspect.IN_PLACE)
@@ -486,9 +494,41 @@ def _special_ok(member: dict[str, Any]) -> bool:
     return all(p["kind"] in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD") for p in params)
 
 
-def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
-    """A proxy class: a Ref subclass whose instances are the remote objects themselves."""
-    local = sanitize(name)
+def _facade_base(info: dict[str, Any], ctx: HintContext) -> tuple[str, dict[str, Any]] | None:
+    """The nearest class of the library's MRO that this module defines too (name, info)."""
+    for key in info.get("bases") or []:
+        if key in ctx.classes and key != info.get("remote_type"):
+            return ctx.classes[key]
+    return None
+
+
+def class_order(symbols: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
+    """``names`` with every class after the class of this module it subclasses."""
+    ctx = HintContext(module="", index={}, classes=local_classes(symbols, names))
+    out: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in out:
+            return
+        base = _facade_base(symbols[name], ctx)
+        if base is not None:
+            visit(next(n for n in names if sanitize(n) == base[0]))
+        out.append(name)
+
+    for name in names:
+        visit(name)
+    return out
+
+
+def local_classes(
+    symbols: dict[str, dict[str, Any]], names: list[str]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Remote type key → (name, info) of the classes a module defines (see HintContext)."""
+    return {str(symbols[n].get("remote_type")): (sanitize(n), symbols[n]) for n in names}
+
+
+def _rendered(info: dict[str, Any], ctx: HintContext) -> tuple[list[dict[str, Any]], HintContext]:
+    """A class's members as its body defines them, and the context they are written in."""
     members = sorted(info.get("members", []), key=lambda m: str(m["name"]))
     members = [
         m
@@ -496,8 +536,36 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
         if not str(m["name"]).startswith("_") or (m["name"] in SPECIAL and _special_ok(m))
     ]
     names = {sanitize(str(m["name"])) for m in members}
-    ctx = replace(ctx, self_name=local, shadowed=ctx.shadowed | names)
-    lines = [f"class {local}(_sb.Ref, metaclass=_sb.ProxyMeta):"]
+    local = sanitize(str(info.get("qualname", "")).rpartition(".")[2])
+    return members, replace(ctx, self_name=local, shadowed=ctx.shadowed | names)
+
+
+def _overriding(lines: list[str]) -> list[str]:
+    """A member's lines marked as overriding its facade base's (the library's subclass may
+    change a signature; its stubs and the checkers judge that, not the facade)."""
+    out = []
+    for line in lines:
+        if line.startswith(("    def ", "    @")):
+            if "# type: ignore[" in line:
+                line = line.replace("# type: ignore[", "# type: ignore[override, ", 1)
+            else:
+                line += "  # type: ignore[override, misc, unused-ignore]"
+        out.append(line)
+    return out
+
+
+def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
+    """A proxy class: a Ref subclass whose instances are the remote objects themselves; a
+    subclass of the facade class of its nearest base that the same module defines."""
+    local = sanitize(name)
+    members, ctx = _rendered({**info, "qualname": name}, ctx)
+    ctx = replace(ctx, self_name=local)
+    base = _facade_base(info, ctx)
+    inherited: dict[str, list[str]] = {}
+    if base is not None:
+        base_members, base_ctx = _rendered({**base[1], "qualname": base[0]}, ctx)
+        inherited = {str(m["name"]): _member(base[1], m, base_ctx) for m in base_members}
+    lines = [f"class {local}({base[0] if base else '_sb.Ref, metaclass=_sb.ProxyMeta'}):"]
     if local.startswith("_"):  # the type of a result: nothing in its module may name it
         lines[0] += "  # pyright: ignore[reportUnusedClass]"
     doc = docstring(str(info.get("doc", "")), "    ")
@@ -515,7 +583,12 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
         if sanitize(str(member["name"])) in taken:
             continue
         taken.add(sanitize(str(member["name"])))
-        lines += ["", *_member(info, member, ctx)]
+        rendered = _member(info, member, ctx)
+        if inherited.get(str(member["name"])) == rendered:
+            continue  # the base's, as it is
+        if str(member["name"]) in inherited:
+            rendered = _overriding(rendered)
+        lines += ["", *rendered]
     if info.get("unhashable"):  # as the library's stubs say (the remote hash raises)
         lines += ["", "    __hash__: _t.ClassVar[None]  # type: ignore[assignment, unused-ignore]"]
     elif "__eq__" in taken:  # a class body that defines __eq__ alone loses __hash__
