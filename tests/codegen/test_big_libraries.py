@@ -131,24 +131,25 @@ def assert_both_checkers_clean(project: Path) -> None:
     assert errors == [], errors[:10]
 
 
-def test_generate_all_for_pandas_takes_effect_and_stays_clean(project: Path) -> None:
-    """Late: it switches pandas to its whole surface (a config change sync must apply)."""
+def switch(project: Path, old: str, new: str) -> str:
+    """Change a library's config line; check must see it, sync must apply it (its output)."""
     config = project / "pyproject.toml"
-    config.write_text(config.read_text().replace('pandas = ">=2.2"', ALL_PANDAS))
+    config.write_text(config.read_text().replace(old, new))
     assert "options changed" in cli(project, "check").stdout
     synced = cli(project, "sync")
     assert synced.returncode == 0, synced.stderr
-    assert "added pandas.concat" in synced.stdout and "added pandas.merge" in synced.stdout
+    return synced.stdout
+
+
+def test_generate_all_for_pandas_takes_effect_and_stays_clean(project: Path) -> None:
+    """Late: it switches pandas to its whole surface."""
+    synced = switch(project, 'pandas = ">=2.2"', ALL_PANDAS)
+    assert "added pandas.concat" in synced and "added pandas.merge" in synced
     assert_both_checkers_clean(project)
 
 
 def test_generate_all_for_scipy_with_depth_2_takes_effect_and_stays_clean(project: Path) -> None:
     """Last: scipy's whole surface two levels down (its functions live in submodules)."""
-    config = project / "pyproject.toml"
-    config.write_text(config.read_text().replace('scipy = ">=1.13"', ALL_SCIPY))
-    assert "options changed" in cli(project, "check").stdout
-    synced = cli(project, "sync")
-    assert synced.returncode == 0, synced.stderr
-    assert "added scipy.linalg.solve" in synced.stdout
-    assert "added scipy.optimize.curve_fit" in synced.stdout
+    synced = switch(project, 'scipy = ">=1.13"', ALL_SCIPY)
+    assert "added scipy.linalg.solve" in synced and "added scipy.optimize.curve_fit" in synced
     assert_both_checkers_clean(project)

@@ -104,7 +104,10 @@ def check() -> None:
     for problem in problems:
         click.echo(problem)
     if problems:
-        click.echo(f"{len(problems)} problem(s); run `snakebridge sync`", err=True)
+        regen = "`snakebridge regen`"  # what a generator change needs
+        steps = [regen] if any(regen in p for p in problems) else []
+        steps += [] if all(regen in p for p in problems) else ["`snakebridge sync`"]
+        click.echo(f"{len(problems)} problem(s); run {', then '.join(steps)}", err=True)
         sys.exit(1)
     click.echo("facades match the code")
 
