@@ -337,8 +337,9 @@ def _fits(overload: list[dict[str, Any]], runtime: list[dict[str, Any]]) -> bool
 def _merged(
     signature: dict[str, Any], params: list[dict[str, Any]], variants: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """An untyped signature typed as the union of its overloads (for when the overloads
-    cannot be told apart host-side): a parameter every overload types, the returns."""
+    """An untyped signature's parameters typed as the union of its overloads' (for when the
+    overloads cannot be told apart host-side), its returns as theirs when they all agree (a
+    union would make every call site narrow a result that one overload would have typed)."""
 
     def union(texts: list[Any]) -> str | None:
         if not texts or not all(texts):
@@ -352,8 +353,9 @@ def _merged(
             for v in variants
         ]
         typed.append({**param, "annotation": union(found)})
-    returns = signature.get("returns") or union([v.get("returns") for v in variants])
-    return {**signature, "params": typed, "returns": returns}, typed
+    returns = {v.get("returns") for v in variants}
+    agreed = returns.pop() if len(returns) == 1 else None
+    return {**signature, "params": typed, "returns": signature.get("returns") or agreed}, typed
 
 
 def param_spec(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
