@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, Final, Never, Self, TypeVar
+from typing import Any, Final, Never, ParamSpec, Self, TypeVar
 
 from snakebridge import paths
 from snakebridge.errors import RemoteError, register_remote_exception
@@ -43,6 +43,7 @@ __all__ = [
     "NOT_GIVEN",
     "AsyncProxyMeta",
     "AsyncRef",
+    "P",
     "ProxyMeta",
     "Ref",
     "RemoteError",
@@ -86,6 +87,7 @@ class _NotGiven:
 
 
 NOT_GIVEN: Final[Any] = _NotGiven()
+P = ParamSpec("P")  # what a facade writes for a library's ``Concatenate[X, P]``/``P.args``
 
 Params = tuple[tuple[Any, ...], ...]
 _KEYWORD_ONLY, _POSITIONAL_ONLY = 2, 0

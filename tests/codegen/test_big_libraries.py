@@ -37,7 +37,8 @@ requirements = ["pandas-stubs"]
 """
 CSV = "a,b,c\n1,2.0,x\n2,4.5,y\n3,5.5,x\n4,8.0,y\n"
 ALL_PANDAS = 'pandas = { version = ">=2.2", generate = "all" }'
-REVEALED = ["DataFrame", "DataFrame", "DataFrame", "DataFrame", "LinearRegression"]
+ALL_SCIPY = 'scipy = { version = ">=1.13", generate = "all", depth = 2 }'
+REVEALED = [*["DataFrame"] * 4, "LinearRegression", "Series", "DataFrame"]
 
 
 def run(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -120,14 +121,7 @@ def test_facades_are_ruff_format_clean_and_in_sync(project: Path) -> None:
     assert "facades are up to date" in cli(project, "sync").stdout
 
 
-def test_generate_all_for_pandas_takes_effect_and_stays_clean(project: Path) -> None:
-    """Last: it switches pandas to its whole surface (a config change sync must apply)."""
-    config = project / "pyproject.toml"
-    config.write_text(config.read_text().replace('pandas = ">=2.2"', ALL_PANDAS))
-    assert "options changed" in cli(project, "check").stdout
-    synced = cli(project, "sync")
-    assert synced.returncode == 0, synced.stderr
-    assert "added pandas.concat" in synced.stdout and "added pandas.merge" in synced.stdout
+def assert_both_checkers_clean(project: Path) -> None:
     done = run(
         sys.executable, "-m", "mypy", "--strict", "snakebridge_generated", "app", cwd=project
     )
@@ -135,3 +129,27 @@ def test_generate_all_for_pandas_takes_effect_and_stays_clean(project: Path) -> 
     report = json.loads(run(sys.executable, "-m", "pyright", "--outputjson", cwd=project).stdout)
     errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
     assert errors == [], errors[:10]
+
+
+def switch(project: Path, old: str, new: str) -> str:
+    """Change a library's config line; check must see it, sync must apply it (its output)."""
+    config = project / "pyproject.toml"
+    config.write_text(config.read_text().replace(old, new))
+    assert "options changed" in cli(project, "check").stdout
+    synced = cli(project, "sync")
+    assert synced.returncode == 0, synced.stderr
+    return synced.stdout
+
+
+def test_generate_all_for_pandas_takes_effect_and_stays_clean(project: Path) -> None:
+    """Late: it switches pandas to its whole surface."""
+    synced = switch(project, 'pandas = ">=2.2"', ALL_PANDAS)
+    assert "added pandas.concat" in synced and "added pandas.merge" in synced
+    assert_both_checkers_clean(project)
+
+
+def test_generate_all_for_scipy_with_depth_2_takes_effect_and_stays_clean(project: Path) -> None:
+    """Last: scipy's whole surface two levels down (its functions live in submodules)."""
+    synced = switch(project, 'scipy = ">=1.13"', ALL_SCIPY)
+    assert "added scipy.linalg.solve" in synced and "added scipy.optimize.curve_fit" in synced
+    assert_both_checkers_clean(project)

@@ -25,6 +25,7 @@ from snakebridge_generated.collections import Counter
 
 json.loads, json.JSONDecodeError, pathlib.Path, Counter, configparser.Error
 configparser.ConfigParser, configparser.SectionProxy, decimal.DefaultContext, logging.root
+configparser.RawConfigParser, logging.Logger
 ipaddress.IPv4Address
 """
 PYPROJECT = """
@@ -119,6 +120,22 @@ def test_namespaces_hold_only_library_names(facades: Path) -> None:
     namespace: dict[str, Any] = {"__file__": "mine.py"}
     exec("from snakebridge_generated.json import *", namespace)
     assert namespace["__file__"] == "mine.py" and "loads" in namespace
+
+
+def test_facade_classes_follow_the_library_mro(facades: Path) -> None:
+    from snakebridge_generated import configparser, logging
+
+    assert issubclass(configparser.ConfigParser, configparser.RawConfigParser)
+    assert "sections" not in vars(configparser.ConfigParser)  # inherited as it is
+    parser = configparser.ConfigParser()
+    assert isinstance(parser, configparser.RawConfigParser) and parser.sections() == []
+    assert isinstance(logging.root, logging.Logger)  # RootLogger(Logger), both generated
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(facades)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout  # overrides the library makes are marked
 
 
 def test_generated_source_is_ruff_format_clean(facades: Path) -> None:

@@ -114,3 +114,22 @@ def test_plan_shows_what_sync_would_do_and_writes_nothing(
     )
     project.sync()
     assert "nothing to do" in cli(tmp_path, "plan").stdout
+
+
+def test_check_names_regen_for_facades_of_another_generator(
+    make_project: Make, tmp_path: Path
+) -> None:
+    project = make_project(
+        {"main.py": "from snakebridge_generated import statistics\nstatistics.median\n"},
+        pyproject=STATISTICS.format(spec='"stdlib"'),
+    )
+    project.sync()
+    path = tmp_path / ".snakebridge" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["libraries"]["statistics"]["generator"] = "an older generator"
+    path.write_text(json.dumps(manifest))
+    result = cli(tmp_path, "check")
+    assert result.returncode == 1
+    assert "problem(s); run `snakebridge regen`\n" in result.stderr  # not sync: it says no-op
+    assert cli(tmp_path, "regen").returncode == 0
+    assert cli(tmp_path, "check").returncode == 0

@@ -33,17 +33,19 @@ def _errors() -> Iterator[None]:
         sys.exit(1)
 
 
-def _print_report(report: SyncReport) -> None:
+def _print_report(report: SyncReport, planned: bool = False) -> None:
+    """What a sync did (or, ``planned``, what it would do)."""
+    add, write = ("would add", "would write") if planned else ("added", "wrote")
     for name in report.added:
-        click.echo(f"added {name}")
+        click.echo(f"{add} {name}")
     for name in report.typed:
-        click.echo(f"added {name} (a type results have)")
+        click.echo(f"{add} {name} (a type results have)")
     for path in report.written:
-        click.echo(f"wrote {path}")
+        click.echo(f"{write} {path}")
     for error in report.errors:
         click.echo(f"error: {error}", err=True)
     if not (report.added or report.typed or report.written or report.errors):
-        click.echo("facades are up to date")
+        click.echo(f"{'nothing to do: ' if planned else ''}facades are up to date")
 
 
 class _Progress:
@@ -102,7 +104,10 @@ def check() -> None:
     for problem in problems:
         click.echo(problem)
     if problems:
-        click.echo(f"{len(problems)} problem(s); run `snakebridge sync`", err=True)
+        regen = "`snakebridge regen`"  # what a generator change needs
+        steps = [regen] if any(regen in p for p in problems) else []
+        steps += [] if all(regen in p for p in problems) else ["`snakebridge sync`"]
+        click.echo(f"{len(problems)} problem(s); run {', then '.join(steps)}", err=True)
         sys.exit(1)
     click.echo("facades match the code")
 
@@ -184,16 +189,7 @@ def plan(libraries: tuple[str, ...]) -> None:
         project = _project()
         if not libraries:
             report = project.sync(dry_run=True)
-            for name in report.added:
-                click.echo(f"would add {name}")
-            for name in report.typed:
-                click.echo(f"would add {name} (a type results have)")
-            for path in report.written:
-                click.echo(f"would write {path}")
-            for error in report.errors:
-                click.echo(f"error: {error}", err=True)
-            if not (report.added or report.typed or report.written):
-                click.echo("nothing to do: facades are up to date")
+            _print_report(report, planned=True)
             return
         for library in libraries:
             result = project.introspect(library, [], everything=True)

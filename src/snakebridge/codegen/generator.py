@@ -23,6 +23,8 @@ from snakebridge.codegen.aio import (
 )
 from snakebridge.codegen.hints import ANY, BUILTIN_TYPES, HintContext, hint
 from snakebridge.codegen.members import (
+    class_order,
+    local_classes,
     render_class,
     render_exception,
     render_function,
@@ -121,7 +123,7 @@ def render_module(spec: ModuleSpec) -> str:
         by_kind.setdefault(str(info.get("kind")), []).append(name)
     values = sorted(n for k in VALUE_KINDS for n in by_kind.get(k, []))
     functions = sorted(n for k in FUNCTION_KINDS for n in by_kind.get(k, []))
-    classes = sorted(by_kind.get("class", []))
+    classes = class_order(symbols, sorted(by_kind.get("class", [])))  # bases first
     exceptions = _exception_order(symbols, by_kind.get("exception", []))
     children = sorted(set(spec.children))
     locals_ = {sanitize(n) for n in [*values, *functions, *classes, *exceptions]}
@@ -140,6 +142,7 @@ def render_module(spec: ModuleSpec) -> str:
         index=spec.index,
         shadowed=frozenset(locals_ & BUILTIN_TYPES),
         by_value=spec.by_value,
+        classes=local_classes(symbols, classes),
     )
     body: list[str] = []
     for name in values:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from typing import Any
 
 from snakebridge.codegen.source import quote, union_members
 
-__all__ = ["ANY", "BUILTIN_TYPES", "HintContext", "hint"]
+__all__ = ["ANY", "BUILTIN_TYPES", "HintContext", "hint", "narrowed"]
 
 ANY = "_t.Any"
+PARAM_SPEC = frozenset({"_sb.P", "_sb.P.args", "_sb.P.kwargs"})  # see members.param_spec
 BUILTIN_TYPES = frozenset(
     [
         "int",
@@ -69,12 +71,18 @@ _TYPING = frozenset(
         "ValuesView",
         "NoReturn",
         "Never",
+        "SupportsIndex",
+        "SupportsInt",
+        "SupportsFloat",
+        "SupportsComplex",
+        "SupportsBytes",
     ]
 )
 _TYPING_MODULES = ("typing", "typing_extensions", "collections.abc")
 _ARITY = {"dict": 2, "Mapping": 2, "MutableMapping": 2, "ItemsView": 2, "Generator": 3}
 _ARITY |= {"Coroutine": 3, "AsyncGenerator": 2, "NoReturn": 0, "Never": 0, "Hashable": 0}
-_ARITY |= {"Sized": 0}
+_ARITY |= {"Sized": 0, "SupportsIndex": 0, "SupportsInt": 0, "SupportsFloat": 0}
+_ARITY |= {"SupportsComplex": 0, "SupportsBytes": 0}
 _ALIASES = {"List": "list", "Dict": "dict", "Set": "set", "FrozenSet": "frozenset"}
 _ALIASES |= {"Tuple": "tuple", "Type": "type", "Text": "str"}
 
@@ -84,7 +92,8 @@ class HintContext:
     """Where a hint is written: the facade module, its class (for ``Self``) and shadowed names.
 
     ``index`` maps a remote type key to ``(facade module, class name)``; ``imports`` collects
-    the ``(module, name)`` pairs the hints need from other facade modules.
+    the ``(module, name)`` pairs the hints need from other facade modules; ``classes`` maps
+    the remote type key of each class the module defines to its name and description.
     """
 
     module: str
@@ -93,6 +102,7 @@ class HintContext:
     shadowed: frozenset[str] = frozenset()
     imports: set[tuple[str, str]] = field(default_factory=set)
     by_value: frozenset[str] = frozenset()
+    classes: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def _dotted(node: ast.expr) -> str | None:
@@ -120,6 +130,8 @@ class _Renderer:
 
     def name(self, dotted: str) -> str:
         ctx = self.ctx
+        if dotted in PARAM_SPEC:
+            return dotted
         if dotted in BUILTIN_TYPES:
             return self.builtin(dotted)
         if dotted in ("None", "NoneType", "builtins.NoneType", "types.NoneType"):
@@ -142,7 +154,7 @@ class _Renderer:
             return ANY
         facade_module, local = target
         if facade_module != ctx.module:
-            if local.startswith("_"):  # private to its module: not imported elsewhere
+            if local.startswith("_") or local in ctx.shadowed:  # private, or not visible
                 return ANY
             ctx.imports.add((facade_module, local))
         elif local in ctx.shadowed:
@@ -199,6 +211,15 @@ class _Renderer:
         if isinstance(params, ast.List):
             rendered = ", ".join(self.render(p) for p in params.elts)
             return f"_t.Callable[[{rendered}], {self.render(returns)}]"
+        concatenate = isinstance(params, ast.Subscript) and (
+            (_dotted(params.value) or "").rpartition(".")[2] == "Concatenate"
+        )
+        if isinstance(params, ast.Subscript) and concatenate:
+            args = params.slice.elts if isinstance(params.slice, ast.Tuple) else [params.slice]
+            first = ", ".join(self.render(p) for p in args[:-1])  # the last is a ParamSpec
+            spec = "_sb.P" if _dotted(args[-1]) == "_sb.P" else "..."
+            if first:
+                return f"_t.Callable[_t.Concatenate[{first}, {spec}], {self.render(returns)}]"
         return f"_t.Callable[..., {self.render(returns)}]"
 
     def bare(self, rendered: str) -> str:
@@ -243,3 +264,53 @@ def hint(annotation: str | None, ctx: HintContext) -> str:
     if not annotation:
         return ANY
     return parse_hint(annotation, _Renderer(ctx))
+
+
+def _members(node: ast.expr) -> list[ast.expr]:
+    """The members of a union annotation (``A | B``, ``Union[A, B]``, ``Optional[A]``)."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return [*_members(node.left), *_members(node.right)]
+    if isinstance(node, ast.Subscript):
+        base = _dotted(node.value) or ""
+        module, _, leaf = base.rpartition(".")
+        if module in _TYPING_MODULES and leaf in ("Union", "Optional"):
+            args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+            members = [m for a in args for m in _members(a)]
+            return [*members, ast.Constant(None)] if leaf == "Optional" else members
+    return [node]
+
+
+def narrowed(annotation: str | None, ctx: HintContext) -> tuple[str | None, bool]:
+    """An overload parameter's annotation without the union members no facade can spell.
+
+    Written as ``Any`` such a member would make the overload match every call, shadowing
+    the ones after it (``df["a"]`` would take pandas' ``Expression`` overload). A host value
+    of such a type is typed ``Any`` and still matches what is left; the overloads end with
+    a catch-all when anything was dropped. (annotation, dropped); None when nothing is left.
+    """
+    if not annotation:
+        return annotation, False
+    try:
+        members = _members(ast.parse(annotation.strip(), mode="eval").body)
+    except SyntaxError:
+        return annotation, False
+    kept = [m for m in members if not _unspellable(m, ctx)]
+    if len(kept) == len(members):
+        return annotation, False
+    if not kept:
+        return None, True
+    return " | ".join(ast.unparse(m) for m in kept), True
+
+
+def _unspellable(member: ast.expr, ctx: HintContext) -> bool:
+    """Whether a union member names a class (or a forward reference to one) that no facade
+    spells; a bare name (a type variable of the stub) or ``Any`` is not: it is ``Any``."""
+    if hint(ast.unparse(member), ctx) != ANY:
+        return False
+    head = member.value if isinstance(member, ast.Subscript) else member
+    dotted = _dotted(head)
+    if dotted is None:
+        return isinstance(head, ast.Call)  # ForwardRef('Timestamp')
+    if dotted.endswith((".args", ".kwargs")):  # a ParamSpec's ``P.args``
+        return False
+    return "." in dotted and dotted.rpartition(".")[0] not in _TYPING_MODULES

@@ -37,6 +37,12 @@ STUBBY = ("stub", "docstring")
 LITERAL_TYPES = (type(None), bool, int, float, str, bytes)
 MAX_DOC, MEMBER_DOC = 2000, 600
 PULL_ROUNDS, PULL_MAX = 2, 150
+BINARY = ["add", "sub", "mul", "matmul", "truediv", "floordiv", "mod", "pow", "lshift"]
+BINARY += ["rshift", "and", "or", "xor"]
+UNARY = ["neg", "pos", "abs", "invert", "lt", "le", "gt", "ge", "eq", "ne"]
+IN_PLACE = {"__i%s__" % op for op in BINARY}
+# the special methods facades forward (codegen/members.py renders these; in-place ones are
+# described but not rendered: ``x += 1`` falls back to ``__add__``)
 SPECIAL = {
     "__call__",
     "__getitem__",
@@ -46,28 +52,8 @@ SPECIAL = {
     "__next__",
     "__enter__",
 }
-SPECIAL |= {
-    "__%s__" % op for op in ["neg", "pos", "abs", "invert", "lt", "le", "gt", "ge", "eq", "ne"]
-}
-SPECIAL |= {
-    "__%s%s__" % (p, op)
-    for op in [
-        "add",
-        "sub",
-        "mul",
-        "matmul",
-        "truediv",
-        "floordiv",
-        "mod",
-        "pow",
-        "lshift",
-        "rshift",
-        "and",
-        "or",
-        "xor",
-    ]
-    for p in ("", "r", "i")
-}
+SPECIAL |= {"__%s__" % op for op in UNARY} | IN_PLACE
+SPECIAL |= {"__%s%s__" % (p, op) for op in BINARY for p in ("", "r")}
 VALUE_TYPES = {
     "datetime.datetime",
     "datetime.date",
@@ -192,8 +178,22 @@ class Qualifier(ast.NodeTransformer):
         module: str,
         extra: Optional[Dict[str, str]] = None,
         typevars: Optional[Dict[Any, Any]] = None,
+        depth: int = 0,
     ) -> None:
         self.module, self.extra, self.typevars = module, extra or {}, typevars or {}
+        self.depth = depth
+
+    def alias(self, dotted: str, fallback: str) -> str:
+        """A type alias a stub defines (``_OrderCF: TypeAlias = L["C", "F"] | None``),
+        expanded with its names qualified; ``fallback`` when ``dotted`` is none."""
+        module, _, name = dotted.rpartition(".")
+        found = stub_module(module) if module and self.depth < 4 else None
+        value = _stub_aliases(module).get(name) if found else None
+        if found is None or value is None:
+            return fallback
+        inner = Qualifier(module, found[1], self.typevars, self.depth + 1)
+        text = inner.text(ast.unparse(value))
+        return "(%s)" % text if text else fallback
 
     def named(self, obj: Any, fallback: str) -> str:
         if isinstance(obj, typing.TypeVar) and obj in self.typevars:
@@ -215,11 +215,11 @@ class Qualifier(ast.NodeTransformer):
         elif hasattr(builtins, head) and not rest:
             return head
         else:
-            return dotted
+            return self.alias("%s.%s" % (self.module, dotted), dotted)
         try:
             return self.named(_lookup(target), target)
         except Exception:
-            return target
+            return self.alias(target, target)
 
     def visit_Name(self, node: ast.Name) -> Any:
         return ast.copy_location(ast.Name(id=self.qualify(node.id), ctx=node.ctx), node)
@@ -234,6 +234,12 @@ class Qualifier(ast.NodeTransformer):
             return self.generic_visit(node)
         dotted = ".".join([current.id] + parts[::-1])
         return ast.copy_location(ast.Name(id=self.qualify(dotted), ctx=node.ctx), node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> Any:
+        value = self.visit(node.value)
+        if isinstance(value, ast.Name) and value.id.rpartition(".")[2] == "Literal":
+            return ast.copy_location(ast.Subscript(value, node.slice, node.ctx), node)
+        return ast.copy_location(ast.Subscript(value, self.visit(node.slice), node.ctx), node)
 
     def visit_Constant(self, node: ast.Constant) -> Any:
         if isinstance(node.value, str):
@@ -303,6 +309,9 @@ def _stub_paths(module: str) -> List[str]:
 
 
 _STUB_CACHE: Dict[str, Optional[Tuple[ast.Module, Dict[str, str]]]] = {}
+_STUB_LINES: Dict[str, List[str]] = {}
+_IGNORE = re.compile(r"#\s*(type|pyright):\s*ignore\[([^\]]*)\]")
+OVERLAP_CODES = {"overload-overlap", "overload-cannot-match", "reportOverlappingOverload"}
 
 
 def stub_module(module: str) -> Optional[Tuple[ast.Module, Dict[str, str]]]:
@@ -312,14 +321,38 @@ def stub_module(module: str) -> Optional[Tuple[ast.Module, Dict[str, str]]]:
         for path in _stub_paths(module):
             try:
                 with open(path, encoding="utf-8") as fh:
-                    tree = ast.parse(fh.read())
+                    text = fh.read()
+                tree = ast.parse(text)
             except (OSError, SyntaxError, ValueError):
                 continue
             package = module if path.endswith("__init__.pyi") else module + ".x"
             found = (tree, _import_map(tree, package))
+            _STUB_LINES[module] = text.splitlines()
             break
         _STUB_CACHE[module] = found
     return _STUB_CACHE[module]
+
+
+_ALIASES: Dict[str, Dict[str, ast.expr]] = {}
+
+
+def _stub_aliases(module: str) -> Dict[str, ast.expr]:
+    """Name → value of the type aliases a module's stub defines at its top level."""
+    if module not in _ALIASES:
+        found = stub_module(module)
+        aliases: Dict[str, ast.expr] = {}
+        for node in _flatten(found[0].body) if found else []:
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                if node.value is not None and ast.unparse(node.annotation).endswith("TypeAlias"):
+                    aliases[node.target.id] = node.value
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target = node.targets[0]
+                if isinstance(target, ast.Name) and isinstance(
+                    node.value, (ast.Subscript, ast.BinOp)
+                ):
+                    aliases[target.id] = node.value
+        _ALIASES[module] = aliases
+    return _ALIASES[module]
 
 
 def _condition(test: ast.expr) -> Optional[bool]:
@@ -380,7 +413,8 @@ def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], st
     defs = [
         n
         for n in _flatten(scope)
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == parts[-1]
+        if (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == parts[-1])
+        or (parts[-1] == "__hash__" and _declares(n, "__hash__"))  # ``__hash__: ClassVar[None]``
     ]
     for base in owner.bases if owner is not None and not defs and hops else []:
         node = base.value if isinstance(base, ast.Subscript) else base
@@ -393,6 +427,15 @@ def _stub_defs(module: str, qualname: str, hops: int = 6) -> Tuple[List[Any], st
         found_defs, where = _stub_defs(source, name + "." + parts[-1], hops - 1)
         if found_defs:
             return found_defs, where
+    if not defs and owner is None and len(parts) == 1 and hops:
+        protocol = _callable_type(scope, parts[0])  # ``zeros: Final[_ConstructorEmpty]``
+        if protocol:
+            head, _, rest = protocol.partition(".")
+            target = imports.get(head)
+            if target and "." in target:
+                source, _, name = (target + ("." + rest if rest else "")).rpartition(".")
+                return _stub_defs(source, name + ".__call__", hops - 1)
+            return _stub_defs(module, protocol + ".__call__", hops - 1)
     target = imports.get(parts[0]) if len(parts) == 1 else None
     if not defs and target and hops and "." in target:
         source, _, name = target.rpartition(".")
@@ -415,6 +458,47 @@ def _class_alias(scope: List[ast.stmt], name: str) -> Optional[str]:
             value = value.value
         dotted = ast.unparse(value)
         return dotted if re.fullmatch(r"[A-Za-z_][\w.]*", dotted) and dotted != name else None
+    return None
+
+
+def _declares(node: ast.stmt, name: str) -> bool:
+    """Whether a stub statement declares a variable ``name`` (``x: T`` or ``x = v``)."""
+    if isinstance(node, ast.AnnAssign):
+        return isinstance(node.target, ast.Name) and node.target.id == name
+    if isinstance(node, ast.Assign):
+        return any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+    return False
+
+
+def unhashable(cls: type) -> bool:
+    """Whether instances are unhashable: ``__hash__`` is None at run time or in the stub
+    (pandas' frames define a ``__hash__`` that raises; their stubs say ``ClassVar[None]``)."""
+    if cls.__hash__ is None:
+        return True
+    defs, _ = _stub_defs(cls.__module__, cls.__qualname__ + ".__hash__")
+    for node in defs:
+        value = node.annotation if isinstance(node, ast.AnnAssign) else getattr(node, "value", None)
+        if isinstance(value, ast.AST) and re.search(r"\bNone\b", ast.unparse(value)):
+            return True
+    return False
+
+
+def _callable_type(scope: List[ast.stmt], name: str) -> Optional[str]:
+    """The class a stub declares a module variable as (its ``__call__`` is the signature)."""
+    for node in _flatten(scope):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        if node.target.id != name:
+            continue
+        annotation = node.annotation
+        if isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) in (
+            "Final",
+            "typing.Final",
+            "typing_extensions.Final",
+        ):
+            annotation = annotation.slice
+        if isinstance(annotation, (ast.Name, ast.Attribute)):
+            return ast.unparse(annotation)
     return None
 
 
@@ -470,9 +554,29 @@ def stub_signatures(
 ) -> List[Dict[str, Any]]:
     """Signatures from a .pyi stub (several when the stub has overloads)."""
     defs, where = _stub_defs(module, qualname)
+    defs = [d for d in defs if isinstance(d, (ast.FunctionDef, ast.AsyncFunctionDef))]
     found = stub_module(where)
     qualifier = Qualifier(where, found[1] if found else None, typevars)
-    return [_stub_signature(node, qualifier) for node in defs]
+    signatures = [_stub_signature(node, qualifier) for node in defs]
+    lines = _STUB_LINES.get(where, [])
+    for node, signature in zip(defs, signatures):
+        if node.name == "__call__" and qualname.split(".")[-1] != "__call__":
+            signature["params"] = signature["params"][1:]  # a callable object's self
+        ignores = _overlap_ignores(lines, node)
+        if ignores:
+            signature["ignore"] = ignores
+    return signatures
+
+
+def _overlap_ignores(lines: List[str], node: Any) -> List[str]:
+    """The overload-overlap codes a stub's own ``type:``/``pyright:`` ignores name at a def
+    (kept so a facade's overloads are as clean as the library's stubs)."""
+    last = node.body[0].lineno if node.body else node.lineno
+    codes = set()
+    for line in lines[node.lineno - 1 : last]:
+        for _, names in _IGNORE.findall(line):
+            codes |= {c.strip() for c in names.split(",")} & OVERLAP_CODES
+    return sorted(codes)
 
 
 # -- docstrings --------------------------------------------------------------------------------
@@ -770,6 +874,9 @@ def class_info(cls: type, module: str) -> Dict[str, Any]:
     except Exception:
         signature, tier = VARIADIC, "variadic"
     info.update(members=members, signature=signature, tier=tier, overloads=[])
+    with contextlib.suppress(Exception):
+        if unhashable(cls):
+            info["unhashable"] = True
     if by_value(cls):
         info["by_value"] = True
     return info

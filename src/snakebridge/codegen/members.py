@@ -13,7 +13,8 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from snakebridge.codegen.hints import ANY, HintContext, hint
+from snakebridge.codegen import introspect
+from snakebridge.codegen.hints import ANY, HintContext, hint, narrowed
 from snakebridge.codegen.source import (
     Call,
     Expr,
@@ -25,29 +26,18 @@ from snakebridge.codegen.source import (
     union_members,
 )
 
-__all__ = ["SPECIAL", "render_class", "render_exception", "render_function", "sanitize"]
+__all__ = [
+    "SPECIAL",
+    "class_order",
+    "local_classes",
+    "render_class",
+    "render_exception",
+    "render_function",
+    "sanitize",
+]
 
 RESERVED = frozenset({"_sb", "_t", "_LIB", "_CONSTANTS", "_builtins"})
-BINARY = [
-    "add",
-    "sub",
-    "mul",
-    "matmul",
-    "truediv",
-    "floordiv",
-    "mod",
-    "pow",
-    "lshift",
-    "rshift",
-    "and",
-    "or",
-    "xor",
-]
-SPECIAL = frozenset(
-    ["__call__", "__getitem__", "__setitem__", "__delitem__", "__iter__", "__next__", "__enter__"]
-    + [f"__{op}__" for op in ("neg", "pos", "abs", "invert", "lt", "le", "gt", "ge", "eq", "ne")]
-    + [f"__{p}{op}__" for op in BINARY for p in ("", "r")]
-)
+SPECIAL = frozenset(introspect.SPECIAL - introspect.IN_PLACE)
 # Ref declares these with these parameter names; an override must keep them
 _REF_PARAMS = {"__getitem__": ["key"], "__setitem__": ["key", "value"], "__delitem__": ["key"]}
 _KINDS = {"POSITIONAL_ONLY": "0", "POSITIONAL_OR_KEYWORD": "1", "KEYWORD_ONLY": "2"}
@@ -149,8 +139,10 @@ def _overloads(
     ctx: HintContext,
     first: list[str],
     decorator: list[str],
+    catch_all: list[str] | None = None,
 ) -> list[str]:
-    """``@_t.overload`` variants (empty when fewer than two distinct ones)."""
+    """``@_t.overload`` variants (empty when fewer than two distinct ones), ending with
+    ``catch_all`` (a def's parameters returning Any) when one is given."""
     blocks: list[list[str]] = []
     kept: list[list[str]] = []
     variants = info.get("overloads") or []
@@ -166,10 +158,50 @@ def _overloads(
         kept.append(defs)
         returns = hint(overload.get("returns"), ctx)
         lines = def_lines(indent, name, [*first, *defs], returns, " ...")
+        codes = set(overload.get("ignore") or [])
         if _shadows(overload, variants[index + 1 :], ctx):
-            lines[0] += "  # type: ignore[overload-overlap]"  # as the library's stubs do
+            codes.add("overload-overlap")  # as the library's stubs do
+        lines[0] += _ignore_comment(codes)
+        blocks.append([f"{indent}@_t.overload", *decorator, *lines])
+    if catch_all is not None and blocks:
+        lines = def_lines(indent, name, catch_all, ANY, " ...")
         blocks.append([f"{indent}@_t.overload", *decorator, *lines])
     return [line for block in blocks for line in block] if len(blocks) > 1 else []
+
+
+def _ignore_comment(codes: set[str]) -> str:
+    """The stub's own overlap ignores for mypy and pyright (mypy's may not be needed once
+    hints are narrower than the stub's: ``unused-ignore`` keeps ``--strict`` quiet)."""
+    mypy = sorted(c for c in codes if not c.startswith("report"))
+    pyright = sorted(c for c in codes if c.startswith("report"))
+    comment = f"  # type: ignore[{', '.join([*mypy, 'unused-ignore'])}]" if mypy else ""
+    return comment + (f"  # pyright: ignore[{', '.join(pyright)}]" if pyright else "")
+
+
+def _narrow(variants: list[dict[str, Any]], ctx: HintContext) -> tuple[list[dict[str, Any]], bool]:
+    """Overloads with the parameter types no facade can spell left out (see ``narrowed``)
+    where the overloads differ in them; an overload with a parameter of such a type only is
+    left out. A parameter all overloads type alike tells none apart: it stays as it is.
+    (overloads, narrowed)."""
+    out, dropped = [], False
+    seen: dict[str, set[str]] = {}
+    for overload in variants:
+        for param in overload["params"]:
+            seen.setdefault(param["name"], set()).add(str(param.get("annotation")))
+    for overload in variants:
+        params = []
+        for param in overload["params"]:
+            if len(seen[param["name"]]) == 1:
+                params.append(param)
+                continue
+            annotation, lost = narrowed(param.get("annotation"), ctx)
+            dropped = dropped or lost
+            if lost and annotation is None:
+                break
+            params.append({**param, "annotation": annotation})
+        else:
+            out.append({**overload, "params": params})
+    return out, dropped
 
 
 def _shadows(overload: dict[str, Any], later: list[dict[str, Any]], ctx: HintContext) -> bool:
@@ -216,6 +248,11 @@ def _disjoint(first: str, second: str) -> bool:
     if parts_a == {"None"} or parts_b == {"None"}:
         return "None" not in (parts_b if parts_a == {"None"} else parts_a)
     scalar = {"str", "bytes", "int", "float", "list", "dict", "tuple"}
+    heads_a = {p.partition("[")[0] for p in parts_a}
+    heads_b = {p.partition("[")[0] for p in parts_b}
+    for callables, others in ((heads_a, heads_b), (heads_b, heads_a)):
+        if callables == {"_t.Callable"} and others <= scalar:
+            return True  # no builtin value of these is callable
     return bool(parts_a <= scalar and parts_b <= scalar and not parts_a & parts_b) and not (
         {"int", "float"} <= parts_a | parts_b
     )
@@ -297,6 +334,51 @@ def _fits(overload: list[dict[str, Any]], runtime: list[dict[str, Any]]) -> bool
     return all(p.get("has_default") or p["name"] in given for p in runtime if p["kind"] in _KINDS)
 
 
+def _merged(
+    signature: dict[str, Any], params: list[dict[str, Any]], variants: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An untyped signature's parameters typed as the union of its overloads' (for when the
+    overloads cannot be told apart host-side), its returns as theirs when they all agree (a
+    union would make every call site narrow a result that one overload would have typed)."""
+
+    def union(texts: list[Any]) -> str | None:
+        if not texts or not all(texts):
+            return None
+        return " | ".join(f"({t})" for t in dict.fromkeys(texts))
+
+    typed = []
+    for param in params:
+        found = [
+            next((o["annotation"] for o in v["params"] if o["name"] == param["name"]), None)
+            for v in variants
+        ]
+        typed.append({**param, "annotation": union(found)})
+    returns = {v.get("returns") for v in variants}
+    agreed = returns.pop() if len(returns) == 1 else None
+    return {**signature, "params": typed, "returns": signature.get("returns") or agreed}, typed
+
+
+def param_spec(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A signature whose ``*args: P.args, **kwargs: P.kwargs`` go with a ``Concatenate[X, P]``
+    written with the facade's own ParamSpec, ``_sb.P`` (a lambda's parameters then infer)."""
+    star = [p for p in params if p["kind"] in ("VAR_POSITIONAL", "VAR_KEYWORD")]
+    texts = [str(p.get("annotation") or "") for p in star]
+    keyword = any(p["kind"] == "KEYWORD_ONLY" for p in params)  # not allowed with P.args
+    if len(star) != 2 or not texts[0].endswith(".args") or keyword:
+        return params
+    spec = texts[0][: -len(".args")]
+    pattern = re.compile(r"Concatenate\[.*\b" + re.escape(spec) + r"\]")
+    if texts[1] != spec + ".kwargs" or not any(
+        pattern.search(str(p.get("annotation") or "")) for p in params if p not in star
+    ):
+        return params
+    spelled = re.compile(re.escape(spec) + r"\b")
+    return [
+        {**p, "annotation": spelled.sub("_sb.P", p["annotation"])} if p.get("annotation") else p
+        for p in params
+    ]
+
+
 def _body(
     indent: str,
     name: str,
@@ -309,25 +391,33 @@ def _body(
     signature = info.get("signature") or {"params": [], "returns": None}
     params_info = _renamed(name, signature["params"])
     literal = info.get("tier") == "runtime"
-    variants = [{**o, "params": _renamed(name, o["params"])} for o in info.get("overloads") or []]
+    params_info = param_spec(params_info)
+    variants = [
+        {**o, "params": param_spec(_renamed(name, o["params"]))}
+        for o in info.get("overloads") or []
+    ]
+    if variants and not any(p.get("annotation") for p in params_info):
+        signature, params_info = _merged(signature, params_info, variants)
+    variants, dropped = _narrow(variants, ctx)
     info = {**info, "overloads": variants}
     fits = all(_fits(o["params"], params_info) for o in variants)
-    overloads = []
-    if (name in _REF_PARAMS and fits) or name not in SPECIAL:
-        overloads = _overloads(indent, name, info, ctx, first, decorator)
-    runtime = info.get("tier") in ("runtime", "text_signature")
-    if overloads and runtime and fits:
-        untyped = [{**p, "annotation": None} for p in params_info]
-        params = Params(untyped, ctx, literal)
-        defs = params.defs
+    if info.get("tier") in ("runtime", "text_signature") and fits:
+        whole = Params([{**p, "annotation": None} for p in params_info], ctx, literal)
+        defs, forward = whole.defs, whole.forward()
         if first and "/" not in defs and name not in _REF_PARAMS:
             defs = ["/", *defs]
-        lines = def_lines(indent, name, [*first, *defs], ANY)
-        return [*overloads, *decorator, *lines], params.forward(), ANY
+    else:
+        defs = [*(["/"] if first else []), "*args: _t.Any", "**kwargs: _t.Any"]
+        forward = ("()", "args", "kwargs")
+    overloads = []
+    if (name in _REF_PARAMS and fits) or name not in SPECIAL:
+        catch_all = [*first, *(d.replace("= _sb.NOT_GIVEN", "= ...") for d in defs)]
+        overloads = _overloads(
+            indent, name, info, ctx, first, decorator, catch_all if dropped else None
+        )
     if overloads:
-        defs = [*first, *(["/"] if first else []), "*args: _t.Any", "**kwargs: _t.Any"]
-        lines = def_lines(indent, name, defs, ANY)
-        return [*overloads, *decorator, *lines], ("()", "args", "kwargs"), ANY
+        lines = def_lines(indent, name, [*first, *defs], ANY)
+        return [*overloads, *decorator, *lines], forward, ANY
     params = Params(params_info, ctx, literal)
     returns = hint(signature.get("returns"), ctx)
     if set(re.findall(r"[A-Za-z_]\w*", returns)) & {sanitize(p["name"]) for p in params_info}:
@@ -406,9 +496,41 @@ def _special_ok(member: dict[str, Any]) -> bool:
     return all(p["kind"] in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD") for p in params)
 
 
-def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
-    """A proxy class: a Ref subclass whose instances are the remote objects themselves."""
-    local = sanitize(name)
+def _facade_base(info: dict[str, Any], ctx: HintContext) -> tuple[str, dict[str, Any]] | None:
+    """The nearest class of the library's MRO that this module defines too (name, info)."""
+    for key in info.get("bases") or []:
+        if key in ctx.classes and key != info.get("remote_type"):
+            return ctx.classes[key]
+    return None
+
+
+def class_order(symbols: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
+    """``names`` with every class after the class of this module it subclasses."""
+    ctx = HintContext(module="", index={}, classes=local_classes(symbols, names))
+    out: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in out:
+            return
+        base = _facade_base(symbols[name], ctx)
+        if base is not None:
+            visit(next(n for n in names if sanitize(n) == base[0]))
+        out.append(name)
+
+    for name in names:
+        visit(name)
+    return out
+
+
+def local_classes(
+    symbols: dict[str, dict[str, Any]], names: list[str]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Remote type key → (name, info) of the classes a module defines (see HintContext)."""
+    return {str(symbols[n].get("remote_type")): (sanitize(n), symbols[n]) for n in names}
+
+
+def _rendered(info: dict[str, Any], ctx: HintContext) -> tuple[list[dict[str, Any]], HintContext]:
+    """A class's members as its body defines them, and the context they are written in."""
     members = sorted(info.get("members", []), key=lambda m: str(m["name"]))
     members = [
         m
@@ -416,8 +538,36 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
         if not str(m["name"]).startswith("_") or (m["name"] in SPECIAL and _special_ok(m))
     ]
     names = {sanitize(str(m["name"])) for m in members}
-    ctx = replace(ctx, self_name=local, shadowed=ctx.shadowed | names)
-    lines = [f"class {local}(_sb.Ref, metaclass=_sb.ProxyMeta):"]
+    local = sanitize(str(info.get("qualname", "")).rpartition(".")[2])
+    return members, replace(ctx, self_name=local, shadowed=ctx.shadowed | names)
+
+
+def _overriding(lines: list[str]) -> list[str]:
+    """A member's lines marked as overriding its facade base's (the library's subclass may
+    change a signature; its stubs and the checkers judge that, not the facade)."""
+    out = []
+    for line in lines:
+        if line.startswith(("    def ", "    @")):
+            if "# type: ignore[" in line:
+                line = line.replace("# type: ignore[", "# type: ignore[override, ", 1)
+            else:
+                line += "  # type: ignore[override, misc, unused-ignore]"
+        out.append(line)
+    return out
+
+
+def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
+    """A proxy class: a Ref subclass whose instances are the remote objects themselves; a
+    subclass of the facade class of its nearest base that the same module defines."""
+    local = sanitize(name)
+    members, ctx = _rendered({**info, "qualname": name}, ctx)
+    ctx = replace(ctx, self_name=local)
+    base = _facade_base(info, ctx)
+    inherited: dict[str, list[str]] = {}
+    if base is not None:
+        base_members, base_ctx = _rendered({**base[1], "qualname": base[0]}, ctx)
+        inherited = {str(m["name"]): _member(base[1], m, base_ctx) for m in base_members}
+    lines = [f"class {local}({base[0] if base else '_sb.Ref, metaclass=_sb.ProxyMeta'}):"]
     if local.startswith("_"):  # the type of a result: nothing in its module may name it
         lines[0] += "  # pyright: ignore[reportUnusedClass]"
     doc = docstring(str(info.get("doc", "")), "    ")
@@ -435,8 +585,15 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
         if sanitize(str(member["name"])) in taken:
             continue
         taken.add(sanitize(str(member["name"])))
-        lines += ["", *_member(info, member, ctx)]
-    if "__eq__" in taken:  # a class body that defines __eq__ alone loses __hash__
+        rendered = _member(info, member, ctx)
+        if inherited.get(str(member["name"])) == rendered:
+            continue  # the base's, as it is
+        if str(member["name"]) in inherited:
+            rendered = _overriding(rendered)
+        lines += ["", *rendered]
+    if info.get("unhashable"):  # as the library's stubs say (the remote hash raises)
+        lines += ["", "    __hash__: _t.ClassVar[None]  # type: ignore[assignment, unused-ignore]"]
+    elif "__eq__" in taken:  # a class body that defines __eq__ alone loses __hash__
         lines += ["", "    def __hash__(self) -> int:"]
         lines += ['        return _t.cast("int", _sb.special(self, "__hash__"))']
     return lines

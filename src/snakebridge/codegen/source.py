@@ -137,7 +137,7 @@ def def_lines(
     lines = [f"{indent}{keyword} {name}("]
     for param in params:
         lines += _param_lines(inner, param + ",")
-    return [*lines, f"{indent}){tail}"]
+    return [*lines, *_subscript_lines(indent, f"){tail}")]
 
 
 def _param_lines(inner: str, text: str) -> list[str]:
@@ -156,11 +156,11 @@ def _subscript_lines(inner: str, text: str) -> list[str]:
     if len(inner + text) <= WIDTH:
         return [inner + text]
     opening = text.find("[")
-    closing = _matching(text, opening) if opening > 0 else -1
+    closing = _matching(text, opening) if opening >= 0 else -1
     if closing < 0:
         return [inner + text]
     items = _top_level(text[opening + 1 : closing], ", ")
-    body = [f"{inner}    {item}," for item in items]
+    body = [line for item in items for line in _param_lines(inner + "    ", item + ",")]
     return [inner + text[: opening + 1], *body, inner + text[closing:]]
 
 

@@ -25,6 +25,8 @@ def main(csv: str) -> None:
     print(model.coef_.round(6), round(float(model.intercept_), 6))
     print(round(float(stats.norm.cdf(1.96)), 9), round(float(stats.norm.ppf(0.5)), 9))
     print(np.add.outer([1, 2], [3, 4]), np.add.reduce([1, 2, 3]), np.mean([1.0, 2.0]))
+    print(np.zeros(2, order="C"), df.pipe(lambda d: d["a"].sum()))
+    print(df.pipe(lambda d: d.assign(e=d["a"] + 1)).head(2))
 
 
 if __name__ == "__main__":

@@ -13,3 +13,5 @@ reveal_type(df.groupby("c").sum())  # DataFrame
 reveal_type(df.sort_values("b"))  # DataFrame
 reveal_type(df.head(2))  # DataFrame
 reveal_type(LinearRegression().fit(df[["a"]], df["b"]))  # LinearRegression
+reveal_type(df["a"])  # Series
+reveal_type(df[["a", "b"]])  # DataFrame

@@ -146,7 +146,7 @@ class dtype(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Return self<value."""
         return _t.cast("bool", _sb.special(self, "__lt__", value))
 
-    def __mul__(self, value: _t.Any, /) -> _t.Any:
+    def __mul__(self, value: _t.Literal[1] | _t.SupportsIndex, /) -> _t.Any:
         """Return self*value."""
         return _sb.special(self, "__mul__", value)
 
@@ -154,7 +154,7 @@ class dtype(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Return self!=value."""
         return _t.cast("bool", _sb.special(self, "__ne__", value))
 
-    def __rmul__(self, value: _t.Any, /) -> _t.Any:
+    def __rmul__(self, value: _t.SupportsIndex, /) -> _t.Any:
         """Return value*self."""
         return _sb.special(self, "__rmul__", value)
 
@@ -171,14 +171,49 @@ class dtype(_sb.Ref, metaclass=_sb.ProxyMeta):
         return _t.cast("dtype", _sb.attribute(self, "base"))
 
     @property
-    def byteorder(self) -> _t.Any:
+    def byteorder(self) -> _t.Literal["<", ">", "=", "|"]:
         """A character indicating the byte-order of this data-type object."""
-        return _sb.attribute(self, "byteorder")
+        return _t.cast(
+            '_t.Literal["<", ">", "=", "|"]', _sb.attribute(self, "byteorder")
+        )
 
     @property
-    def char(self) -> _t.Any:
+    def char(
+        self,
+    ) -> _t.Literal[
+        "?",
+        "b",
+        "B",
+        "h",
+        "H",
+        "i",
+        "I",
+        "l",
+        "L",
+        "q",
+        "Q",
+        "e",
+        "f",
+        "d",
+        "g",
+        "F",
+        "D",
+        "G",
+        "O",
+        "S",
+        "a",
+        "U",
+        "V",
+        "M",
+        "m",
+        "c",
+        "T",
+    ]:
         """A unique character code for each of the 21 different built-in types."""
-        return _sb.attribute(self, "char")
+        return _t.cast(
+            '_t.Literal["?", "b", "B", "h", "H", "i", "I", "l", "L", "q", "Q", "e", "f", "d", "g", "F", "D", "G", "O", "S", "a", "U", "V", "M", "m", "c", "T"]',
+            _sb.attribute(self, "char"),
+        )
 
     @property
     def descr(
@@ -217,9 +252,9 @@ class dtype(_sb.Ref, metaclass=_sb.ProxyMeta):
         return _t.cast("bool", _sb.attribute(self, "isalignedstruct"))
 
     @property
-    def isbuiltin(self) -> _t.Any:
+    def isbuiltin(self) -> _t.Literal[0, 1, 2]:
         """Integer indicating how this dtype relates to the built-in dtypes."""
-        return _sb.attribute(self, "isbuiltin")
+        return _t.cast("_t.Literal[0, 1, 2]", _sb.attribute(self, "isbuiltin"))
 
     @property
     def isnative(self) -> bool:
@@ -234,9 +269,14 @@ class dtype(_sb.Ref, metaclass=_sb.ProxyMeta):
         return _t.cast("int", _sb.attribute(self, "itemsize"))
 
     @property
-    def kind(self) -> _t.Any:
+    def kind(
+        self,
+    ) -> _t.Literal["b", "i", "u", "f", "c", "m", "M", "O", "S", "U", "V", "T"]:
         """A character code (one of 'biufcmMOSUV') identifying the general kind of data."""
-        return _sb.attribute(self, "kind")
+        return _t.cast(
+            '_t.Literal["b", "i", "u", "f", "c", "m", "M", "O", "S", "U", "V", "T"]',
+            _sb.attribute(self, "kind"),
+        )
 
     @property
     def metadata(self) -> _t.Any:
@@ -260,14 +300,64 @@ class dtype(_sb.Ref, metaclass=_sb.ProxyMeta):
         """
         return _t.cast("int", _sb.attribute(self, "ndim"))
 
-    def newbyteorder(self, new_order: _t.Any = _sb.NOT_GIVEN, /) -> _t.Any:
+    def newbyteorder(
+        self,
+        new_order: _t.Literal[
+            "S",
+            "<",
+            "L",
+            "little",
+            ">",
+            "B",
+            "big",
+            "=",
+            "N",
+            "native",
+            "|",
+            "I",
+        ] = _sb.NOT_GIVEN,
+        /,
+    ) -> _t.Any:
         """newbyteorder(new_order='S', /)"""
         return _sb.method(self, "newbyteorder", (("new_order", new_order, 0),))
 
     @property
-    def num(self) -> _t.Any:
+    def num(
+        self,
+    ) -> _t.Literal[
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+        10,
+        23,
+        11,
+        12,
+        13,
+        14,
+        15,
+        16,
+        17,
+        18,
+        19,
+        20,
+        21,
+        22,
+        25,
+        256,
+        2056,
+    ]:
         """A unique number for each of the 21 different built-in types."""
-        return _sb.attribute(self, "num")
+        return _t.cast(
+            "_t.Literal[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 23, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 25, 256, 2056]",
+            _sb.attribute(self, "num"),
+        )
 
     @property
     def shape(self) -> tuple[()] | tuple[int, ...]:
@@ -410,8 +500,7 @@ class flatiter(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Current flat index into the array."""
         return _t.cast("int", _sb.attribute(self, "index"))
 
-    def __hash__(self) -> int:
-        return _t.cast("int", _sb.special(self, "__hash__"))
+    __hash__: _t.ClassVar[None]  # type: ignore[assignment, unused-ignore]
 
 
 class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
@@ -644,8 +733,22 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def argsort(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
-        kind: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | None = _sb.NOT_GIVEN,
+        kind: _t.Literal[
+            "Q",
+            "quick",
+            "quicksort",
+            "M",
+            "merge",
+            "mergesort",
+            "H",
+            "heap",
+            "heapsort",
+            "S",
+            "stable",
+            "stablesort",
+        ]
+        | None = _sb.NOT_GIVEN,
         order: str | _t.Sequence[str] | None = _sb.NOT_GIVEN,
         *,
         stable: _t.Any = _sb.NOT_GIVEN,
@@ -665,8 +768,14 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
     def astype(
         self,
         dtype: _t.Any,
-        order: _t.Any = _sb.NOT_GIVEN,
-        casting: _t.Any = _sb.NOT_GIVEN,
+        order: _t.Literal[None, "K", "A", "C", "F"] = _sb.NOT_GIVEN,
+        casting: _t.Literal[
+            "no",
+            "equiv",
+            "safe",
+            "same_kind",
+            "unsafe",
+        ] = _sb.NOT_GIVEN,
         subok: bool = _sb.NOT_GIVEN,
         copy: _t.Any = _sb.NOT_GIVEN,
     ) -> _t.Any:
@@ -697,7 +806,10 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         return _sb.method(self, "byteswap", (("inplace", inplace, 1),))
 
     def choose(
-        self, choices: _t.Any, out: None = _sb.NOT_GIVEN, mode: _t.Any = _sb.NOT_GIVEN
+        self,
+        choices: _t.Any,
+        out: None = _sb.NOT_GIVEN,
+        mode: _t.Literal["raise", "wrap", "clip"] = _sb.NOT_GIVEN,
     ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(
@@ -723,7 +835,10 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         )
 
     def compress(
-        self, a: _t.Any, axis: _t.Any = _sb.NOT_GIVEN, out: None = _sb.NOT_GIVEN
+        self,
+        a: _t.Any,
+        axis: _t.SupportsIndex | None = _sb.NOT_GIVEN,
+        out: None = _sb.NOT_GIVEN,
     ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(
@@ -737,13 +852,15 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "conjugate", ())
 
-    def copy(self, order: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    def copy(
+        self, order: _t.Literal[None, "K", "A", "C", "F"] = _sb.NOT_GIVEN
+    ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "copy", (("order", order, 1),))
 
     def cumprod(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | None = _sb.NOT_GIVEN,
         dtype: _t.Any = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
     ) -> _t.Any:
@@ -754,7 +871,7 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def cumsum(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | None = _sb.NOT_GIVEN,
         dtype: _t.Any = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
     ) -> _t.Any:
@@ -774,8 +891,8 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         return _t.cast("_t.Literal[1]", _sb.attribute(self, "denominator"))
 
     @property
-    def device(self) -> _t.Any:
-        return _sb.attribute(self, "device")
+    def device(self) -> _t.Literal["cpu"]:
+        return _t.cast('_t.Literal["cpu"]', _sb.attribute(self, "device"))
 
     def diagonal(self, *args: _t.Any, **kwargs: _t.Any) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
@@ -808,11 +925,15 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         """A 1-D view of the scalar."""
         return _t.cast("flatiter", _sb.attribute(self, "flat"))
 
-    def flatten(self, order: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    def flatten(
+        self, order: _t.Literal[None, "K", "A", "C", "F"] = _sb.NOT_GIVEN
+    ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "flatten", (("order", order, 1),))
 
-    def getfield(self, dtype: _t.Any, offset: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    def getfield(
+        self, dtype: _t.Any, offset: _t.SupportsIndex = _sb.NOT_GIVEN
+    ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(
             self, "getfield", (("dtype", dtype, 1), ("offset", offset, 1))
@@ -959,7 +1080,9 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "put", (), args, kwargs)
 
-    def ravel(self, order: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    def ravel(
+        self, order: _t.Literal[None, "K", "A", "C", "F"] = _sb.NOT_GIVEN
+    ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "ravel", (("order", order, 1),))
 
@@ -968,20 +1091,28 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         """The real part of the scalar."""
         return _sb.attribute(self, "real")
 
-    def repeat(self, repeats: _t.Any, axis: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    def repeat(
+        self, repeats: _t.Any, axis: _t.SupportsIndex | None = _sb.NOT_GIVEN
+    ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "repeat", (("repeats", repeats, 1), ("axis", axis, 1)))
 
-    def reshape(self, shape: _t.Any, /, *, order: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    @_t.overload
+    def reshape(
+        self, /, *shape: _t.SupportsIndex, order: _t.Literal[None, "A", "C", "F"] = ...
+    ) -> _t.Any: ...
+    @_t.overload
+    def reshape(self, /, *args: _t.Any, **kwargs: _t.Any) -> _t.Any: ...
+    def reshape(self, /, *args: _t.Any, **kwargs: _t.Any) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
-        return _sb.method(self, "reshape", (("shape", shape, 0), ("order", order, 2)))
+        return _sb.method(self, "reshape", (), args, kwargs)
 
     def resize(self, *args: _t.Any, **kwargs: _t.Any) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "resize", (), args, kwargs)
 
     def round(
-        self, decimals: _t.Any = _sb.NOT_GIVEN, out: None = _sb.NOT_GIVEN
+        self, decimals: _t.SupportsIndex = _sb.NOT_GIVEN, out: None = _sb.NOT_GIVEN
     ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "round", (("decimals", decimals, 1), ("out", out, 1)))
@@ -1075,9 +1206,9 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
     def take(
         self,
         indices: _t.Any,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | None = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
-        mode: _t.Any = _sb.NOT_GIVEN,
+        mode: _t.Literal["raise", "wrap", "clip"] = _sb.NOT_GIVEN,
     ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(
@@ -1091,12 +1222,16 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
             ),
         )
 
-    def to_device(self, device: _t.Any, /, *, stream: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    def to_device(
+        self, device: _t.Literal["cpu"], /, *, stream: _t.Any = _sb.NOT_GIVEN
+    ) -> _t.Any:
         return _sb.method(
             self, "to_device", (("device", device, 0), ("stream", stream, 2))
         )
 
-    def tobytes(self, order: _t.Any = _sb.NOT_GIVEN) -> bytes:
+    def tobytes(
+        self, order: _t.Literal[None, "K", "A", "C", "F"] = _sb.NOT_GIVEN
+    ) -> bytes:
         return _t.cast("bytes", _sb.method(self, "tobytes", (("order", order, 1),)))
 
     def tofile(

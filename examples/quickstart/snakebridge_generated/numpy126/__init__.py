@@ -134,8 +134,7 @@ class flatiter(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Current flat index into the array."""
         return _t.cast("int", _sb.attribute(self, "index"))
 
-    def __hash__(self) -> int:
-        return _t.cast("int", _sb.special(self, "__hash__"))
+    __hash__: _t.ClassVar[None]  # type: ignore[assignment, unused-ignore]
 
 
 class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
@@ -150,7 +149,9 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
     __sb_type__ = "numpy.int8"
     __sb_remote__ = (_LIB, "int8")
 
-    def __new__(cls, value: _t.Any = _sb.NOT_GIVEN, /) -> _t.Self:
+    def __new__(
+        cls, value: _t.SupportsInt | str | bytes | _t.SupportsIndex = _sb.NOT_GIVEN, /
+    ) -> _t.Self:
         return _t.cast("_t.Self", _sb.construct(cls, (("value", value, 0),)))
 
     @property
@@ -368,8 +369,9 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def argsort(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
-        kind: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | None = _sb.NOT_GIVEN,
+        kind: _t.Literal["quicksort", "mergesort", "heapsort", "stable"]
+        | None = _sb.NOT_GIVEN,
         order: str | _t.Sequence[str] | None = _sb.NOT_GIVEN,
     ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
@@ -380,8 +382,14 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
     def astype(
         self,
         dtype: _t.Any,
-        order: _t.Any = _sb.NOT_GIVEN,
-        casting: _t.Any = _sb.NOT_GIVEN,
+        order: _t.Literal[None, "K", "A", "C", "F"] = _sb.NOT_GIVEN,
+        casting: _t.Literal[
+            "no",
+            "equiv",
+            "safe",
+            "same_kind",
+            "unsafe",
+        ] = _sb.NOT_GIVEN,
         subok: bool = _sb.NOT_GIVEN,
         copy: _t.Any = _sb.NOT_GIVEN,
     ) -> _t.Any:
@@ -412,7 +420,10 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         return _sb.method(self, "byteswap", (("inplace", inplace, 1),))
 
     def choose(
-        self, choices: _t.Any, out: None = _sb.NOT_GIVEN, mode: _t.Any = _sb.NOT_GIVEN
+        self,
+        choices: _t.Any,
+        out: None = _sb.NOT_GIVEN,
+        mode: _t.Literal["raise", "wrap", "clip"] = _sb.NOT_GIVEN,
     ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(
@@ -438,7 +449,10 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         )
 
     def compress(
-        self, a: _t.Any, axis: _t.Any = _sb.NOT_GIVEN, out: None = _sb.NOT_GIVEN
+        self,
+        a: _t.Any,
+        axis: _t.SupportsIndex | None = _sb.NOT_GIVEN,
+        out: None = _sb.NOT_GIVEN,
     ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(
@@ -452,13 +466,15 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "conjugate", ())
 
-    def copy(self, order: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    def copy(
+        self, order: _t.Literal[None, "K", "A", "C", "F"] = _sb.NOT_GIVEN
+    ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "copy", (("order", order, 1),))
 
     def cumprod(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | None = _sb.NOT_GIVEN,
         dtype: _t.Any = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
     ) -> _t.Any:
@@ -469,7 +485,7 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def cumsum(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | None = _sb.NOT_GIVEN,
         dtype: _t.Any = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
     ) -> _t.Any:
@@ -519,11 +535,15 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         """A 1-D view of the scalar."""
         return _t.cast("flatiter", _sb.attribute(self, "flat"))
 
-    def flatten(self, order: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    def flatten(
+        self, order: _t.Literal[None, "K", "A", "C", "F"] = _sb.NOT_GIVEN
+    ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "flatten", (("order", order, 1),))
 
-    def getfield(self, dtype: _t.Any, offset: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    def getfield(
+        self, dtype: _t.Any, offset: _t.SupportsIndex = _sb.NOT_GIVEN
+    ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(
             self, "getfield", (("dtype", dtype, 1), ("offset", offset, 1))
@@ -555,7 +575,7 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def max(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | _t.Sequence[_t.SupportsIndex] | None = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
         keepdims: bool = _sb.NOT_GIVEN,
         initial: _t.Any = _sb.NOT_GIVEN,
@@ -576,7 +596,7 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def mean(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | _t.Sequence[_t.SupportsIndex] | None = _sb.NOT_GIVEN,
         dtype: _t.Any = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
         keepdims: bool = _sb.NOT_GIVEN,
@@ -598,7 +618,7 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def min(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | _t.Sequence[_t.SupportsIndex] | None = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
         keepdims: bool = _sb.NOT_GIVEN,
         initial: _t.Any = _sb.NOT_GIVEN,
@@ -627,7 +647,21 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         """The number of array dimensions."""
         return _t.cast("_t.Literal[0]", _sb.attribute(self, "ndim"))
 
-    def newbyteorder(self, new_order: _t.Any = _sb.NOT_GIVEN, /) -> _t.Any:
+    def newbyteorder(
+        self,
+        new_order: _t.Literal[
+            "S",
+            "<",
+            ">",
+            "=",
+            "|",
+            "L",
+            "B",
+            "N",
+            "I",
+        ] = _sb.NOT_GIVEN,
+        /,
+    ) -> _t.Any:
         """newbyteorder(new_order='S', /)"""
         return _sb.method(self, "newbyteorder", (("new_order", new_order, 0),))
 
@@ -642,7 +676,7 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def prod(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | _t.Sequence[_t.SupportsIndex] | None = _sb.NOT_GIVEN,
         dtype: _t.Any = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
         keepdims: bool = _sb.NOT_GIVEN,
@@ -665,7 +699,7 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def ptp(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | _t.Sequence[_t.SupportsIndex] | None = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
         keepdims: bool = _sb.NOT_GIVEN,
     ) -> _t.Any:
@@ -678,7 +712,9 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "put", (), args, kwargs)
 
-    def ravel(self, order: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    def ravel(
+        self, order: _t.Literal[None, "K", "A", "C", "F"] = _sb.NOT_GIVEN
+    ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "ravel", (("order", order, 1),))
 
@@ -687,20 +723,34 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
         """The real part of the scalar."""
         return _sb.attribute(self, "real")
 
-    def repeat(self, repeats: _t.Any, axis: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    def repeat(
+        self, repeats: _t.Any, axis: _t.SupportsIndex | None = _sb.NOT_GIVEN
+    ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "repeat", (("repeats", repeats, 1), ("axis", axis, 1)))
 
-    def reshape(self, shape: _t.Any, /, *, order: _t.Any = _sb.NOT_GIVEN) -> _t.Any:
+    @_t.overload
+    def reshape(
+        self,
+        shape: _t.SupportsIndex | _t.Sequence[_t.SupportsIndex],
+        /,
+        *,
+        order: _t.Literal[None, "A", "C", "F"] = ...,
+    ) -> _t.Any: ...
+    @_t.overload
+    def reshape(
+        self, /, *shape: _t.SupportsIndex, order: _t.Literal[None, "A", "C", "F"] = ...
+    ) -> _t.Any: ...
+    def reshape(self, /, *args: _t.Any, **kwargs: _t.Any) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
-        return _sb.method(self, "reshape", (("shape", shape, 0), ("order", order, 2)))
+        return _sb.method(self, "reshape", (), args, kwargs)
 
     def resize(self, *args: _t.Any, **kwargs: _t.Any) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "resize", (), args, kwargs)
 
     def round(
-        self, decimals: _t.Any = _sb.NOT_GIVEN, out: None = _sb.NOT_GIVEN
+        self, decimals: _t.SupportsIndex = _sb.NOT_GIVEN, out: None = _sb.NOT_GIVEN
     ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(self, "round", (("decimals", decimals, 1), ("out", out, 1)))
@@ -737,7 +787,7 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def std(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | _t.Sequence[_t.SupportsIndex] | None = _sb.NOT_GIVEN,
         dtype: _t.Any = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
         ddof: float = _sb.NOT_GIVEN,
@@ -766,7 +816,7 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def sum(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | _t.Sequence[_t.SupportsIndex] | None = _sb.NOT_GIVEN,
         dtype: _t.Any = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
         keepdims: bool = _sb.NOT_GIVEN,
@@ -794,9 +844,9 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
     def take(
         self,
         indices: _t.Any,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | None = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
-        mode: _t.Any = _sb.NOT_GIVEN,
+        mode: _t.Literal["raise", "wrap", "clip"] = _sb.NOT_GIVEN,
     ) -> _t.Any:
         """Scalar method identical to the corresponding array attribute."""
         return _sb.method(
@@ -810,7 +860,9 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
             ),
         )
 
-    def tobytes(self, order: _t.Any = _sb.NOT_GIVEN) -> bytes:
+    def tobytes(
+        self, order: _t.Literal[None, "K", "A", "C", "F"] = _sb.NOT_GIVEN
+    ) -> bytes:
         return _t.cast("bytes", _sb.method(self, "tobytes", (("order", order, 1),)))
 
     def tofile(
@@ -839,7 +891,7 @@ class int8(_sb.Ref, metaclass=_sb.ProxyMeta):
 
     def var(
         self,
-        axis: _t.Any = _sb.NOT_GIVEN,
+        axis: _t.SupportsIndex | _t.Sequence[_t.SupportsIndex] | None = _sb.NOT_GIVEN,
         dtype: _t.Any = _sb.NOT_GIVEN,
         out: None = _sb.NOT_GIVEN,
         ddof: float = _sb.NOT_GIVEN,

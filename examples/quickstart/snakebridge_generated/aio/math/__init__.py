@@ -16,7 +16,7 @@ __all__ = ["sqrt"]
 
 
 @_sb.remote(_LIB, "sqrt")
-async def sqrt(x: _t.Any, /) -> float:
+async def sqrt(x: _t.SupportsFloat | _t.SupportsIndex, /) -> float:
     """Return the square root of x."""
     return _t.cast("float", await _sb.ainvoke(_LIB, "sqrt", (("x", x, 0),)))
 

@@ -134,19 +134,53 @@ class dtype(_sb.AsyncRef, metaclass=_sb.AsyncProxyMeta):
         return _sb.aattribute(self, "base")
 
     @property
-    def byteorder(self) -> _t.Awaitable[_t.Any]:
+    def byteorder(self) -> _t.Awaitable[_t.Literal["<", ">", "=", "|"]]:
         """A character indicating the byte-order of this data-type object."""
         return _sb.aattribute(self, "byteorder")
 
     @property
-    def char(self) -> _t.Awaitable[_t.Any]:
+    def char(
+        self,
+    ) -> _t.Awaitable[
+        _t.Literal[
+            "?",
+            "b",
+            "B",
+            "h",
+            "H",
+            "i",
+            "I",
+            "l",
+            "L",
+            "q",
+            "Q",
+            "e",
+            "f",
+            "d",
+            "g",
+            "F",
+            "D",
+            "G",
+            "O",
+            "S",
+            "a",
+            "U",
+            "V",
+            "M",
+            "m",
+            "c",
+            "T",
+        ],
+    ]:
         """A unique character code for each of the 21 different built-in types."""
         return _sb.aattribute(self, "char")
 
     @property
     def descr(
         self,
-    ) -> _t.Awaitable[list[tuple[_t.Any, _t.Any] | tuple[_t.Any, _t.Any, tuple[int, ...]]]]:
+    ) -> _t.Awaitable[
+        list[tuple[_t.Any, _t.Any] | tuple[_t.Any, _t.Any, tuple[int, ...]]],
+    ]:
         """`__array_interface__` description of the data-type."""
         return _sb.aattribute(self, "descr")
 
@@ -177,7 +211,7 @@ class dtype(_sb.AsyncRef, metaclass=_sb.AsyncProxyMeta):
         return _sb.aattribute(self, "isalignedstruct")
 
     @property
-    def isbuiltin(self) -> _t.Awaitable[_t.Any]:
+    def isbuiltin(self) -> _t.Awaitable[_t.Literal[0, 1, 2]]:
         """Integer indicating how this dtype relates to the built-in dtypes."""
         return _sb.aattribute(self, "isbuiltin")
 
@@ -194,7 +228,11 @@ class dtype(_sb.AsyncRef, metaclass=_sb.AsyncProxyMeta):
         return _sb.aattribute(self, "itemsize")
 
     @property
-    def kind(self) -> _t.Awaitable[_t.Any]:
+    def kind(
+        self,
+    ) -> _t.Awaitable[
+        _t.Literal["b", "i", "u", "f", "c", "m", "M", "O", "S", "U", "V", "T"],
+    ]:
         """A character code (one of 'biufcmMOSUV') identifying the general kind of data."""
         return _sb.aattribute(self, "kind")
 
@@ -220,12 +258,61 @@ class dtype(_sb.AsyncRef, metaclass=_sb.AsyncProxyMeta):
         """
         return _sb.aattribute(self, "ndim")
 
-    async def newbyteorder(self, new_order: _t.Any = _sb.NOT_GIVEN, /) -> _t.Any:
+    async def newbyteorder(
+        self,
+        new_order: _t.Literal[
+            "S",
+            "<",
+            "L",
+            "little",
+            ">",
+            "B",
+            "big",
+            "=",
+            "N",
+            "native",
+            "|",
+            "I",
+        ] = _sb.NOT_GIVEN,
+        /,
+    ) -> _t.Any:
         """newbyteorder(new_order='S', /)"""
         return await _sb.amethod(self, "newbyteorder", (("new_order", new_order, 0),))
 
     @property
-    def num(self) -> _t.Awaitable[_t.Any]:
+    def num(
+        self,
+    ) -> _t.Awaitable[
+        _t.Literal[
+            0,
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+            7,
+            8,
+            9,
+            10,
+            23,
+            11,
+            12,
+            13,
+            14,
+            15,
+            16,
+            17,
+            18,
+            19,
+            20,
+            21,
+            22,
+            25,
+            256,
+            2056,
+        ],
+    ]:
         """A unique number for each of the 21 different built-in types."""
         return _sb.aattribute(self, "num")
 

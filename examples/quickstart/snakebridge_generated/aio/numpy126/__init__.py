@@ -103,7 +103,9 @@ class int8(_sb.AsyncRef, metaclass=_sb.AsyncProxyMeta):
     __sb_remote__ = (_LIB, "int8")
 
     @classmethod
-    async def new(cls, value: _t.Any = _sb.NOT_GIVEN, /) -> _t.Self:
+    async def new(
+        cls, value: _t.SupportsInt | str | bytes | _t.SupportsIndex = _sb.NOT_GIVEN, /
+    ) -> _t.Self:
         """A new remote int8 (the arguments of the class)."""
         return _t.cast("_t.Self", await _sb.aconstruct(cls, (("value", value, 0),)))
 

@@ -35,7 +35,33 @@ class flagsobj(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Return self>=value."""
         return _sb.special(self, "__ge__", value)
 
-    def __getitem__(self, key: _t.Any) -> bool:
+    def __getitem__(
+        self,
+        key: _t.Literal[
+            "C",
+            "CONTIGUOUS",
+            "C_CONTIGUOUS",
+            "F",
+            "FORTRAN",
+            "F_CONTIGUOUS",
+            "W",
+            "WRITEABLE",
+            "B",
+            "BEHAVED",
+            "O",
+            "OWNDATA",
+            "A",
+            "ALIGNED",
+            "X",
+            "WRITEBACKIFCOPY",
+            "CA",
+            "CARRAY",
+            "FA",
+            "FARRAY",
+            "FNC",
+            "FORC",
+        ],
+    ) -> bool:
         """Return self[key]."""
         return _t.cast("bool", _sb.special(self, "__getitem__", key))
 
@@ -55,7 +81,11 @@ class flagsobj(_sb.Ref, metaclass=_sb.ProxyMeta):
         """Return self!=value."""
         return _sb.special(self, "__ne__", value)
 
-    def __setitem__(self, key: _t.Any, value: bool) -> None:
+    def __setitem__(
+        self,
+        key: _t.Literal["A", "ALIGNED", "W", "WRITEABLE", "X", "WRITEBACKIFCOPY"],
+        value: bool,
+    ) -> None:
         """Set self[key] to value."""
         _sb.special(self, "__setitem__", key, value)
 
@@ -115,8 +145,7 @@ class flagsobj(_sb.Ref, metaclass=_sb.ProxyMeta):
     def writebackifcopy(self) -> _t.Any:
         return _sb.attribute(self, "writebackifcopy")
 
-    def __hash__(self) -> int:
-        return _t.cast("int", _sb.special(self, "__hash__"))
+    __hash__: _t.ClassVar[None]  # type: ignore[assignment, unused-ignore]
 
 
 def __getattr__(name: str) -> _t.Any:
