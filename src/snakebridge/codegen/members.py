@@ -24,6 +24,7 @@ from snakebridge.codegen.source import (
     quote,
     statement,
     union_members,
+    writing_async,
 )
 
 __all__ = [
@@ -161,6 +162,8 @@ def _overloads(
         codes = set(overload.get("ignore") or [])
         if _shadows(overload, variants[index + 1 :], ctx):
             codes.add("overload-overlap")  # as the library's stubs do
+        if index and writing_async():  # mypy finds async twins of stub overloads (pandas'
+            codes.add("overload-cannot-match")  # pivot_table) shadowed where the sync are not
         lines[0] += _ignore_comment(codes)
         blocks.append([f"{indent}@_t.overload", *decorator, *lines])
     if catch_all is not None and blocks:

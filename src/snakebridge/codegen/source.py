@@ -26,6 +26,7 @@ __all__ = [
     "quote",
     "statement",
     "union_members",
+    "writing_async",
 ]
 
 WIDTH = 88
@@ -41,6 +42,11 @@ def async_defs() -> Iterator[None]:
         yield
     finally:
         _KEYWORD.reset(token)
+
+
+def writing_async() -> bool:
+    """Whether :func:`def_lines` writes ``async def`` now (inside :func:`async_defs`)."""
+    return _KEYWORD.get() == "async def"
 
 
 @dataclass(frozen=True)
