@@ -120,8 +120,9 @@ def prepare(
     affinity: str | None = None,
 ) -> Call:
     """Encode a CALL; find the worker its Refs live in and whether it nests in a callback."""
-    check_affinity(affinity)
-    if not isinstance(args, list | tuple):
+    if affinity is not None:
+        check_affinity(affinity)
+    if type(args) is not list and not isinstance(args, (list, tuple)):
         raise TypeError(
             f"args must be a list or tuple of positional arguments, not "
             f"{type(args).__name__} (write [{args!r}])"
@@ -138,8 +139,10 @@ def prepare(
     flags = p.FLAG_PATH_VALUES if current.path_values else 0
     message = [p.CALL, call_id, owner.id, flags, module, qualname, ref_id, op, list(args), kwargs]
     frame = codec.encode(message)
-    callbacks = tuple(codec.callbacks)
-    owner.callback_ids.extend(callbacks)
+    callbacks: tuple[int, ...] = ()
+    if codec.callbacks:
+        callbacks = tuple(codec.callbacks)
+        owner.callback_ids.extend(callbacks)
     for ref in codec.refs_seen:
         holder: Worker = ref._sb_worker  # type: ignore[assignment]
         if want is None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from snakebridge.errors import PoolClosed, PoolSaturated, QueueTimeout, RefInvalid
+from snakebridge.runtime.exchange import Signal, wake_future
 
 if TYPE_CHECKING:
     import asyncio
@@ -40,6 +41,8 @@ class State(enum.Enum):
     BUSY = "busy"
     DRAINING = "recycling"  # takes no new call; stops when its replacement is ready
     DEAD = "dead"
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash runs Python code
 
 
 class Worker:
@@ -124,7 +127,7 @@ class _Waiter:
         self.want, self.avoid, self.hold = want, avoid, hold
         self.worker: Worker | None = None
         self.error: BaseException | None = None
-        self.event: threading.Event | None = None
+        self.event: Signal | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.future: asyncio.Future[None] | None = None
 
@@ -134,11 +137,8 @@ class _Waiter:
             self.event.set()
             return True
         assert self.loop is not None and self.future is not None
-        future = self.future
         try:
-            self.loop.call_soon_threadsafe(
-                lambda: None if future.done() else future.set_result(None)
-            )
+            wake_future(self.loop, self.future)
         except RuntimeError:  # its event loop is closed
             return False
         return True
@@ -339,7 +339,7 @@ class Leaser:
                 return worker
             waiter = self._enqueue(want, avoid)
             waiter.hold = hold
-            waiter.event = threading.Event()
+            waiter.event = Signal()
         if self.on_queued is not None and want is None:
             self.on_queued()
         if not waiter.event.wait(self.queue_timeout):
@@ -358,22 +358,27 @@ class Leaser:
             if worker is not None:
                 return worker
             waiter = self._enqueue(want, avoid)
-            waiter.loop = asyncio.get_running_loop()
-            waiter.future = waiter.loop.create_future()
+            loop = waiter.loop = asyncio.get_running_loop()
+            future = waiter.future = loop.create_future()
         if self.on_queued is not None and want is None:
             self.on_queued()
+        timer = loop.call_later(self.queue_timeout, _resolve, future)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter.future), self.queue_timeout)
-        except (TimeoutError, asyncio.CancelledError) as exc:
+            await future
+        except asyncio.CancelledError:
             with self._lock:
                 if waiter.worker is None and waiter.error is None:
                     self._waiters.remove(waiter)
-                    if isinstance(exc, TimeoutError):
-                        raise self._timed_out() from None
                     raise
-            if waiter.worker is not None and isinstance(exc, asyncio.CancelledError):
+            if waiter.worker is not None:
                 self.release(waiter.worker)
-                raise
+            raise
+        finally:
+            timer.cancel()
+        with self._lock:
+            if waiter.worker is None and waiter.error is None:  # the timer went off
+                self._waiters.remove(waiter)
+                raise self._timed_out()
         return _outcome(waiter)
 
     def try_acquire(self, want: Worker) -> Worker | None:

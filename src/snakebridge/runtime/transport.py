@@ -99,6 +99,10 @@ class WorkerTransport(abc.ABC):
     def recv_now(self) -> bytes | bytearray | None:
         """A frame body if one can be had without blocking, else None; PeerClosed when gone."""
 
+    def recv_buffered(self) -> bytes | bytearray | None:
+        """A whole frame already read ahead (no system call), else None."""
+        return None
+
     @abc.abstractmethod
     def wait_handles(self) -> tuple[int, ...]:
         """File descriptors that become readable when :meth:`recv_now` may return a frame."""
@@ -385,6 +389,9 @@ class ProcessTransport(WorkerTransport):
                 raise PeerClosed
             have += got
         return body
+
+    def recv_buffered(self) -> bytes | bytearray | None:
+        return self._next()
 
     def recv_now(self) -> bytes | bytearray | None:
         while True:
