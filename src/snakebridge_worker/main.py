@@ -14,6 +14,7 @@ import importlib
 import itertools
 import operator
 import os
+import select
 import signal
 import socket
 import sys
@@ -54,6 +55,7 @@ _BUILTIN_OPS["index"] = operator.index
 
 
 SPIN_S = 50e-6
+SPIN_PREEMPTED_S = 15e-6  # a gap this long between two polls: we were not running
 BACK_TO_BACK_S = 1e-3
 SPIN_MISSES = 4
 SPIN_SKIP = 64
@@ -263,6 +265,8 @@ class Connection:
         self.spin_misses = 0
         self.spin_skip = 0
         self.view = memoryview(self.scratch)
+        self.poller = select.poll()
+        self.poller.register(sock.fileno(), select.POLLIN)
 
     def read(self) -> Optional[bytes]:
         """The next frame body, or None at EOF."""
@@ -289,16 +293,31 @@ class Connection:
 
         While requests arrive back to back, a short poll finds the next one without the
         scheduler wake-up (tens of microseconds) a blocked process pays; an idle worker does not
-        poll at all, so the CPU cost is bounded by ``SPIN_S`` per busy call.
+        poll at all, so the CPU cost is bounded by ``SPIN_S`` per busy call. A poll that was
+        preempted (the host shares this CPU, so it cannot send while we spin) counts as a miss.
+
+        It blocks in ``poll`` for POLLIN rather than in ``recv``: a task asleep in ``recv`` is
+        also woken whenever the host reads our last answer (the socket's write-space wake-up),
+        a wasted context switch per call that preempts the host when both share a CPU.
         """
+        sock = self.sock
+        try:  # whatever is there already (pipelined calls): no wait at all
+            return sock.recv_into(self.scratch, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
         started = time.perf_counter()
         if self.back_to_back and self.spin_skip:
             self.spin_skip -= 1
         elif self.back_to_back:
             deadline = started + SPIN_S
-            while time.perf_counter() < deadline:
+            last = started
+            while True:
+                now = time.perf_counter()
+                if now >= deadline or now - last > SPIN_PREEMPTED_S:
+                    break
+                last = now
                 try:
-                    got = self.sock.recv_into(self.scratch, 0, socket.MSG_DONTWAIT)
+                    got = sock.recv_into(self.scratch, 0, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     continue
                 self.spin_misses = 0
@@ -306,7 +325,13 @@ class Connection:
             self.spin_misses += 1  # the caller may share our CPU: pause spinning a while
             if self.spin_misses >= SPIN_MISSES:
                 self.spin_misses, self.spin_skip = 0, SPIN_SKIP
-        got = self.sock.recv_into(self.scratch)
+        while True:
+            self.poller.poll()
+            try:
+                got = sock.recv_into(self.scratch, 0, socket.MSG_DONTWAIT)
+                break
+            except BlockingIOError:  # woken for something else: wait again
+                continue
         self.back_to_back = time.perf_counter() - started < BACK_TO_BACK_S
         return got
 

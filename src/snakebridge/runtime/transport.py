@@ -50,6 +50,7 @@ _BOOT = (
 _LARGE = 1 << 16
 _POLL_MISSES = 4  # polls in a row that found nothing before polling pauses
 _POLL_SKIP = 64  # reads to skip polling for, then try again
+_PREEMPTED_S = 15e-6  # a gap this long between two polls: this process was not running
 _STDERR_TAIL_LINES = 40
 _SIGNAL_CAUSES: dict[int, str] = {
     signal.SIGSEGV: "segfault",
@@ -409,13 +410,21 @@ class ProcessTransport(WorkerTransport):
 
         Adaptive: after a few polls in a row that found nothing (the worker shares this CPU,
         or its calls are slow) polling is skipped for a while, so it never costs a lone CPU.
+        A poll that was preempted counts as a miss even when the answer is there afterwards:
+        the worker ran on this CPU, and polling only delayed it.
         """
         if self._poll_skip:
             self._poll_skip -= 1
             return
-        deadline = time.perf_counter() + seconds
+        clock = time.perf_counter
+        last = clock()
+        deadline = last + seconds
         poller = self._poller
-        while time.perf_counter() < deadline:
+        while True:
+            now = clock()
+            if now >= deadline or now - last > _PREEMPTED_S:
+                break
+            last = now
             if poller.poll(0):
                 try:
                     if not self._recv_now():
@@ -423,8 +432,10 @@ class ProcessTransport(WorkerTransport):
                 except PeerClosed:
                     return  # the blocking read reports it
                 if self._early or self._frames.has_frame():
-                    self._poll_misses = 0
-                    return
+                    if clock() - last <= _PREEMPTED_S:
+                        self._poll_misses = 0
+                        return
+                    break
         self._poll_misses += 1
         if self._poll_misses >= _POLL_MISSES:
             self._poll_misses, self._poll_skip = 0, _POLL_SKIP
