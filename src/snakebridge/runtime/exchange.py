@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["Line", "Lost", "Pending", "in_callback_of"]
 
 _POLL_S = 40e-6  # how long a lone caller polls for a fast answer before sleeping
+_QUICK_S = 0.0005  # a call that finished faster than this marks its worker's calls as tiny
 _LOOP_CHECK_S = 0.1  # a thread waiting while an event loop reads checks that loop this often
 
 
@@ -201,13 +202,15 @@ class Line:
         self.holder = holder  # what Refs decoded here point at (the pool's Worker record)
         self._on_lost = on_lost  # (cause, head) -> the error the head call raises
         self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
+        self._outbox: list[tuple[tuple[Pending, ...] | list[Pending], bytes]] = []
+        self._sending = False  # a caller is writing the outbox (see submit_many)
         self._pending: dict[int, Pending] = {}
         self._order: collections.deque[Pending] = collections.deque()
         self._reader: Pending | _LoopReader | None = None
         self.lost: BaseException | None = None
         self.callbacks_running = 0
         self.kill_reason = ""
+        self.quick = False  # the last call to finish took under _QUICK_S (leasing reads it)
         # thread profile (#15): the worker runs every call it was sent at once, so each one
         # has started (its clock runs from sending) and a lost worker fails them all
         self.concurrent = concurrent
@@ -231,22 +234,42 @@ class Line:
         self.submit_many((pending,), data)
 
     def submit_many(self, pendings: tuple[Pending, ...] | list[Pending], data: bytes) -> None:
-        """Register calls whose frames ``data`` holds and send them in one write (in order)."""
-        with self._send_lock:
+        """Register calls whose frames ``data`` holds and send them, in order.
+
+        Sends combine: a caller that finds another one sending leaves its frames to it, so
+        calls submitted meanwhile from many threads leave in one write (and one system call,
+        with one release of the GIL, instead of one each).
+        """
+        with self._lock:
+            if self.lost is not None:
+                raise Lost
+            order = self._order
+            for pending in pendings:
+                self._pending[pending.call_id] = pending
+                if pending.nested or not order or self.concurrent:
+                    pending.clock = time.monotonic()
+                if not pending.nested:
+                    order.append(pending)
+            self._outbox.append((pendings, data))
+            if self._sending:
+                return
+            self._sending = True
+        while True:
             with self._lock:
-                if self.lost is not None:
-                    raise Lost
-                order = self._order
-                for pending in pendings:
-                    self._pending[pending.call_id] = pending
-                    if pending.nested or not order or self.concurrent:
-                        pending.clock = time.monotonic()
-                    if not pending.nested:
-                        order.append(pending)
+                batch, self._outbox = self._outbox, []
+                if not batch:
+                    self._sending = False
+                    return
             try:
-                self.transport.send(data)
-            except OSError as exc:  # it was gone before the call reached it: send it elsewhere
-                self.lose(PeerClosed(str(exc)), unsent=tuple(pendings))
+                self.transport.send(
+                    batch[0][1] if len(batch) == 1 else b"".join(d for _, d in batch)
+                )
+            except OSError as exc:  # it was gone before the calls reached it: send them elsewhere
+                with self._lock:
+                    batch += self._outbox
+                    self._outbox, self._sending = [], False
+                self.lose(PeerClosed(str(exc)), unsent=tuple(p for ps, _ in batch for p in ps))
+                return
 
     def send(self, data: bytes) -> None:
         """Frames that need no answer (releases, callback results); a lost worker ignores them."""
@@ -438,9 +461,12 @@ class Line:
             order = self._order
             if order and order[0] is target:
                 order.popleft()
+                now = time.monotonic()
+                if target.clock is not None:
+                    self.quick = now - target.clock < _QUICK_S
                 if order:
                     nxt = order[0]
-                    nxt.clock = time.monotonic()
+                    nxt.clock = now
                     if nxt.timeout is not None:  # its waiter arms the deadline that now runs
                         nxt._wake()
             else:

@@ -370,10 +370,13 @@ class ProcessTransport(WorkerTransport):
             large = self._frames.large_pending(_LARGE)
             if large is not None:
                 return self._read_large(large, deadline)
-            self._wait(deadline)
-            if self._frames.has_frame():
-                continue
-            got = self.sock.recv_into(self._frames.received)
+            try:  # pipelined answers are often there already: no poll, no sleep
+                got = self.sock.recv_into(self._frames.received, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                self._wait(deadline)
+                if self._frames.has_frame():
+                    continue
+                got = self.sock.recv_into(self._frames.received)
             if not got:
                 raise PeerClosed
             whole = self._frames.take(got)
