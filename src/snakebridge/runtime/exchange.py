@@ -250,26 +250,26 @@ class Line:
                     pending.clock = time.monotonic()
                 if not pending.nested:
                     order.append(pending)
-            self._outbox.append((pendings, data))
             if self._sending:
+                self._outbox.append((pendings, data))
                 return
             self._sending = True
+        batch = [(pendings, data)]
         while True:
-            with self._lock:
-                batch, self._outbox = self._outbox, []
-                if not batch:
-                    self._sending = False
-                    return
             try:
-                self.transport.send(
-                    batch[0][1] if len(batch) == 1 else b"".join(d for _, d in batch)
-                )
+                self.transport.send(data)
             except OSError as exc:  # it was gone before the calls reached it: send them elsewhere
                 with self._lock:
                     batch += self._outbox
                     self._outbox, self._sending = [], False
                 self.lose(PeerClosed(str(exc)), unsent=tuple(p for ps, _ in batch for p in ps))
                 return
+            with self._lock:
+                batch, self._outbox = self._outbox, []
+                if not batch:
+                    self._sending = False
+                    return
+            data = b"".join(frames for _, frames in batch)
 
     def send(self, data: bytes) -> None:
         """Frames that need no answer (releases, callback results); a lost worker ignores them."""
@@ -536,6 +536,9 @@ class Line:
             if action == _LEAD:
                 try:
                     self._read(me, codec)
+                    if me.done and not me.inbox:  # its own answer: the common case, in short
+                        self._give_up_reading(me)
+                        return None
                 except BaseException as exc:
                     self._give_up_reading(me)
                     if not isinstance(exc, Exception):  # interrupted: the worker is mid-call
