@@ -204,6 +204,7 @@ class Line:
         self._lock = threading.Lock()
         self._outbox: list[tuple[tuple[Pending, ...] | list[Pending], bytes]] = []
         self._sending = False  # a caller is writing the outbox (see submit_many)
+        self._flush_soon = False  # an event loop will send the outbox (see _flush)
         self._pending: dict[int, Pending] = {}
         self._order: collections.deque[Pending] = collections.deque()
         self._reader: Pending | _LoopReader | None = None
@@ -229,16 +230,24 @@ class Line:
         return 0.0 if clock is None else time.monotonic() - clock
 
     # -- sending --------------------------------------------------------------------------------
-    def submit(self, pending: Pending, data: bytes) -> None:
+    def submit(
+        self, pending: Pending, data: bytes, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         """Register ``pending`` and send its frame(s); Lost when the worker is already gone."""
-        self.submit_many((pending,), data)
+        self.submit_many((pending,), data, loop)
 
-    def submit_many(self, pendings: tuple[Pending, ...] | list[Pending], data: bytes) -> None:
+    def submit_many(
+        self,
+        pendings: tuple[Pending, ...] | list[Pending],
+        data: bytes,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         """Register calls whose frames ``data`` holds and send them, in order.
 
         Sends combine: a caller that finds another one sending leaves its frames to it, so
-        calls submitted meanwhile from many threads leave in one write (and one system call,
-        with one release of the GIL, instead of one each).
+        calls submitted meanwhile from many threads leave in one write (one system call, one
+        release of the GIL). An asyncio caller passes its ``loop``: its frames leave once the
+        tasks that run now have submitted theirs, all in one write.
         """
         with self._lock:
             if self.lost is not None:
@@ -250,11 +259,33 @@ class Line:
                     pending.clock = time.monotonic()
                 if not pending.nested:
                     order.append(pending)
-            if self._sending:
+            if self._sending or loop is not None:
                 self._outbox.append((pendings, data))
+                if not self._sending and not self._flush_soon and loop is not None:
+                    self._flush_soon = True
+                    loop.call_soon(self._flush)
                 return
             self._sending = True
-        batch = [(pendings, data)]
+            if self._outbox:  # frames an event loop has not sent yet go first
+                self._outbox.append((pendings, data))
+                batch, self._outbox = self._outbox, []
+                data = b"".join(frames for _, frames in batch)
+            else:
+                batch = [(pendings, data)]
+        self._drain(batch, data)
+
+    def _flush(self) -> None:
+        """Send what the tasks of an event loop submitted (a callback of that loop)."""
+        with self._lock:
+            self._flush_soon = False
+            if self._sending or not self._outbox:
+                return
+            self._sending = True
+            batch, self._outbox = self._outbox, []
+        self._drain(batch, b"".join(frames for _, frames in batch))
+
+    def _drain(self, batch: list[tuple[Any, bytes]], data: bytes) -> None:
+        """Write ``data`` (the frames of ``batch``), then whatever was queued meanwhile."""
         while True:
             try:
                 self.transport.send(data)
@@ -482,6 +513,9 @@ class Line:
             if self.lost is not None:
                 return
             self.lost = cause
+            for queued, _ in self._outbox:  # never written: they never reached the worker
+                unsent += tuple(queued)
+            self._outbox = []
             head = self._order[0] if self._order else None
             everyone = list(self._pending.values())
             self._pending.clear()

@@ -41,6 +41,13 @@ from snakebridge_worker import protocol as p
 
 __all__ = ["Call", "Channel", "Pool"]
 
+
+def _running_loop() -> Any:
+    from asyncio import get_running_loop
+
+    return get_running_loop()
+
+
 TransportFactory = Callable[[dict[str, Any]], WorkerTransport]
 _MAP_WINDOW = 32
 _PING = "a health ping"
@@ -300,15 +307,15 @@ class Pool:
     def _pending(self, call: Call) -> Pending:
         return Pending(call.call_id, call.session, call.timeout, call.nested, call.description)
 
-    def _send(self, call: Call, leased: Worker | None) -> tuple[Worker, Pending]:
+    def _send(self, call: Call, leased: Worker | None, loop: Any = None) -> tuple[Worker, Pending]:
         """Put ``call`` on its worker's line; it comes back done (error Lost) when that worker
-        was lost before the call left."""
+        was lost before the call left. ``loop``: an asyncio caller's (its sends combine)."""
         worker = leased or call.want
         assert worker is not None
         pending = self._pending(call)
         data = worker.flush_releases() + call.frame if worker.pending_release else call.frame
         try:
-            worker.line.submit(pending, data)
+            worker.line.submit(pending, data, loop)
         except Lost:
             pending.done, pending.error = True, Lost()
         else:
@@ -357,7 +364,7 @@ class Pool:
         while True:
             leased = await self._alease(call)
             try:
-                worker, pending = self._send(call, leased)
+                worker, pending = self._send(call, leased, _running_loop())
                 if not pending.done:
                     await worker.line.await_(pending)
             finally:
