@@ -368,10 +368,16 @@ def _import(module_name: str) -> Any:
 
 
 _OPEN = pol.Policy(None)
+_MISSING = object()
 
 
 def resolve(module_name: Any, qualname: Any, policy: pol.Policy = _OPEN) -> Any:
     """The object ``module_name.qualname``, walked one attribute at a time under ``policy``."""
+    if policy.open and type(qualname) is str and "." not in qualname:  # the common case, short
+        module = sys.modules.get(module_name) if type(module_name) is str else None
+        found = getattr(module, qualname, _MISSING) if module is not None and qualname else _MISSING
+        if found is not _MISSING:
+            return found
     if not isinstance(module_name, str) or not isinstance(qualname, str) or not module_name:
         raise SymbolError(f"a call names a module and a symbol, got {module_name!r}, {qualname!r}")
     policy.check_module_name(module_name)
@@ -480,6 +486,7 @@ class Worker:
         self.send_lock = threading.Lock()
         self.cv = threading.Condition()
         self.reading = False
+        self.waiting = 0  # threads waiting in _lead_or_wait
         self.replies: Dict[int, List[Any]] = {}
         self.deferred: Deque[List[Any]] = collections.deque()
         self._local = threading.local()  # per thread: calls running (nested on top), session
@@ -508,10 +515,11 @@ class Worker:
             self.connection.send(body)
 
     def reply(self, kind: int, call_id: int, payload: Any) -> None:
-        try:
-            self.codec.copy_back(call_id)  # in-out arrays see the call's writes first
-        except Exception as exc:
-            kind, payload = p.ERROR, error_payload(p.ERR_REMOTE, exc)
+        if self.codec.inout_calls:
+            try:
+                self.codec.copy_back(call_id)  # in-out arrays see the call's writes first
+            except Exception as exc:
+                kind, payload = p.ERROR, error_payload(p.ERR_REMOTE, exc)
         if _RELEASED_CALLBACKS:  # tell the host which of its callables we no longer hold
             with self._released_lock:
                 released = _RELEASED_CALLBACKS[:]
@@ -551,7 +559,11 @@ class Worker:
     def _lead_or_wait(self, ready: Any) -> bool:
         """With ``cv`` held: wait until ``ready()`` or the reader role is free; True if taken."""
         while self.reading and not ready():
-            self.cv.wait()
+            self.waiting += 1
+            try:
+                self.cv.wait()
+            finally:
+                self.waiting -= 1
         if ready():
             return False
         self.reading = True
@@ -560,13 +572,17 @@ class Worker:
     def _done_reading(self) -> None:
         with self.cv:
             self.reading = False
-            self.cv.notify_all()
+            if self.waiting:
+                self.cv.notify_all()
+
+    def _has_deferred(self) -> bool:
+        return bool(self.deferred)
 
     def run(self) -> None:
         while not self.stopping:
             with self.cv:
                 message = self.deferred.popleft() if self.deferred else None
-                if message is None and not self._lead_or_wait(lambda: bool(self.deferred)):
+                if message is None and not self._lead_or_wait(self._has_deferred):
                     continue
             if message is None:
                 try:
@@ -616,19 +632,20 @@ class Worker:
     def handle_call(self, message: List[Any]) -> None:
         _, call_id, session, flags, module, qualname, ref_id, op, args, kwargs = message
         self.calls += 1
-        outer = self.codec.session, self.codec.path_values
-        outer_call = getattr(self._local, "call", None)
-        self.codec.session = session
-        self.codec.path_values = bool(flags & p.FLAG_PATH_VALUES)
-        self._local.call = (session, self.codec.path_values)
+        codec, local = self.codec, self._local
+        outer = codec.session, codec.path_values
+        outer_call = getattr(local, "call", None)
+        codec.session = session
+        codec.path_values = path_values = bool(flags & p.FLAG_PATH_VALUES)
+        local.call = (session, path_values)
         running = self.running
         running.append(call_id)
         try:
             self._execute(call_id, module, qualname, ref_id, op, args, kwargs, flags)
         finally:
             running.pop()
-            self._local.call = outer_call
-            self.codec.session, self.codec.path_values = outer
+            local.call = outer_call
+            codec.session, codec.path_values = outer
 
     def _execute(
         self,
