@@ -205,6 +205,7 @@ class Line:
         self._outbox: list[tuple[tuple[Pending, ...] | list[Pending], bytes]] = []
         self._sending = False  # a caller is writing the outbox (see submit_many)
         self._flush_soon = False  # an event loop will send the outbox (see _flush)
+        self._dropped: set[int] = set()  # ids of queued calls whose callers gave up
         self._pending: dict[int, Pending] = {}
         self._order: collections.deque[Pending] = collections.deque()
         self._reader: Pending | _LoopReader | None = None
@@ -416,6 +417,9 @@ class Line:
         if kind == p.CALLBACK_RELEASE:
             for callback_id in message[2]:
                 CALLBACKS.pop(callback_id, None)
+            return
+        if target is None and kind in _FINISHING and call_id in self._dropped:
+            self._dropped.discard(call_id)  # the answer to a call its caller gave up on
             return
         if kind == p.CALLBACK and len(message) > 4 and message[4] in self._pending:
             target = self._pending[message[4]]  # a callback of a nested call
@@ -649,10 +653,18 @@ class Line:
         with self._lock:
             started = me is (self._order[0] if self._order else None) or me.nested
             started = started or self.concurrent
+            unsent = [item for item in self._outbox if me in item[0]]
+            if unsent and len(unsent[0][0]) == 1:  # still in the outbox: it never left
+                self._outbox.remove(unsent[0])
+                started = False
+            elif not started:  # sent, queued behind the running call: its answer is dropped
+                self._dropped.add(me.call_id)
             if not started and not me.done:  # never started: just forget it
                 self._pending.pop(me.call_id, None)
                 with contextlib.suppress(ValueError):
                     self._order.remove(me)
+                if self._order and self._order[0].clock is None:  # it was the head, unsent
+                    self._order[0].clock = time.monotonic()
                 me.done, me.error = True, Lost()
                 return
         if not me.done:
