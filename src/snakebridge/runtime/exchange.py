@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -160,14 +161,20 @@ _LEAD, _WAIT, _SERVE, _DONE = range(4)
 
 class _LoopReader:
     """The reader role held by an event loop: a callback that reads whenever the worker's
-    handles are readable, for as long as calls of that loop wait on the line."""
+    handles are readable, for as long as calls of that loop wait on the line.
 
-    __slots__ = ("fds", "loop", "thread")
+    It watches duplicates of the handles, closed only once the loop has let go of them: a
+    worker's socket may be closed (and its number reused by a new worker's) before a removal
+    sent from another thread runs, and that removal must not take the new worker's reader.
+    """
+
+    __slots__ = ("done", "fds", "loop", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fds: tuple[int, ...]) -> None:
         self.loop = loop
-        self.fds = fds
+        self.fds = tuple(os.dup(fd) for fd in fds)
         self.thread = threading.get_ident()
+        self.done = False
 
     def stalled(self) -> bool:
         """Whether the loop cannot read now: this thread is its own (and is blocked in sync
@@ -178,14 +185,21 @@ class _LoopReader:
         """Stop reading (on the loop's thread, or through the loop from another thread)."""
         if threading.get_ident() == self.thread or not self.loop.is_running():
             self._remove()
-        else:
-            with contextlib.suppress(RuntimeError):  # a closed loop reads nothing
-                self.loop.call_soon_threadsafe(self._remove)
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._remove)
+        except RuntimeError:  # a closed loop reads nothing
+            self._remove()
 
     def _remove(self) -> None:
+        if self.done:
+            return
+        self.done = True
         for fd in self.fds:
-            with contextlib.suppress(ValueError, OSError):
+            with contextlib.suppress(ValueError, OSError, RuntimeError):
                 self.loop.remove_reader(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class Line:
@@ -330,6 +344,12 @@ class Line:
                     self._pass_role()
                 return _DONE, None
             loop = me.loop
+            if self.lost is not None:  # being failed right now: lose() wakes it, done
+                if loop is not None:
+                    me.future = loop.create_future()
+                elif me.event is None:
+                    me.event = Signal()
+                return _WAIT, None
             if loop is None:
                 if reader is None or reader is me:
                     self._reader = me
@@ -360,12 +380,12 @@ class Line:
         self._reader = None
         if type(reader) is _LoopReader:
             reader.detach()
-        for pending in self._order:
-            if not pending.done:
+        for pending in self._order:  # one that somebody waits for (not a map's queued call)
+            if not pending.done and (pending.event is not None or pending.future is not None):
                 pending._wake()
                 return
         for pending in self._pending.values():
-            if not pending.done:
+            if not pending.done and (pending.event is not None or pending.future is not None):
                 pending._wake()
                 return
 
@@ -529,13 +549,14 @@ class Line:
                 reader.detach()
         started_head = head if head is not None and head not in unsent else None
         error = self._on_lost(cause, started_head)
-        for pending in everyone:
-            pending.done = True
-            started = (
-                pending is started_head or pending.nested or self.concurrent
-            ) and pending not in unsent
-            pending.error = error if started else Lost()
-            pending._wake()
+        with self._lock:  # a waiter steps under this lock: it sees done, or gets woken
+            for pending in everyone:
+                pending.done = True
+                started = (
+                    pending is started_head or pending.nested or self.concurrent
+                ) and pending not in unsent
+                pending.error = error if started else Lost()
+                pending._wake()
 
     def _lead_failed(self, exc: BaseException) -> None:
         """The read failed: a timeout of the reading call or a lost worker."""
