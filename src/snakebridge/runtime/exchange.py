@@ -85,6 +85,7 @@ class Pending:
     """One message in flight: its id, who waits for it, and (once done) its outcome."""
 
     __slots__ = (
+        "batch",
         "call_id",
         "clock",
         "description",
@@ -109,6 +110,7 @@ class Pending:
         description: str = "a call",
     ) -> None:
         self.call_id = call_id
+        self.batch = False  # one of a map's calls: waited for only when it is that map's next
         self.description = description
         self.session = session
         self.timeout = timeout
@@ -380,12 +382,12 @@ class Line:
         self._reader = None
         if type(reader) is _LoopReader:
             reader.detach()
-        for pending in self._order:  # one that somebody waits for (not a map's queued call)
-            if not pending.done and (pending.event is not None or pending.future is not None):
-                pending._wake()
+        for pending in self._order:  # the next call, unless nobody waits for it (a map's)
+            if not pending.done and (not pending.batch or pending.event is not None):
+                pending._wake()  # one still on its way to waiting takes the free role itself
                 return
         for pending in self._pending.values():
-            if not pending.done and (pending.event is not None or pending.future is not None):
+            if not pending.done and (not pending.batch or pending.event is not None):
                 pending._wake()
                 return
 

@@ -407,7 +407,9 @@ class Pool:
                     batch: list[tuple[int, Pending]] = []
                     while todo and len(held) + len(batch) < _MAP_WINDOW and worker.alive:
                         index, call = todo.popleft()
-                        batch.append((index, self._pending(call)))
+                        pending = self._pending(call)
+                        pending.batch = True
+                        batch.append((index, pending))
                     if not batch:
                         continue
                     frames = b"".join(calls[index].frame for index, _ in batch)
@@ -446,7 +448,7 @@ class Pool:
                         if again:
                             retried.add(index)
                         todo.appendleft((index, call))
-                if not worker.alive:
+                if not worker.alive and not held:  # a lost worker's calls are all marked first
                     del flights[worker]
                     self._finished(worker)
                     if todo and not flights:
