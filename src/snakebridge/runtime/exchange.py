@@ -383,13 +383,14 @@ class Line:
         if type(reader) is _LoopReader:
             reader.detach()
         for pending in self._order:  # the next call, unless nobody waits for it (a map's)
-            if not pending.done and (not pending.batch or pending.event is not None):
-                pending._wake()  # one still on its way to waiting takes the free role itself
+            if (not pending.batch or pending.event is not None) and not pending.done:
+                pending._wake()  # one still on its way to waiting takes the role itself
                 return
-        for pending in self._pending.values():
-            if not pending.done and (not pending.batch or pending.event is not None):
-                pending._wake()
-                return
+        if len(self._pending) > len(self._order):  # nested calls (never in the order)
+            for pending in self._pending.values():
+                if pending.nested and not pending.done:
+                    pending._wake()
+                    return
 
     def _give_up_reading(self, me: Pending) -> None:
         with self._lock:
