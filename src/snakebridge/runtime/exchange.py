@@ -3,12 +3,14 @@
 (Over 350 lines on purpose: the sync and async waiting loops share every step and stay side
 by side here so they cannot drift.)
 
-Several calls may be in flight on one worker (pipelined). Exactly one waiting caller at a time
-holds the *reader role*: it reads frames from the transport and hands each to the call it
-belongs to, waking exactly that caller (a ``threading.Event`` for a thread, a future for an
-asyncio task — no thread hop). When its own answer arrives it passes the role on. Sync and async
-callers are two thin loops over the same steps (:meth:`Line._step`, :meth:`Line._dispatch`), so
-they cannot drift.
+Several calls may be in flight on one worker (pipelined). Exactly one reader at a time holds
+the *reader role*: it reads frames from the transport (every frame already buffered, per wake-up)
+and hands each to the call it belongs to, waking exactly that caller (a :class:`Signal` for a
+thread, a future for an asyncio task, resolved in place on its own loop — no thread hop). A
+thread reads itself and passes the role on when its own answer arrives; for asyncio tasks their
+event loop reads, through one reader callback kept while any of its tasks waits. Frames that
+callers submit meanwhile leave together in one write. Sync and async callers are two thin loops
+over the same steps (:meth:`Line._step`, :meth:`Line._dispatch`), so they cannot drift.
 
 A worker in the process profile runs non-nested calls one at a time in the order sent, so when
 it is lost only the call at the head of the line (and nested calls) had started: the others are
