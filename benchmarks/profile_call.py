@@ -9,6 +9,7 @@ socketpair echo that polls the same way snakebridge does.
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import multiprocessing as mp
 import pstats
@@ -23,10 +24,16 @@ from typing import Any
 import msgpack
 
 import snakebridge
+from snakebridge.config import PoolSpec
+from snakebridge.errors import WorkerCrashed
 from snakebridge.runtime import client
+from snakebridge.runtime.calls import prepare
 from snakebridge.runtime.codec import codec_for_thread
+from snakebridge.runtime.pool import Pool
+from snakebridge.runtime.transport import WorkerTransport
 from snakebridge_worker import main as worker_main
 from snakebridge_worker import protocol as p
+from snakebridge_worker.framing import FrameBuffer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_runtime import _spin_echo, _spin_recv
@@ -57,8 +64,53 @@ def round_trip_us(call: Callable[[], Any], n: int = 3000, rounds: int = 5) -> fl
 
 
 class _Sink:
+    max_frame = p.DEFAULT_MAX_FRAME
+
     def send(self, body: bytes) -> None:
         self.last = body
+
+
+class _Instant(WorkerTransport):
+    """A transport whose 'worker' answers inside ``send``: the host's own path, no IPC."""
+
+    def __init__(self, init: dict[str, Any]) -> None:
+        self.pid = 1
+        self.frames = FrameBuffer(p.DEFAULT_MAX_FRAME)
+        self.answers: collections.deque[bytes] = collections.deque()
+
+    def handshake(self, deadline: float) -> dict[str, Any]:
+        return {"protocol": p.PROTOCOL_VERSION}
+
+    def send(self, data: bytes) -> None:
+        self.frames.feed(data)
+        while (body := self.frames.next_body()) is not None:
+            message = msgpack.unpackb(body)
+            if message[0] == p.CALL:
+                self.answers.append(msgpack.packb([p.RESULT, message[1], message[8][0]]))
+
+    def recv(self, deadline: float | None, poll_s: float = 0.0) -> bytes:
+        return self.answers.popleft()
+
+    def recv_now(self) -> bytes | None:
+        return self.answers.popleft() if self.answers else None
+
+    def recv_buffered(self) -> bytes | None:
+        return self.recv_now()
+
+    def wait_handles(self) -> tuple[int, ...]:
+        return ()
+
+    def exited(self) -> bool:
+        return False
+
+    def kill(self) -> None:
+        pass
+
+    def stop(self, grace_s: float) -> None:
+        pass
+
+    def death(self, during: str, kill_reason: str = "") -> WorkerCrashed:
+        raise AssertionError("the instant worker never dies")
 
 
 def main() -> None:
@@ -70,9 +122,11 @@ def main() -> None:
     pool = client.runtime().pools["default"]
     codec = codec_for_thread()
     _, prepared = client._library_call("operator", "pos", p.OP_CALL, [1], None, None, False, None)
-    worker = pool.acquire(None)
-    pool._release(worker)
+    worker = pool.leaser.acquire()
+    pool.leaser.release(worker)
     reply = msgpack.packb([p.RESULT, prepared.call_id, 1])
+    instant = Pool("instant", PoolSpec(size=1), sys.executable, {}, None, _Instant)
+    instant.start()
 
     sink = _Sink()
     remote = worker_main.Worker(sink, host_numpy=False)  # type: ignore[arg-type]
@@ -80,16 +134,17 @@ def main() -> None:
     message = remote.codec.unpack(request_body)
 
     def lease() -> None:
-        pool._release(pool.acquire(None))
+        pool.leaser.release(pool.leaser.acquire())
+
+    def whole() -> None:
+        instant.run(prepare(None, "operator", "pos", None, p.OP_CALL, [1], None, None, False, None))
 
     host_stages = {
         "host: build the call (route, options, session, encode)": lambda: client._library_call(
             "operator", "pos", p.OP_CALL, [1], None, None, False, None
         ),
         "host: lease + release a worker": lease,
-        "host: decode the reply + check it (_answer)": lambda: pool._answer(
-            worker, prepared, reply, codec
-        ),
+        "host: decode the reply": lambda: codec.decode(reply, worker, prepared.session),
     }
     worker_stages = {
         "worker: decode the request": lambda: remote.codec.unpack(request_body),
@@ -102,6 +157,10 @@ def main() -> None:
         total += us
         print(f"  {name:56s} {us:6.2f} us")
     print(f"  {'sum of the Python stages':56s} {total:6.2f} us")
+    whole_us = per_call_us(whole)
+    print(
+        f"  {'host: the whole pool.run path, over a transport with no IPC':56s} {whole_us:6.2f} us"
+    )
 
     host, child = socket.socketpair()
     echo = mp.Process(target=_spin_echo, args=(child,), daemon=True)

@@ -14,6 +14,7 @@ import importlib
 import itertools
 import operator
 import os
+import select
 import signal
 import socket
 import sys
@@ -54,6 +55,7 @@ _BUILTIN_OPS["index"] = operator.index
 
 
 SPIN_S = 50e-6
+SPIN_PREEMPTED_S = 15e-6  # a gap this long between two polls: we were not running
 BACK_TO_BACK_S = 1e-3
 SPIN_MISSES = 4
 SPIN_SKIP = 64
@@ -262,6 +264,8 @@ class Connection:
         self.spin_misses = 0
         self.spin_skip = 0
         self.view = memoryview(self.scratch)
+        self.poller = select.poll()
+        self.poller.register(sock.fileno(), select.POLLIN)
 
     def read(self) -> Optional[bytes]:
         """The next frame body, or None at EOF."""
@@ -288,16 +292,31 @@ class Connection:
 
         While requests arrive back to back, a short poll finds the next one without the
         scheduler wake-up (tens of microseconds) a blocked process pays; an idle worker does not
-        poll at all, so the CPU cost is bounded by ``SPIN_S`` per busy call.
+        poll at all, so the CPU cost is bounded by ``SPIN_S`` per busy call. A poll that was
+        preempted (the host shares this CPU, so it cannot send while we spin) counts as a miss.
+
+        It blocks in ``poll`` for POLLIN rather than in ``recv``: a task asleep in ``recv`` is
+        also woken whenever the host reads our last answer (the socket's write-space wake-up),
+        a wasted context switch per call that preempts the host when both share a CPU.
         """
+        sock = self.sock
+        try:  # whatever is there already (pipelined calls): no wait at all
+            return sock.recv_into(self.scratch, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
         started = time.perf_counter()
         if self.back_to_back and self.spin_skip:
             self.spin_skip -= 1
         elif self.back_to_back:
             deadline = started + SPIN_S
-            while time.perf_counter() < deadline:
+            last = started
+            while True:
+                now = time.perf_counter()
+                if now >= deadline or now - last > SPIN_PREEMPTED_S:
+                    break
+                last = now
                 try:
-                    got = self.sock.recv_into(self.scratch, 0, socket.MSG_DONTWAIT)
+                    got = sock.recv_into(self.scratch, 0, socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     continue
                 self.spin_misses = 0
@@ -305,7 +324,13 @@ class Connection:
             self.spin_misses += 1  # the caller may share our CPU: pause spinning a while
             if self.spin_misses >= SPIN_MISSES:
                 self.spin_misses, self.spin_skip = 0, SPIN_SKIP
-        got = self.sock.recv_into(self.scratch)
+        while True:
+            self.poller.poll()
+            try:
+                got = sock.recv_into(self.scratch, 0, socket.MSG_DONTWAIT)
+                break
+            except BlockingIOError:  # woken for something else: wait again
+                continue
         self.back_to_back = time.perf_counter() - started < BACK_TO_BACK_S
         return got
 
@@ -342,10 +367,16 @@ def _import(module_name: str) -> Any:
 
 
 _OPEN = pol.Policy(None)
+_MISSING = object()
 
 
 def resolve(module_name: Any, qualname: Any, policy: pol.Policy = _OPEN) -> Any:
     """The object ``module_name.qualname``, walked one attribute at a time under ``policy``."""
+    if policy.open and type(qualname) is str and "." not in qualname:  # the common case, short
+        module = sys.modules.get(module_name) if type(module_name) is str else None
+        found = getattr(module, qualname, _MISSING) if module is not None and qualname else _MISSING
+        if found is not _MISSING:
+            return found
     if not isinstance(module_name, str) or not isinstance(qualname, str) or not module_name:
         raise SymbolError(f"a call names a module and a symbol, got {module_name!r}, {qualname!r}")
     policy.check_module_name(module_name)
@@ -454,6 +485,7 @@ class Worker:
         self.send_lock = threading.Lock()
         self.cv = threading.Condition()
         self.reading = False
+        self.waiting = 0  # threads waiting in _lead_or_wait
         self.replies: Dict[int, List[Any]] = {}
         self.deferred: Deque[List[Any]] = collections.deque()
         self._local = threading.local()  # per thread: calls running (nested on top), session
@@ -482,10 +514,11 @@ class Worker:
             self.connection.send(body)
 
     def reply(self, kind: int, call_id: int, payload: Any) -> None:
-        try:
-            self.codec.copy_back(call_id)  # in-out arrays see the call's writes first
-        except Exception as exc:
-            kind, payload = p.ERROR, error_payload(p.ERR_REMOTE, exc)
+        if self.codec.inout_calls:
+            try:
+                self.codec.copy_back(call_id)  # in-out arrays see the call's writes first
+            except Exception as exc:
+                kind, payload = p.ERROR, error_payload(p.ERR_REMOTE, exc)
         if _RELEASED_CALLBACKS:  # tell the host which of its callables we no longer hold
             with self._released_lock:
                 released = _RELEASED_CALLBACKS[:]
@@ -525,7 +558,11 @@ class Worker:
     def _lead_or_wait(self, ready: Any) -> bool:
         """With ``cv`` held: wait until ``ready()`` or the reader role is free; True if taken."""
         while self.reading and not ready():
-            self.cv.wait()
+            self.waiting += 1
+            try:
+                self.cv.wait()
+            finally:
+                self.waiting -= 1
         if ready():
             return False
         self.reading = True
@@ -534,7 +571,11 @@ class Worker:
     def _done_reading(self) -> None:
         with self.cv:
             self.reading = False
-            self.cv.notify_all()
+            if self.waiting:
+                self.cv.notify_all()
+
+    def _has_deferred(self) -> bool:
+        return bool(self.deferred)
 
     def read_and_act(self, in_callback: bool) -> None:
         """Read one frame (reader role held) and act on it, giving the role up."""
@@ -567,7 +608,7 @@ class Worker:
         while not self.stopping:
             with self.cv:
                 message = self.deferred.popleft() if self.deferred else None
-                if message is None and not self._lead_or_wait(lambda: bool(self.deferred)):
+                if message is None and not self._lead_or_wait(self._has_deferred):
                     continue
             if message is None:
                 try:
@@ -622,11 +663,12 @@ class Worker:
     def handle_call(self, message: List[Any]) -> None:
         _, call_id, session, flags, module, qualname, ref_id, op, args, kwargs = message
         self.calls += 1
-        outer = self.codec.session, self.codec.path_values
-        outer_call = getattr(self._local, "call", None)
-        self.codec.session = session
-        self.codec.path_values = bool(flags & p.FLAG_PATH_VALUES)
-        self._local.call = (session, self.codec.path_values)
+        codec, local = self.codec, self._local
+        outer = codec.session, codec.path_values
+        outer_call = getattr(local, "call", None)
+        codec.session = session
+        codec.path_values = path_values = bool(flags & p.FLAG_PATH_VALUES)
+        local.call = (session, path_values)
         running = self.running
         running.append(call_id)
         try:
@@ -635,8 +677,8 @@ class Worker:
             if flags & p.FLAG_STREAM:
                 streams.forget(call_id)
             running.pop()
-            self._local.call = outer_call
-            self.codec.session, self.codec.path_values = outer
+            local.call = outer_call
+            codec.session, codec.path_values = outer
 
     def _execute(
         self,

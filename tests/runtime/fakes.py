@@ -134,6 +134,9 @@ class FakeTransport(WorkerTransport):
         self._frames.feed(chunk)
         return self._frames.next_body()
 
+    def recv_buffered(self) -> bytes | bytearray | None:
+        return self._frames.next_body()
+
     def wait_handles(self) -> tuple[int, ...]:
         return (self._host.fileno(),)
 

@@ -227,3 +227,25 @@ def test_housekeeping_survives_a_malformed_pong(pool: Pool, events: list[Any]) -
         time.sleep(0.01)
     pool.supervisor.housekeep()
     assert pool.run(fake_call("echo", 7)) == 7
+
+
+def test_cancelled_queued_calls_leave_the_running_ones_and_the_workers_alone(pool: Pool) -> None:
+    # calls pipelined behind running ones never started: cancelling them fails nothing else
+    # (their late answers are dropped, not taken for a protocol error) and kills no worker
+    pids = {w.pid for w in pool.workers}
+
+    async def scenario() -> list[Any]:
+        tasks = [asyncio.ensure_future(pool.arun(fake_call("sleep", 0.05, i))) for i in range(8)]
+        await asyncio.sleep(0.01)
+        for task in tasks[2:]:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        results.append(await pool.arun(fake_call("echo", "after")))
+        return results
+
+    results = asyncio.run(scenario())
+    assert results[:2] == [0, 1]
+    assert all(isinstance(r, asyncio.CancelledError) for r in results[2:8])
+    assert results[8] == "after"
+    assert {w.pid for w in pool.workers} == pids
+    assert all(w.leases == 0 for w in pool.workers)

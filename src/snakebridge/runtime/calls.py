@@ -126,8 +126,9 @@ def prepare(
     ``pool``: the pool it goes to (a call on a Ref goes to the Ref's), so that DataFrames and
     Arrow data are sent in a form its workers can rebuild (dataplane).
     """
-    check_affinity(affinity)
-    if not isinstance(args, list | tuple):
+    if affinity is not None:
+        check_affinity(affinity)
+    if type(args) is not list and not isinstance(args, (list, tuple)):
         raise TypeError(
             f"args must be a list or tuple of positional arguments, not "
             f"{type(args).__name__} (write [{args!r}])"
@@ -145,8 +146,10 @@ def prepare(
     message = [p.CALL, call_id, owner.id, flags, module, qualname, ref_id, op, list(args), kwargs]
     dataplane.sending_to(pool if pool is not None or want is None else want.pool)
     frame = codec.encode(message)
-    callbacks = tuple(codec.callbacks)
-    owner.callback_ids.extend(callbacks)
+    callbacks: tuple[int, ...] = ()
+    if codec.callbacks:
+        callbacks = tuple(codec.callbacks)
+        owner.callback_ids.extend(callbacks)
     for ref in codec.refs_seen:
         holder: Worker = ref._sb_worker  # type: ignore[assignment]
         if want is None:

@@ -3,12 +3,14 @@
 (Over 350 lines on purpose: the sync and async waiting loops share every step and stay side
 by side here so they cannot drift.)
 
-Several calls may be in flight on one worker (pipelined). Exactly one waiting caller at a time
-holds the *reader role*: it reads frames from the transport and hands each to the call it
-belongs to, waking exactly that caller (a ``threading.Event`` for a thread, a future for an
-asyncio task — no thread hop). When its own answer arrives it passes the role on. Sync and async
-callers are two thin loops over the same steps (:meth:`Line._step`, :meth:`Line._dispatch`), so
-they cannot drift.
+Several calls may be in flight on one worker (pipelined). Exactly one reader at a time holds
+the *reader role*: it reads frames from the transport (every frame already buffered, per wake-up)
+and hands each to the call it belongs to, waking exactly that caller (a :class:`Signal` for a
+thread, a future for an asyncio task, resolved in place on its own loop — no thread hop). A
+thread reads itself and passes the role on when its own answer arrives; for asyncio tasks their
+event loop reads, through one reader callback kept while any of its tasks waits. Frames that
+callers submit meanwhile leave together in one write. Sync and async callers are two thin loops
+over the same steps (:meth:`Line._step`, :meth:`Line._dispatch`), so they cannot drift.
 
 A worker in the process profile runs non-nested calls one at a time in the order sent, so when
 it is lost only the call at the head of the line (and nested calls) had started: the others are
@@ -20,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -39,16 +42,52 @@ if TYPE_CHECKING:
 __all__ = ["Line", "Lost", "Pending", "in_callback_of"]
 
 _POLL_S = 40e-6  # how long a lone caller polls for a fast answer before sleeping
+_QUICK_S = 0.0005  # a call that finished faster than this marks its worker's calls as tiny
+_LOOP_CHECK_S = 0.1  # a thread waiting while an event loop reads checks that loop this often
 
 
 class Lost(Exception):
     """The worker was lost before this call started: send it again elsewhere."""
 
 
+class Signal:
+    """A one-waiter wake-up: ``set`` from any thread, ``wait`` consumes it (a binary semaphore).
+
+    Cheaper than ``threading.Event`` (one lock, no condition variable): a set that comes before
+    the wait is kept, a second set is absorbed, and a stale one only makes the waiter look again.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        if self._lock.locked():  # a second set is absorbed (a racing one too, below)
+            with contextlib.suppress(RuntimeError):
+                self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._lock.acquire(True, -1 if timeout is None else timeout)
+
+
+def wake_future(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` of ``loop``: at once on the loop's own thread, else through the loop."""
+    from asyncio import _get_running_loop
+
+    if _get_running_loop() is loop:
+        if not future.done():
+            future.set_result(None)
+        return
+    loop.call_soon_threadsafe(_resolve, future)  # RuntimeError when the loop is closed
+
+
 class Pending:
     """One message in flight: its id, who waits for it, and (once done) its outcome."""
 
     __slots__ = (
+        "batch",
         "call_id",
         "clock",
         "description",
@@ -73,6 +112,7 @@ class Pending:
         description: str = "a call",
     ) -> None:
         self.call_id = call_id
+        self.batch = False  # one of a map's calls: waited for only when it is that map's next
         self.description = description
         self.session = session
         self.timeout = timeout
@@ -81,8 +121,8 @@ class Pending:
         self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
-        self.inbox: collections.deque[list[Any]] = collections.deque()
-        self.event: threading.Event | None = None
+        self.inbox: collections.deque[list[Any]] | None = None  # callbacks and stream frames
+        self.event: Signal | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.future: asyncio.Future[None] | None = None
 
@@ -95,9 +135,14 @@ class Pending:
         if self.event is not None:
             self.event.set()
         elif self.loop is not None and self.future is not None:
-            future = self.future
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                self.loop.call_soon_threadsafe(_resolve, future)
+                wake_future(self.loop, self.future)
+
+    def _post(self, message: list[Any]) -> None:
+        if self.inbox is None:
+            self.inbox = collections.deque()
+        self.inbox.append(message)
+        self._wake()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -118,6 +163,49 @@ def in_callback_of() -> Line | None:
 _LEAD, _WAIT, _SERVE, _DONE = range(4)
 
 
+class _LoopReader:
+    """The reader role held by an event loop: a callback that reads whenever the worker's
+    handles are readable, for as long as calls of that loop wait on the line.
+
+    It watches duplicates of the handles, closed only once the loop has let go of them: a
+    worker's socket may be closed (and its number reused by a new worker's) before a removal
+    sent from another thread runs, and that removal must not take the new worker's reader.
+    """
+
+    __slots__ = ("done", "fds", "loop", "thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fds: tuple[int, ...]) -> None:
+        self.loop = loop
+        self.fds = tuple(os.dup(fd) for fd in fds)
+        self.thread = threading.get_ident()
+        self.done = False
+
+    def stalled(self) -> bool:
+        """Whether the loop cannot read now: this thread is its own (and is blocked in sync
+        code), or it is not running."""
+        return self.thread == threading.get_ident() or not self.loop.is_running()
+
+    def detach(self) -> None:
+        """Stop reading (on the loop's thread, or through the loop from another thread)."""
+        if threading.get_ident() == self.thread or not self.loop.is_running():
+            self._remove()
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._remove)
+        except RuntimeError:  # a closed loop reads nothing
+            self._remove()
+
+    def _remove(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        for fd in self.fds:
+            with contextlib.suppress(ValueError, OSError, RuntimeError):
+                self.loop.remove_reader(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class Line:
     """Calls in flight on one transport; see the module docstring."""
 
@@ -132,13 +220,17 @@ class Line:
         self.holder = holder  # what Refs decoded here point at (the pool's Worker record)
         self._on_lost = on_lost  # (cause, head) -> the error the head call raises
         self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
+        self._outbox: list[tuple[tuple[Pending, ...] | list[Pending], bytes]] = []
+        self._sending = False  # a caller is writing the outbox (see submit_many)
+        self._flush_soon = False  # an event loop will send the outbox (see _flush)
+        self._dropped: set[int] = set()  # ids of queued calls whose callers gave up
         self._pending: dict[int, Pending] = {}
         self._order: collections.deque[Pending] = collections.deque()
-        self._reader: Pending | None = None
+        self._reader: Pending | _LoopReader | None = None
         self.lost: BaseException | None = None
         self.callbacks_running = 0
         self.kill_reason = ""
+        self.quick = False  # the last call to finish took under _QUICK_S (leasing reads it)
         # thread profile (#15): the worker runs every call it was sent at once, so each one
         # has started (its clock runs from sending) and a lost worker fails them all
         self.concurrent = concurrent
@@ -157,37 +249,77 @@ class Line:
         return 0.0 if clock is None else time.monotonic() - clock
 
     # -- sending --------------------------------------------------------------------------------
-    def submit(self, pending: Pending, data: bytes) -> None:
+    def submit(
+        self, pending: Pending, data: bytes, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         """Register ``pending`` and send its frame(s); Lost when the worker is already gone."""
-        with self._send_lock:
-            with self._lock:
-                if self.lost is not None:
-                    raise Lost
+        self.submit_many((pending,), data, loop)
+
+    def submit_many(
+        self,
+        pendings: tuple[Pending, ...] | list[Pending],
+        data: bytes,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """Register calls whose frames ``data`` holds and send them, in order.
+
+        Sends combine: a caller that finds another one sending leaves its frames to it, so
+        calls submitted meanwhile from many threads leave in one write (one system call, one
+        release of the GIL). An asyncio caller passes its ``loop``: its frames leave once the
+        tasks that run now have submitted theirs, all in one write.
+        """
+        with self._lock:
+            if self.lost is not None:
+                raise Lost
+            order = self._order
+            for pending in pendings:
                 self._pending[pending.call_id] = pending
-                if pending.nested or not self._order or self.concurrent:
+                if pending.nested or not order or self.concurrent:
                     pending.clock = time.monotonic()
                 if not pending.nested:
-                    self._order.append(pending)
-            try:
-                self.transport.send(data)
-            except OSError as exc:  # it was gone before the call reached it: send it elsewhere
-                self.lose(PeerClosed(str(exc)), unsent=(pending,))
+                    order.append(pending)
+            if self._sending or loop is not None:
+                self._outbox.append((pendings, data))
+                if not self._sending and not self._flush_soon and loop is not None:
+                    self._flush_soon = True
+                    loop.call_soon(self._flush)
+                return
+            self._sending = True
+            if self._outbox:  # frames an event loop has not sent yet go first
+                self._outbox.append((pendings, data))
+                batch, self._outbox = self._outbox, []
+                data = b"".join(frames for _, frames in batch)
+            else:
+                batch = [(pendings, data)]
+        self._drain(batch, data)
 
-    def submit_many(self, pendings: list[Pending], data: bytes) -> None:
-        """:meth:`submit` for several calls whose frames ``data`` holds, in one write."""
-        with self._send_lock:
-            with self._lock:
-                if self.lost is not None:
-                    raise Lost
-                for pending in pendings:
-                    self._pending[pending.call_id] = pending
-                    if not self._order or self.concurrent:
-                        pending.clock = time.monotonic()
-                    self._order.append(pending)
+    def _flush(self) -> None:
+        """Send what the tasks of an event loop submitted (a callback of that loop)."""
+        with self._lock:
+            self._flush_soon = False
+            if self._sending or not self._outbox:
+                return
+            self._sending = True
+            batch, self._outbox = self._outbox, []
+        self._drain(batch, b"".join(frames for _, frames in batch))
+
+    def _drain(self, batch: list[tuple[Any, bytes]], data: bytes) -> None:
+        """Write ``data`` (the frames of ``batch``), then whatever was queued meanwhile."""
+        while True:
             try:
                 self.transport.send(data)
-            except OSError as exc:
-                self.lose(PeerClosed(str(exc)), unsent=tuple(pendings))
+            except OSError as exc:  # it was gone before the calls reached it: send them elsewhere
+                with self._lock:
+                    batch += self._outbox
+                    self._outbox, self._sending = [], False
+                self.lose(PeerClosed(str(exc)), unsent=tuple(p for ps, _ in batch for p in ps))
+                return
+            with self._lock:
+                batch, self._outbox = self._outbox, []
+                if not batch:
+                    self._sending = False
+                    return
+            data = b"".join(frames for _, frames in batch)
 
     def send(self, data: bytes) -> None:
         """Frames that need no answer (releases, callback results); a lost worker ignores them."""
@@ -200,45 +332,72 @@ class Line:
 
     # -- one step of waiting, shared by the sync and async loops ---------------------------------
     def _step(self, me: Pending) -> tuple[int, list[Any] | None]:
-        """What ``me``'s waiter does next: lead (read), wait, serve a message, or finish."""
+        """What ``me``'s waiter does next: lead (read), wait, serve a message, or finish.
+
+        A thread leads by reading itself; an asyncio task leads by putting a reader on its
+        loop (:meth:`_on_readable`) and waiting like everyone else.
+        """
         with self._lock:
-            if me.done and not (me.inbox and me.inbox[0][0] == p.CHUNK):  # a stream's items
-                if self._reader is me:  # read for it by another caller come before its end
-                    self._reader = None
-                    self._hand_off()
-                return _DONE, None
-            if me.inbox:  # the callback may call this worker again: let someone else read
-                if self._reader is me:
-                    self._reader = None
-                    self._hand_off()
+            reader = self._reader
+            if me.inbox and me.error is None:  # first, even once done: the worker waits for it
+                if reader is me or (reader is not None and reader is self._loop_reader(me)):
+                    self._pass_role()  # the callback may call this worker again
                 return _SERVE, me.inbox.popleft()
-            if self._reader is None or self._reader is me:
-                self._reader = me
-                return _LEAD, None
-            if me.loop is not None:
-                me.future = me.loop.create_future()
-            elif me.event is None:
-                me.event = threading.Event()
-            else:
-                me.event.clear()
+            if me.done:
+                if reader is me:
+                    self._pass_role()
+                return _DONE, None
+            loop = me.loop
+            if self.lost is not None:  # being failed right now: lose() wakes it, done
+                if loop is not None:
+                    me.future = loop.create_future()
+                elif me.event is None:
+                    me.event = Signal()
+                return _WAIT, None
+            if loop is None:
+                if reader is None or reader is me:
+                    self._reader = me
+                    return _LEAD, None
+                if type(reader) is _LoopReader and reader.stalled():
+                    reader.detach()  # its loop cannot read for us: take over
+                    self._reader = me
+                    return _LEAD, None
+                if me.event is None:
+                    me.event = Signal()
+                return _WAIT, None
+            if reader is None:
+                reader = self._reader = _LoopReader(loop, self.transport.wait_handles())
+                for fd in reader.fds:
+                    loop.add_reader(fd, self._on_readable, reader)
+            me.future = loop.create_future()
             return _WAIT, None
 
-    def _hand_off(self) -> None:
-        """Pass the reader role to a waiting call (lock held)."""
-        for pending in self._order:
-            if not pending.done:
-                pending._wake()
+    def _loop_reader(self, me: Pending) -> _LoopReader | None:
+        reader = self._reader
+        if type(reader) is _LoopReader and reader.loop is me.loop:
+            return reader
+        return None
+
+    def _pass_role(self) -> None:
+        """Give up the reader role and wake a waiting call to take it (lock held)."""
+        reader = self._reader
+        self._reader = None
+        if type(reader) is _LoopReader:
+            reader.detach()
+        for pending in self._order:  # the next call, unless nobody waits for it (a map's)
+            if (not pending.batch or pending.event is not None) and not pending.done:
+                pending._wake()  # one still on its way to waiting takes the role itself
                 return
-        for pending in self._pending.values():
-            if not pending.done:
-                pending._wake()
-                return
+        if len(self._pending) > len(self._order):  # nested calls (never in the order)
+            for pending in self._pending.values():
+                if pending.nested and not pending.done:
+                    pending._wake()
+                    return
 
     def _give_up_reading(self, me: Pending) -> None:
         with self._lock:
             if self._reader is me:
-                self._reader = None
-                self._hand_off()
+                self._pass_role()
 
     def _serve(self, me: Pending, message: list[Any], codec: HostCodec) -> None:
         """Run the host callback the worker asked ``me``'s call for, and answer it."""
@@ -274,9 +433,18 @@ class Line:
             self._undecodable(kind, call_id, target, exc)
             return
         kind = message[0]
+        if kind in _FINISHING and target is not None:
+            value = _answer_value(kind, message[2])
+            with self._lock:
+                self._finish(target, value)
+                target._wake()
+            return
         if kind == p.CALLBACK_RELEASE:
             for callback_id in message[2]:
                 CALLBACKS.pop(callback_id, None)
+            return
+        if target is None and kind in _FINISHING and call_id in self._dropped:
+            self._dropped.discard(call_id)  # the answer to a call its caller gave up on
             return
         if kind == p.CALLBACK and len(message) > 4 and message[4] in self._pending:
             target = self._pending[message[4]]  # a callback of a nested call
@@ -285,15 +453,45 @@ class Line:
                 f"worker {self.transport.pid} sent frame kind {kind!r} for call "
                 f"{message[1]!r}, which is not in flight"
             )
-        if kind in _FINISHING:
-            value = _answer_value(kind, message[2])
-            with self._lock:
-                self._finish(target, value)
-                target._wake()
-        else:
-            with self._lock:
-                target.inbox.append(message)
-                target._wake()
+        with self._lock:
+            target._post(message)
+
+    def _read(self, me: Pending, codec: HostCodec) -> None:
+        """Read one frame (blocking until ``me``'s deadline) and every frame already buffered."""
+        transport = self.transport
+        self._dispatch(transport.recv(me.deadline(), self._poll_s(me)), codec)
+        while (body := transport.recv_buffered()) is not None:
+            self._dispatch(body, codec)
+
+    def _on_readable(self, reader: _LoopReader) -> None:
+        """The loop's reader: dispatch every frame there is; step down when no call of its
+        loop waits any more."""
+        with self._lock:
+            if self._reader is not reader:
+                reader.detach()
+                return
+        codec = codec_for_thread()
+        transport = self.transport
+        try:
+            body = transport.recv_now()  # what is there now; the loop calls again for more
+            while body is not None:
+                self._dispatch(body, codec)
+                body = transport.recv_buffered()
+        except Exception as exc:
+            self._lead_failed(exc)
+            return
+        self._step_down(reader)
+
+    def _step_down(self, reader: _LoopReader | None) -> None:
+        """The loop's reader gives up the role once no call of its loop waits any more."""
+        with self._lock:
+            if reader is None or self._reader is not reader:
+                return
+            loop = reader.loop
+            for pending in self._pending.values():
+                if pending.loop is loop and not pending.done:
+                    return
+            self._pass_role()
 
     def _undecodable(
         self, kind: int, call_id: int, target: Pending | None, exc: DecodeError
@@ -320,13 +518,20 @@ class Line:
         target.value = value
         self._pending.pop(target.call_id, None)
         if not target.nested:
-            was_head = bool(self._order) and self._order[0] is target
-            with contextlib.suppress(ValueError):
-                self._order.remove(target)
-            if was_head and self._order:
-                nxt = self._order[0]
-                nxt.clock = time.monotonic()
-                nxt._wake()
+            order = self._order
+            if order and order[0] is target:
+                order.popleft()
+                now = time.monotonic()
+                if target.clock is not None:
+                    self.quick = now - target.clock < _QUICK_S
+                if order:
+                    nxt = order[0]
+                    nxt.clock = now
+                    if nxt.timeout is not None:  # its waiter arms the deadline that now runs
+                        nxt._wake()
+            else:
+                with contextlib.suppress(ValueError):
+                    order.remove(target)
 
     def lose(self, cause: BaseException, unsent: tuple[Pending, ...] = ()) -> None:
         """The worker is gone: the head call (and nested ones) fail, the others are requeued.
@@ -337,23 +542,29 @@ class Line:
             if self.lost is not None:
                 return
             self.lost = cause
+            for queued, _ in self._outbox:  # never written: they never reached the worker
+                unsent += tuple(queued)
+            self._outbox = []
             head = self._order[0] if self._order else None
             everyone = list(self._pending.values())
             self._pending.clear()
             self._order.clear()
-            self._reader = None
+            reader, self._reader = self._reader, None
+            if type(reader) is _LoopReader:
+                reader.detach()
         started_head = head if head is not None and head not in unsent else None
         error = self._on_lost(cause, started_head)
-        for pending in everyone:
-            pending.done = True
-            started = (
-                pending is started_head or pending.nested or self.concurrent
-            ) and pending not in unsent
-            pending.error = error if started else Lost()
-            pending._wake()
+        with self._lock:  # a waiter steps under this lock: it sees done, or gets woken
+            for pending in everyone:
+                pending.done = True
+                started = (
+                    pending is started_head or pending.nested or self.concurrent
+                ) and pending not in unsent
+                pending.error = error if started else Lost()
+                pending._wake()
 
-    def _lead_failed(self, me: Pending, exc: BaseException) -> None:
-        """The read failed: a timeout of ``me`` or a lost worker."""
+    def _lead_failed(self, exc: BaseException) -> None:
+        """The read failed: a timeout of the reading call or a lost worker."""
         if isinstance(exc, TimeoutError):
             self.kill_reason = "timeout"
             self.transport.kill()
@@ -363,6 +574,19 @@ class Line:
         return _POLL_S if len(self._pending) <= 1 and self.holder.lone() else 0.0
 
     # -- the two loops --------------------------------------------------------------------------
+    def _advance(self, me: Pending, stream: bool, codec: HostCodec) -> tuple[int, list[Any] | None]:
+        """Step, serving host callbacks on the way: (_LEAD, None), (_WAIT, None), or (_DONE,
+        None when ``me`` finished, or a stream frame for it when ``stream``)."""
+        while True:
+            action, message = self._step(me)
+            if action != _SERVE:
+                return action, None
+            assert message is not None
+            if stream and message[0] != p.CALLBACK:
+                self._give_up_reading(me)
+                return _DONE, message
+            self._serve(me, message, codec)
+
     def wait(self, me: Pending, stream: bool = False) -> list[Any] | None:
         """Block until ``me`` is done (its value/error set), serving callbacks and reading.
 
@@ -370,29 +594,27 @@ class Line:
         """
         codec = codec_for_thread()
         while True:
-            action, message = self._step(me)
+            action, message = self._advance(me, stream, codec)
             if action == _DONE:
-                return None
-            if action == _SERVE:
-                assert message is not None
-                if stream and message[0] != p.CALLBACK:
-                    self._give_up_reading(me)
-                    return message
-                self._serve(me, message, codec)
-            elif action == _LEAD:
+                return message
+            if action == _LEAD:
                 try:
-                    body = self.transport.recv(me.deadline(), self._poll_s(me))
-                    self._dispatch(body, codec)
+                    self._read(me, codec)
+                    if me.done and not me.inbox:  # its own answer: the common case, in short
+                        self._give_up_reading(me)
+                        return None
                 except BaseException as exc:
                     self._give_up_reading(me)
                     if not isinstance(exc, Exception):  # interrupted: the worker is mid-call
                         self._interrupted(me)
                         raise
-                    self._lead_failed(me, exc)
+                    self._lead_failed(exc)
             else:
                 assert me.event is not None
                 deadline = me.deadline()
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if type(self._reader) is _LoopReader:  # look again should that loop stop
+                    timeout = _LOOP_CHECK_S if timeout is None else min(timeout, _LOOP_CHECK_S)
                 if not me.event.wait(timeout) and me.deadline() is not None:
                     self._overran(me)
 
@@ -409,51 +631,40 @@ class Line:
                 self._dispatch(body, codec)
         except Exception as exc:
             self._give_up_reading(holder)
-            self._lead_failed(holder, exc)
+            self._lead_failed(exc)
             return
         self._give_up_reading(holder)
 
     async def await_(self, me: Pending, stream: bool = False) -> list[Any] | None:
-        """Async twin of :meth:`wait`: reads on the event loop, woken by a future."""
+        """Async twin of :meth:`wait`: the loop reads (see :meth:`_step`), ``me`` awaits a
+        future that the reader resolves."""
         import asyncio
 
         loop = asyncio.get_running_loop()
         codec = codec_for_thread()
         me.loop = loop
-        while True:
-            action, message = self._step(me)
-            if action == _DONE:
-                return None
-            try:
-                if action == _SERVE:
-                    assert message is not None
-                    if stream and message[0] != p.CALLBACK:
-                        self._give_up_reading(me)
-                        return message
-                    self._serve(me, message, codec)
-                elif action == _LEAD:
-                    try:
-                        body = self.transport.recv_now()
-                        if body is None:
-                            await _readable(loop, self.transport.wait_handles(), me.deadline())
-                            continue
-                        self._dispatch(body, codec)
-                    except Exception as exc:
-                        self._give_up_reading(me)
-                        self._lead_failed(me, exc)
-                else:
-                    assert me.future is not None
-                    deadline = me.deadline()
-                    timeout = None if deadline is None else max(0.0, deadline - loop.time())
-                    try:
-                        await asyncio.wait_for(asyncio.shield(me.future), timeout)
-                    except TimeoutError:
-                        if me.deadline() is not None:
-                            self._overran(me)
-            except asyncio.CancelledError:
-                self._give_up_reading(me)
-                self._interrupted(me)
-                raise
+        try:
+            while True:
+                action, message = self._advance(me, stream, codec)
+                if action == _DONE:
+                    return message
+                future = me.future
+                assert future is not None
+                deadline = me.deadline()
+                if deadline is None:
+                    await future
+                    continue
+                timer = loop.call_at(deadline, _resolve, future)
+                try:
+                    await future
+                finally:
+                    timer.cancel()
+                if not me.done and me.deadline() is not None:
+                    self._overran(me)
+        except asyncio.CancelledError:
+            self._interrupted(me)
+            self._step_down(self._loop_reader(me))
+            raise
 
     def _overran(self, me: Pending) -> None:
         deadline = me.deadline()
@@ -468,10 +679,18 @@ class Line:
         with self._lock:
             started = me is (self._order[0] if self._order else None) or me.nested
             started = started or self.concurrent
+            unsent = [item for item in self._outbox if me in item[0]]
+            if unsent and len(unsent[0][0]) == 1:  # still in the outbox: it never left
+                self._outbox.remove(unsent[0])
+                started = False
+            elif not started:  # sent, queued behind the running call: its answer is dropped
+                self._dropped.add(me.call_id)
             if not started and not me.done:  # never started: just forget it
                 self._pending.pop(me.call_id, None)
                 with contextlib.suppress(ValueError):
                     self._order.remove(me)
+                if self._order and self._order[0].clock is None:  # it was the head, unsent
+                    self._order[0].clock = time.monotonic()
                 me.done, me.error = True, Lost()
                 return
         if not me.done:
@@ -493,6 +712,9 @@ def _answer_value(kind: int, payload: Any) -> Any:
     return payload
 
 
+_UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}  # msgpack uint8..uint64 markers
+
+
 def _peek(body: bytes | bytearray) -> tuple[int, int]:
     """(kind, id) of a frame without decoding it (msgpack: fixarray, then two small ints)."""
     try:
@@ -504,29 +726,10 @@ def _peek(body: bytes | bytearray) -> tuple[int, int]:
         marker = body[offset + 1]
         if marker <= 0x7F:
             return kind, marker
-        width = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}.get(marker)
+        width = _UINT_WIDTH.get(marker)
         if width is None:
             return kind, -1
         start = offset + 2
         return kind, int.from_bytes(body[start : start + width], "big")
     except IndexError:
         return -1, -1
-
-
-async def _readable(
-    loop: asyncio.AbstractEventLoop, fds: tuple[int, ...], deadline: float | None
-) -> None:
-    """Until one of ``fds`` is readable; TimeoutError past ``deadline`` (monotonic clock)."""
-    import asyncio
-
-    future: asyncio.Future[None] = loop.create_future()
-    for fd in fds:
-        loop.add_reader(fd, _resolve, future)
-    try:
-        if deadline is None:
-            await future
-        else:
-            await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
-    finally:
-        for fd in fds:
-            loop.remove_reader(fd)

@@ -42,6 +42,13 @@ from snakebridge_worker import protocol as p
 
 __all__ = ["Call", "Channel", "Pool"]
 
+
+def _running_loop() -> Any:
+    from asyncio import get_running_loop
+
+    return get_running_loop()
+
+
 TransportFactory = Callable[[dict[str, Any]], WorkerTransport]
 _MAP_WINDOW = 32
 _PING = "a health ping"
@@ -247,8 +254,23 @@ class Pool:
             return None
         if not self._started:
             self.start()
+        if call.want is None and not call.pin:  # the common case: any worker will do
+            return self.leaser.acquire(None, call.avoid)
         want, now = self._affine(call)
         return self._pinned(call, now or self.leaser.acquire(want, call.avoid))
+
+    async def _alease(self, call: Call) -> Worker | None:
+        """Async twin of :meth:`_lease`."""
+        if call.nested:
+            return None
+        if not self._started:
+            import asyncio
+
+            await asyncio.get_running_loop().run_in_executor(None, self.start)
+        if call.want is None and not call.pin:
+            return await self.leaser.aacquire(None, call.avoid)
+        want, now = self._affine(call)
+        return self._pinned(call, now or await self.leaser.aacquire(want, call.avoid))
 
     def _affine(self, call: Call) -> tuple[Worker | None, Worker | None]:
         """(worker to wait for, worker leased already) under the call's affinity (#15).
@@ -286,80 +308,75 @@ class Pool:
     def _pending(self, call: Call) -> Pending:
         return Pending(call.call_id, call.session, call.timeout, call.nested, call.description)
 
-    def _after(self, call: Call, pending: Pending, retried: bool) -> tuple[bool, Any]:
-        """(done, value) once ``pending`` finished: done False means send it again."""
+    def _send(self, call: Call, leased: Worker | None, loop: Any = None) -> tuple[Worker, Pending]:
+        """Put ``call`` on its worker's line; it comes back done (error Lost) when that worker
+        was lost before the call left. ``loop``: an asyncio caller's (its sends combine)."""
+        worker = leased or call.want
+        assert worker is not None
+        pending = self._pending(call)
+        data = worker.flush_releases() + call.frame if worker.pending_release else call.frame
+        try:
+            worker.line.submit(pending, data, loop)
+        except Lost:
+            pending.done, pending.error = True, Lost()
+        else:
+            worker.calls += 1
+        return worker, pending
+
+    def _after(self, call: Call, pending: Pending, retried: bool) -> tuple[bool, Any, bool]:
+        """(done, value, retried) once ``pending`` finished: done False means send it again."""
         error = pending.error
+        if error is None:
+            if isinstance(pending.value, Exception):
+                raise pending.value
+            return True, pending.value, retried
         if isinstance(error, Lost):
-            return False, None
-        if error is not None:
-            if (
-                isinstance(error, WorkerCrashed)
-                and call.idempotent
-                and call.want is None
-                and not retried
-            ):
-                emit("runtime.call", "retry", pool=self.name, call=call.description)
-                return False, None
-            for callback_id in call.callbacks:  # the worker that held them is gone
-                CALLBACKS.pop(callback_id, None)
-            raise error
-        if isinstance(pending.value, Exception):
-            raise pending.value
-        return True, pending.value
+            return False, None, retried
+        if (
+            isinstance(error, WorkerCrashed)
+            and call.idempotent
+            and call.want is None
+            and not retried
+        ):
+            emit("runtime.call", "retry", pool=self.name, call=call.description)
+            return False, None, True
+        for callback_id in call.callbacks:  # the worker that held them is gone
+            CALLBACKS.pop(callback_id, None)
+        raise error
 
     def run(self, call: Call) -> Any:
         """Send ``call`` to a worker and return its result (or raise its error)."""
         retried = False
         while True:
             leased = self._lease(call)
-            worker = leased or call.want
-            assert worker is not None
-            pending = self._pending(call)
             try:
-                worker.line.submit(pending, worker.flush_releases() + call.frame)
-                worker.calls += 1
-                worker.line.wait(pending)
-            except Lost:
-                pending.error = Lost()
+                worker, pending = self._send(call, leased)
+                if not pending.done:
+                    worker.line.wait(pending)
             finally:
-                if leased is not None:
-                    self._finished(leased)
-            done, value = self._after(call, pending, retried)
+                self._finished(leased)
+            done, value, retried = self._after(call, pending, retried)
             if done:
                 return value
-            retried = retried or not isinstance(pending.error, Lost)
 
     async def arun(self, call: Call) -> Any:
         """Async twin of :meth:`run`: waits on the event loop, no thread."""
         retried = False
         while True:
-            if call.nested:
-                leased = None
-            else:
-                if not self._started:
-                    import asyncio
-
-                    await asyncio.get_running_loop().run_in_executor(None, self.start)
-                want, now = self._affine(call)
-                leased = self._pinned(call, now or await self.leaser.aacquire(want, call.avoid))
-            worker = leased or call.want
-            assert worker is not None
-            pending = self._pending(call)
+            leased = await self._alease(call)
             try:
-                worker.line.submit(pending, worker.flush_releases() + call.frame)
-                worker.calls += 1
-                await worker.line.await_(pending)
-            except Lost:
-                pending.error = Lost()
+                worker, pending = self._send(call, leased, _running_loop())
+                if not pending.done:
+                    await worker.line.await_(pending)
             finally:
-                if leased is not None:
-                    self._finished(leased)
-            done, value = self._after(call, pending, retried)
+                self._finished(leased)
+            done, value, retried = self._after(call, pending, retried)
             if done:
                 return value
-            retried = retried or not isinstance(pending.error, Lost)
 
-    def _finished(self, worker: Worker, streamed: bool = False) -> None:
+    def _finished(self, worker: Worker | None, streamed: bool = False) -> None:
+        if worker is None:
+            return
         self.leaser.release(worker, streamed)
         if self._recycles and worker.state is State.IDLE:
             self.supervisor.maybe_recycle(worker)
@@ -391,7 +408,9 @@ class Pool:
                     batch: list[tuple[int, Pending]] = []
                     while todo and len(held) + len(batch) < _MAP_WINDOW and worker.alive:
                         index, call = todo.popleft()
-                        batch.append((index, self._pending(call)))
+                        pending = self._pending(call)
+                        pending.batch = True
+                        batch.append((index, pending))
                     if not batch:
                         continue
                     frames = b"".join(calls[index].frame for index, _ in batch)
@@ -420,17 +439,17 @@ class Pool:
                     index, pending = held.popleft()
                     call = calls[index]
                     try:
-                        done, value = self._after(call, pending, index in retried)
+                        done, value, again = self._after(call, pending, index in retried)
                     except Exception as exc:
                         results[index] = exc
                         continue
                     if done:
                         results[index] = value
                     else:
-                        if not isinstance(pending.error, Lost):
+                        if again:
                             retried.add(index)
                         todo.appendleft((index, call))
-                if not worker.alive:
+                if not worker.alive and not held:  # a lost worker's calls are all marked first
                     del flights[worker]
                     self._finished(worker)
                     if todo and not flights:

@@ -51,6 +51,7 @@ _BOOT = (
 _LARGE = 1 << 16
 _POLL_MISSES = 4  # polls in a row that found nothing before polling pauses
 _POLL_SKIP = 64  # reads to skip polling for, then try again
+_PREEMPTED_S = 15e-6  # a gap this long between two polls: this process was not running
 _STDERR_TAIL_LINES = 40
 _SIGNAL_CAUSES: dict[int, str] = {
     signal.SIGSEGV: "segfault",
@@ -99,6 +100,10 @@ class WorkerTransport(abc.ABC):
     @abc.abstractmethod
     def recv_now(self) -> bytes | bytearray | None:
         """A frame body if one can be had without blocking, else None; PeerClosed when gone."""
+
+    def recv_buffered(self) -> bytes | bytearray | None:
+        """A whole frame already read ahead (no system call), else None."""
+        return None
 
     @abc.abstractmethod
     def wait_handles(self) -> tuple[int, ...]:
@@ -366,10 +371,13 @@ class ProcessTransport(WorkerTransport):
             large = self._frames.large_pending(_LARGE)
             if large is not None:
                 return self._read_large(large, deadline)
-            self._wait(deadline)
-            if self._frames.has_frame():
-                continue
-            got = self.sock.recv_into(self._frames.received)
+            try:  # pipelined answers are often there already: no poll, no sleep
+                got = self.sock.recv_into(self._frames.received, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                self._wait(deadline)
+                if self._frames.has_frame():
+                    continue
+                got = self.sock.recv_into(self._frames.received)
             if not got:
                 raise PeerClosed
             whole = self._frames.take(got)
@@ -387,6 +395,9 @@ class ProcessTransport(WorkerTransport):
             have += got
         return body
 
+    def recv_buffered(self) -> bytes | bytearray | None:
+        return self._next()
+
     def recv_now(self) -> bytes | bytearray | None:
         while True:
             body = self._next()
@@ -403,13 +414,21 @@ class ProcessTransport(WorkerTransport):
 
         Adaptive: after a few polls in a row that found nothing (the worker shares this CPU,
         or its calls are slow) polling is skipped for a while, so it never costs a lone CPU.
+        A poll that was preempted counts as a miss even when the answer is there afterwards:
+        the worker ran on this CPU, and polling only delayed it.
         """
         if self._poll_skip:
             self._poll_skip -= 1
             return
-        deadline = time.perf_counter() + seconds
+        clock = time.perf_counter
+        last = clock()
+        deadline = last + seconds
         poller = self._poller
-        while time.perf_counter() < deadline:
+        while True:
+            now = clock()
+            if now >= deadline or now - last > _PREEMPTED_S:
+                break
+            last = now
             if poller.poll(0):
                 try:
                     if not self._recv_now():
@@ -417,8 +436,10 @@ class ProcessTransport(WorkerTransport):
                 except PeerClosed:
                     return  # the blocking read reports it
                 if self._early or self._frames.has_frame():
-                    self._poll_misses = 0
-                    return
+                    if clock() - last <= _PREEMPTED_S:
+                        self._poll_misses = 0
+                        return
+                    break
         self._poll_misses += 1
         if self._poll_misses >= _POLL_MISSES:
             self._poll_misses, self._poll_skip = 0, _POLL_SKIP
