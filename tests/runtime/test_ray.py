@@ -282,3 +282,98 @@ def test_buffers_and_odd_arrays_through_the_object_store(
     small = np.arange(10)
     assert np.array_equal(snakebridge.call("numpy", "copy", [small]), small)
     assert seen["put"] == 5  # under the threshold: in the frame
+
+
+def _held_objects() -> int:
+    """Object-store objects this host still holds references to (Ray's own count)."""
+    import gc
+
+    gc.collect()
+    core = ray._private.worker.global_worker.core_worker
+    return sum(1 for counts in core.get_all_reference_counts().values() if counts["local"] > 0)
+
+
+def test_results_come_back_without_a_copy_in_the_worker_and_are_released(
+    ray_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from snakebridge.runtime.codec import CALLBACKS
+    from snakebridge_worker import ray_store
+
+    snakebridge.call("operator", "pos", [0])
+    baseline = _held_objects()
+    seen = _counting(monkeypatch)
+    data = np.random.default_rng(1).integers(0, 1 << 60, 1 << 20)  # 8 MiB of int64
+    back = snakebridge.call("numpy", "asarray", [data])  # the argument itself, sent back
+    assert seen == {"put": 1, "read": 1}
+    assert back.dtype == data.dtype and np.array_equal(back, data) and not back.flags.writeable
+    # what a worker puts is a PickleBuffer's bytes; the host reads the buffer table, not a pickle
+    mv = snakebridge.call("operator", "getitem", [[memoryview(bytearray(data.tobytes()))], 0])
+    assert bytes(mv) == data.tobytes()
+    assert ray_store.as_bytes_array(memoryview(b"xy")).tobytes() == b"xy"
+    assert registry_size(runtime().pools["default"]) == 0
+    assert not any(isinstance(held, ray.ObjectRef) for held in CALLBACKS.values())
+    assert _held_objects() == baseline  # neither side keeps a reference; `back` maps the object
+    assert np.array_equal(back, data)
+
+
+def test_host_callback_results_go_through_the_object_store(
+    ray_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from snakebridge.runtime.codec import CALLBACKS
+
+    snakebridge.call("operator", "pos", [0])
+    seen = _counting(monkeypatch)
+    data = np.arange(1 << 18, dtype=np.float32).reshape(512, 512)
+    blob = os.urandom(1 << 20)
+
+    def make() -> Any:
+        return data
+
+    back = snakebridge.call("operator", "call", [make])  # host → worker as a callback result
+    assert seen == {"put": 1, "read": 1}  # and back to the host as the call's result
+    assert back.shape == data.shape and np.array_equal(back, data)
+    assert snakebridge.call("operator", "call", [lambda: blob]) == blob
+    assert seen == {"put": 2, "read": 2}
+    assert registry_size(runtime().pools["default"]) == 0
+    assert not any(isinstance(held, ray.ObjectRef) for held in CALLBACKS.values())
+
+
+def test_executor_calls_go_through_the_object_store(
+    ray_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    seen = _counting(monkeypatch)
+    arrays = [np.full(1 << 17, i, dtype=np.int64) for i in range(3)]
+    with snakebridge.executor("numpy") as ex:
+        assert ex.submit("sum", arrays[0]).result() == 0
+        assert [int(total) for total in ex.map("sum", arrays)] == [0, 1 << 17, 2 << 17]
+        copies = list(ex.map("copy", arrays))
+    assert seen["put"] == 7 and seen["read"] == 3
+    assert all(np.array_equal(a, b) for a, b in zip(copies, arrays, strict=True))
+    assert registry_size(runtime().pools["default"]) == 0
+
+
+def test_only_calls_to_ray_pools_use_the_object_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    from snakebridge.config import PoolSpec
+    from snakebridge.runtime import exchange, ray_transport
+
+    line = type("FakeLine", (), {})()
+    line.transport = ray_transport.RayTransport.__new__(ray_transport.RayTransport)
+    local, remote = PoolSpec(), PoolSpec(backend="ray")
+    assert ray_transport.current_store() is None  # no call being encoded
+    with ray_transport.storing(remote):
+        assert isinstance(ray_transport.current_store(), ray_transport.HostStore)
+    token = exchange._callback_line.set(line)  # answering a Ray worker's host callback
+    try:
+        assert isinstance(ray_transport.current_store(), ray_transport.HostStore)
+        with ray_transport.storing(local):  # a call the callback makes to a local pool
+            assert ray_transport.current_store() is None
+        monkeypatch.setenv("SNAKEBRIDGE_RAY_STORE", "0")
+        assert ray_transport.current_store() is None
+    finally:
+        exchange._callback_line.reset(token)

@@ -34,6 +34,7 @@ import msgpack
 from snakebridge.config import PoolSpec, Settings
 from snakebridge.errors import ConfigError, WorkerCrashed, WorkerStartError
 from snakebridge.runtime import dataplane
+from snakebridge.runtime.exchange import in_callback_of
 from snakebridge.runtime.interpreters import locked_entry
 from snakebridge.runtime.transport import ProcessTransport, crashed, worker_path_dir
 from snakebridge_worker import oob, ray_actor, ray_store, shm
@@ -98,7 +99,7 @@ class HostStore:
     def encode(self, tag: str, meta: Any, data: Any) -> Any:
         from snakebridge.runtime.codec import codec_for_thread
 
-        ref = _ray().put(ray_store.as_bytes_array(data))  # one copy, into the object store
+        ref = ray_store.put_bytes(data)  # one copy, by Ray, into the object store
         keeper = codec_for_thread().register(ref)  # held as a host object of this call
         return ray_store.descriptor(tag, meta, ref, keeper)
 
@@ -115,20 +116,33 @@ def decode_from_store(codec: Any, data: bytes) -> Any:
     return ray_store.rebuild(tag, meta, view)
 
 
-_STORE: contextvars.ContextVar[HostStore | None] = contextvars.ContextVar(
+_STORE: contextvars.ContextVar[HostStore | bool | None] = contextvars.ContextVar(
     "snakebridge_ray_store", default=None
 )
-oob.STORE = _STORE.get
+"""The store a call being encoded uses: None, not inside :func:`storing`; False, none."""
+
+
+def current_store() -> HostStore | None:
+    """The object store for what the host encodes now: the call's pool's (inside
+    :func:`storing`), else, answering a host callback, that of the worker waiting for it."""
+    chosen = _STORE.get()
+    if chosen is not None:
+        return chosen if isinstance(chosen, HostStore) else None
+    line = in_callback_of()
+    if line is None or not isinstance(line.transport, RayTransport):
+        return None
+    threshold = store_threshold()
+    return HostStore(threshold) if threshold >= 0 else None
+
+
+oob.STORE = current_store
 oob.STORE_DECODE = decode_from_store
 
 
 @contextlib.contextmanager
-def _storing() -> Any:
-    threshold = store_threshold()
-    if threshold < 0:
-        yield
-        return
-    token = _STORE.set(HostStore(threshold))
+def _storing(on: bool) -> Any:
+    threshold = store_threshold() if on else -1
+    token = _STORE.set(HostStore(threshold) if threshold >= 0 else False)
     try:
         yield
     finally:
@@ -137,10 +151,9 @@ def _storing() -> Any:
 
 def storing(spec: PoolSpec) -> contextlib.AbstractContextManager[Any]:
     """Encode a call for a pool of ``spec`` inside this: for a Ray pool, large arrays and
-    buffers go through the object store; for any other pool it does nothing."""
-    if spec.backend != "ray":
-        return contextlib.nullcontext()
-    return _storing()
+    buffers go through the object store; for any other pool they do not (even inside a host
+    callback that answers a Ray worker)."""
+    return _storing(spec.backend == "ray")
 
 
 def _is_local(address: str | None) -> bool:
