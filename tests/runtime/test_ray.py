@@ -377,3 +377,25 @@ def test_only_calls_to_ray_pools_use_the_object_store(monkeypatch: pytest.Monkey
         assert ray_transport.current_store() is None
     finally:
         exchange._callback_line.reset(token)
+
+
+def test_arrow_and_pandas_data_through_the_object_store(
+    ray_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pd = pytest.importorskip("pandas")
+
+    snakebridge.call("operator", "pos", [0])
+    seen = _counting(monkeypatch)
+    table = pa.table({"n": list(range(1 << 16)), "s": [f"row {i}" for i in range(1 << 16)]})
+    back = snakebridge.call("operator", "getitem", [[table], 0])  # both ways, as IPC streams
+    assert seen == {"put": 1, "read": 1}
+    assert type(back) is pa.Table and back.equals(table)
+    frame = pd.DataFrame({"s": [f"x{i}" for i in range(1 << 15)], "f": range(1 << 15)})
+    returned = snakebridge.call("operator", "getitem", [[frame], 0])
+    assert seen == {"put": 2, "read": 2}
+    pd.testing.assert_frame_equal(returned, frame)
+    assert registry_size(runtime().pools["default"]) == 0
+    del back, returned
+    assert snakebridge.call("operator", "getitem", [[pa.table({"a": [1]})], 0]).num_rows == 1
+    assert seen["put"] == 2  # small: in the frame
