@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import importlib.util
 import os
 import signal
@@ -21,7 +22,9 @@ import pytest
 
 import snakebridge
 from snakebridge.config import load_settings
+from snakebridge.runtime import dataplane
 from snakebridge.runtime.client import runtime
+from snakebridge_worker import shm
 
 from . import test_pool
 from .conftest import registry_size
@@ -46,12 +49,23 @@ num_cpus = 0.5
 """
 
 
+def _segments() -> set[str]:
+    """This host's data-plane segments in /dev/shm (Ray's own plasma files never match)."""
+    prefix = f"sb-{shm.CONFIG.run}-"
+    return {n for n in os.listdir(shm.SHM_DIR) if shm.NAME_RE.match(n) and n.startswith(prefix)}
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
+    before = _segments()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     snakebridge.shutdown()
     ray.shutdown()
+    gc.collect()
+    dataplane.trim()
+    # the actors (killed ones too) left nothing behind for later modules' leak checks to see
+    assert _segments() <= before
 
 
 @pytest.fixture
@@ -286,8 +300,6 @@ def test_buffers_and_odd_arrays_through_the_object_store(
 
 def _held_objects() -> int:
     """Object-store objects this host still holds references to (Ray's own count)."""
-    import gc
-
     gc.collect()
     core = ray._private.worker.global_worker.core_worker
     return sum(1 for counts in core.get_all_reference_counts().values() if counts["local"] > 0)

@@ -276,6 +276,8 @@ class RayTransport(ProcessTransport):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        if self.pid:  # gone for certain now: sweep what it made after an earlier sweep
+            dataplane.peer_gone(self.pid)
 
     def _tail_text(self) -> str:
         self._ended.wait(_DEATH_WAIT_S)
