@@ -85,15 +85,52 @@ def raw_view(ref: Any) -> memoryview:
         return memoryview(data).toreadonly()
     if metadata != b"PYTHON":
         raise ValueError(f"an object-store value is not a buffer (metadata {metadata!r:.40})")
+    return _one_buffer(data)
+
+
+def _one_buffer(data: Any) -> memoryview:
+    """The one out-of-band buffer of a pickle-5 object's bytes ``data``, without unpickling.
+
+    Ray's parser of the buffer table trusts the offsets and lengths it reads, and the sender
+    wrote them: its headers are checked to lie inside ``data`` before it runs, and the buffer
+    it finds after (numpy gives the addresses: Ray depends on numpy).
+    """
+    import numpy as np
+
+    whole = np.frombuffer(data, dtype=np.uint8)
     raylet = importlib.import_module("ray._raylet")
-    _, pickled = raylet.split_buffer(data)
-    _, buffers = raylet.unpack_pickle5_buffers(pickled)  # the buffer table; nothing unpickled
+    try:
+        _, pickled = raylet.split_buffer(data)  # a slice of ``data`` (clamped to it)
+    except (AssertionError, IndexError, TypeError) as exc:  # Ray asserts on a short object
+        raise ValueError(f"an object-store value is malformed ({type(exc).__name__})") from None
+    table = np.frombuffer(pickled, dtype=np.uint8) if memoryview(pickled).nbytes else whole[:0]
+    inband_size, meta_size = _int64(table, 0), _int64(table, 8)
+    if 16 + inband_size + meta_size > table.nbytes:
+        raise ValueError("an object-store value's headers run past its end")
+    try:
+        _, buffers = raylet.unpack_pickle5_buffers(pickled)  # the table; nothing unpickled
+    except Exception as exc:  # a protobuf that does not parse, and the like
+        raise ValueError(f"an object-store value is malformed ({type(exc).__name__})") from None
     if len(buffers) != 1:
         raise ValueError(f"an object-store value holds {len(buffers)} buffers, not one")
     view = memoryview(buffers[0])
     if view.ndim != 1 or view.format != "B" or not view.c_contiguous:
         raise ValueError("an object-store value is not a flat byte buffer")
+    if view.nbytes:
+        part = np.frombuffer(view, dtype=np.uint8)
+        start = part.ctypes.data - whole.ctypes.data
+        if part.nbytes != view.nbytes or start < 0 or start + part.nbytes > whole.nbytes:
+            raise ValueError("an object-store value's buffer lies outside the object")
     return view.toreadonly()
+
+
+def _int64(whole: Any, at: int) -> int:
+    if at < 0 or at + 8 > whole.nbytes:
+        raise ValueError("an object-store value is too short for its headers")
+    size = int.from_bytes(whole[at : at + 8].tobytes(), "little", signed=True)
+    if size < 0:
+        raise ValueError("an object-store value has a negative size in its headers")
+    return size
 
 
 def put_bytes(data: Any) -> Any:

@@ -11,6 +11,7 @@ import functools
 import gc
 import importlib.util
 import os
+import pickle
 import signal
 import threading
 import time
@@ -411,3 +412,35 @@ def test_arrow_and_pandas_data_through_the_object_store(
     del back, returned
     assert snakebridge.call("operator", "getitem", [[pa.table({"a": [1]})], 0]).num_rows == 1
     assert seen["put"] == 2  # small: in the frame
+
+
+def test_a_malformed_object_is_refused_not_read_past(cluster: Any) -> None:
+    """What a worker puts is checked before it is read: its headers and its one buffer must
+    lie inside the object (Ray's buffer-table parser trusts the lengths it reads)."""
+    from snakebridge_worker import ray_store
+
+    core = ray._private.worker.global_worker.core_worker
+    data = bytes(range(256)) * 4096  # 1 MiB
+    ref = ray_store.put_bytes(data)
+    assert bytes(ray_store.raw_view(ref)) == data
+    [(whole, _, *_)] = core.get_objects([ref], 10_000)
+    raw = bytes(memoryview(whole))
+
+    def stored(content: bytes) -> Any:  # those bytes as a readable object's buffer
+        [(buffer, _, *_)] = core.get_objects([ray.put(content)], 10_000)
+        return buffer
+
+    assert bytes(ray_store._one_buffer(stored(raw))) == data
+    table = raw.index(bytes.fromhex("1a15")) + 2  # the buffer's entry: length 1 MiB first
+    assert raw[table : table + 4] == bytes.fromhex("10808040")
+    longer = raw[: table + 3] + b"\x41" + raw[table + 4 :]  # 1 MiB + 16 KiB: past the end
+    with pytest.raises(ValueError, match="outside the object"):
+        ray_store._one_buffer(stored(longer))
+    for size in (5, 9, 12, 20, 40):
+        with pytest.raises(ValueError):
+            ray_store._one_buffer(stored(raw[:size]))
+    twice = ray.put([pickle.PickleBuffer(data), pickle.PickleBuffer(data)])
+    with pytest.raises(ValueError, match="2 buffers"):
+        ray_store.raw_view(twice)
+    with pytest.raises(ValueError, match="0 buffers"):  # a pickled object: never unpickled
+        ray_store.raw_view(ray.put(ValueError("x")))
