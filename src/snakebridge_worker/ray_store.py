@@ -1,18 +1,20 @@
 """Large arrays and buffers through Ray's object store (ray #15, docs/ray.md).
 
-In a Ray pool, a numpy array or bytes-like buffer at or above the data-plane threshold does not
-travel in the frame nor through shared memory: the sender puts it in Ray's object store and the
-frame carries extension 35, ``[tag, meta, object id, owner address, status, keeper]``. The
-receiver registers the reference with its Ray core worker and reads the object from the node's
-object store (plasma): zero-copy, read-only. ``tag``/``meta`` are those of extension 30.
+In a Ray pool, a numpy array, bytes-like buffer or Arrow IPC stream (Arrow and pandas data) at
+or above the data-plane threshold does not travel in the frame nor through shared memory: the
+sender puts it in Ray's object store and the frame carries extension 35, ``[tag, meta, object
+id, owner address, status, keeper]``. The receiver registers the reference with its Ray core
+worker and reads the object from the node's object store (plasma): zero-copy, read-only.
+``tag``/``meta`` are those of extension 30.
 
 Nothing is unpickled on either side. Each sender puts a ``pickle.PickleBuffer`` over the
 value's own bytes (``ray.put``: Ray copies them once into the object store, as it does an
 actor's array result); Ray lays such an object out as a tiny pickle stream plus one out-of-band
 buffer. The receiver does not deserialize the object: it reads the object's buffer table with
 Ray's own parser (``split_buffer``/``unpack_pickle5_buffers``) and maps the one buffer, so a
-worker can no more run code in the host this way than through shared memory. Ray's ``RAW``
-objects (plain bytes) are read as they are.
+worker can no more run code in the host this way than through shared memory; the headers and
+the buffer are checked to lie inside the object first (Ray's parser trusts the lengths it
+reads). Ray's ``RAW`` objects (plain bytes) are read as they are.
 
 Lifetime: the sender holds the object (``keeper``) until the receiver has it mapped; a mapped
 object stays in the store as long as a view of it lives. The host holds its objects as host
@@ -169,7 +171,7 @@ def parse(data: bytes) -> List[Any]:
 
 
 class WorkerStore:
-    """The worker's side, in a Ray actor: puts raw bytes, reads what the host put."""
+    """The worker's side, in a Ray actor: puts a value's bytes, reads what the host put."""
 
     def __init__(self, codec: Any, threshold: int) -> None:
         self.codec = codec  # the worker's codec: its registry and the session answered now

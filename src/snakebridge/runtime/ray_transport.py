@@ -8,9 +8,10 @@ task result is watched on a thread: when the actor dies (killed, out of memory, 
 connection is shut, the reader sees EOF, and the pool fails its calls with WorkerCrashed and
 starts a replacement actor. Ray is imported only when a pool has ``backend = "ray"``.
 
-Large arrays and buffers of a Ray pool go through Ray's object store, not the connection
-(:class:`HostStore` here, :mod:`snakebridge_worker.ray_store` in the actor): calls encoded
-inside :func:`storing` put them there, and the frame carries only a reference.
+Large arrays, buffers and Arrow/pandas data of a Ray pool go through Ray's object store, not
+the connection (:class:`HostStore` here, :mod:`snakebridge_worker.ray_store` in the actor):
+calls encoded inside :func:`storing`, and host callbacks answering a Ray worker, put them
+there, and the frame carries only a reference.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def store_threshold() -> int:
 
 
 class HostStore:
-    """The host's side: puts arrays for the worker, reads the raw bytes a worker put."""
+    """The host's side: puts values' bytes for the worker (reading is :func:`decode_from_store`)."""
 
     def __init__(self, threshold: int) -> None:
         self.threshold = threshold
@@ -105,8 +106,9 @@ class HostStore:
 
 
 def decode_from_store(codec: Any, data: bytes) -> Any:
-    """Extension 35 from a worker: read the raw bytes (zero-copy), then let the worker drop
-    its hold (the Ref ``keeper`` describes dies here; the mapping keeps the bytes alive)."""
+    """Extension 35 from a worker: map its bytes (zero-copy, nothing unpickled), then let the
+    worker drop its hold (the Ref ``keeper`` describes dies here; the mapping keeps the bytes
+    alive)."""
     tag, meta, ref, keeper = ray_store.parse(data)
     try:
         view = ray_store.raw_view(ref)
