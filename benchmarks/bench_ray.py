@@ -39,7 +39,7 @@ num_cpus = 0.5
 LATENCY_N = 500
 BATCH_N = 2000
 ROUNDS = 5
-ARRAY_ROUNDS = 9
+ARRAY_ROUNDS = 15
 
 
 class Plain:
