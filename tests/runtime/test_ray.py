@@ -351,6 +351,10 @@ def test_host_callback_results_go_through_the_object_store(
     assert back.shape == data.shape and np.array_equal(back, data)
     assert snakebridge.call("operator", "call", [lambda: blob]) == blob
     assert seen == {"put": 2, "read": 2}
+    x, y = np.arange(1 << 16, dtype=np.int64), np.ones(1 << 16, dtype=np.int64)
+    total = snakebridge.call("functools", "reduce", [lambda a, b: a + b, [x, y]])
+    assert seen == {"put": 5, "read": 5}  # x, y out; both into the callback; a + b back and out
+    assert np.array_equal(total, x + y)
     assert registry_size(runtime().pools["default"]) == 0
     assert not any(isinstance(held, ray.ObjectRef) for held in CALLBACKS.values())
 
