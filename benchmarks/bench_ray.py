@@ -1,9 +1,11 @@
 """snakebridge on Ray vs plain Ray actors, in the same run, on one local cluster (ray #15).
 
 No-op latency (sequential calls), throughput (a batch of no-ops: ``snakebridge.map`` against
-``ray.get`` of a list of actor calls), and a 64 MiB float64 array summed (host → worker) and
-echoed (both ways): through Ray's object store (the default for Ray pools) and, for comparison,
-through the data plane's shared memory (``SNAKEBRIDGE_RAY_STORE=0``). One actor each.
+``ray.get`` of a list of actor calls), and a 64 MiB float64 array: summed (host → worker only),
+made in the worker (``numpy.ones``: worker → host only), echoed (``numpy.asarray``, the argument
+itself back; the plain actor returns its argument) and copied (``numpy.copy`` on both sides):
+through Ray's object store (the default for Ray pools) and, for comparison, through the data
+plane's shared memory (``SNAKEBRIDGE_RAY_STORE=0``). One actor each.
 Bar: no-op at most 1.3 times a raw Ray actor call. Run: ``python benchmarks/bench_ray.py``.
 """
 
@@ -37,6 +39,7 @@ num_cpus = 0.5
 LATENCY_N = 500
 BATCH_N = 2000
 ROUNDS = 5
+ARRAY_ROUNDS = 15
 
 
 class Plain:
@@ -45,6 +48,12 @@ class Plain:
 
     def total(self, array: Any) -> float:
         return float(np.sum(array))
+
+    def copy(self, array: Any) -> Any:
+        return np.copy(array)
+
+    def ones(self, n: int) -> Any:
+        return np.ones(n)
 
 
 def best(fn: Callable[[], Any], rounds: int = ROUNDS) -> float:
@@ -55,6 +64,21 @@ def best(fn: Callable[[], Any], rounds: int = ROUNDS) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def paired(
+    mine: Callable[[], Any], theirs: Callable[[], Any], rounds: int = ARRAY_ROUNDS
+) -> tuple[float, float]:
+    """Medians (s) of ``mine`` and ``theirs`` timed in alternation, so that both see the same
+    load (this machine's load moves within seconds)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for i in range(rounds):
+        order = ((0, mine), (1, theirs)) if i % 2 == 0 else ((1, theirs), (0, mine))
+        for which, fn in order:
+            start = time.perf_counter()
+            fn()
+            times[which].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def crash_seconds() -> tuple[float, float]:
@@ -85,6 +109,7 @@ def crash_seconds() -> tuple[float, float]:
 
 
 def main() -> None:
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (at the start)")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as fh:
         fh.write(CONFIG)
@@ -114,32 +139,33 @@ def main() -> None:
             BATCH_N / best(lambda: ray.get([plain.noop.remote(i) for i in range(BATCH_N)])),
         ),
     ]
-    raw_sum = best(lambda: ray.get(plain.total.remote(array))) * 1e3
-    raw_echo = best(lambda: ray.get(plain.noop.remote(array))) * 1e3
+    n = array.size
+    raw: dict[str, Callable[[], Any]] = {
+        "sum": lambda: ray.get(plain.total.remote(array)),
+        "made in the worker": lambda: ray.get(plain.ones.remote(n)),
+        "echo": lambda: ray.get(plain.noop.remote(array)),
+        "copy": lambda: ray.get(plain.copy.remote(array)),
+    }
+    ours: dict[str, Callable[[], Any]] = {
+        "sum": lambda: snakebridge.call("numpy", "sum", [array]),
+        "made in the worker": lambda: snakebridge.call("numpy", "ones", [n]),
+        "echo": lambda: snakebridge.call("numpy", "asarray", [array]),
+        "copy": lambda: snakebridge.call("numpy", "copy", [array]),
+    }
     for label, store in (("object store", "1"), ("shared memory", "0")):
         snakebridge.shutdown()  # a Ray pool decides at each actor's start
         os.environ["SNAKEBRIDGE_RAY_STORE"] = store
         assert snakebridge.call("numpy", "sum", [array]) == array.sum()
-        rows.append(
-            (
-                f"64 MiB sum, {label} (ms)",
-                best(lambda: snakebridge.call("numpy", "sum", [array])) * 1e3,
-                raw_sum,
-            )
-        )
-        rows.append(
-            (
-                f"64 MiB echo, {label} (ms)",
-                best(lambda: snakebridge.call("numpy", "copy", [array])) * 1e3,
-                raw_echo,
-            )
-        )
+        assert np.array_equal(snakebridge.call("numpy", "asarray", [array]), array)
+        for what, run in ours.items():
+            mine, theirs = paired(run, raw[what])
+            rows.append((f"64 MiB {what}, {label} (ms)", mine * 1e3, theirs * 1e3))
     os.environ.pop("SNAKEBRIDGE_RAY_STORE")
     snakebridge.shutdown()
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    print(f"{'':34} {'snakebridge-on-ray':>20} {'plain Ray actor':>16} {'ratio':>7}")
-    for name, ours, theirs in rows:
-        print(f"{name:34} {ours:20.1f} {theirs:16.1f} {ours / theirs:7.2f}")
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (at the end)")
+    print(f"{'':46} {'snakebridge-on-ray':>20} {'plain Ray actor':>16} {'ratio':>7}")
+    for name, mine, theirs in rows:
+        print(f"{name:46} {mine:20.1f} {theirs:16.1f} {mine / theirs:7.2f}")
     crashed, replaced = crash_seconds()
     print(
         f"SIGKILLed actor mid-call: WorkerCrashed after {crashed:.3f}s, "

@@ -358,8 +358,9 @@ def _arrow_table(obj: Any) -> Any:
     return arrow_kind, obj
 
 
-def _ipc(data: Any) -> List[Any]:
-    """``where`` of an Arrow IPC stream holding ``data`` (a Table or RecordBatch)."""
+def _ipc(data: Any) -> Any:
+    """``where`` of an Arrow IPC stream holding ``data`` (a Table or RecordBatch): its bytes,
+    a segment's ``[name, generation, offset, nbytes]``, or (a Ray pool, #15) extension 35."""
     import pyarrow as pa
 
     def write(sink: Any) -> None:
@@ -369,10 +370,15 @@ def _ipc(data: Any) -> List[Any]:
     mock = pa.MockOutputStream()
     write(mock)
     nbytes = mock.size()
+    store = STORE()
+    if store is not None and nbytes >= store.threshold:
+        out = pa.BufferOutputStream()
+        write(out)
+        return store.encode("mv", ["B", [nbytes]], out.getvalue())
     if not _shm_wanted(nbytes):
         out = pa.BufferOutputStream()
         write(out)
-        return out.getvalue().to_pybytes()  # type: ignore[no-any-return]
+        return out.getvalue().to_pybytes()
     segment = shm.POOL.acquire(nbytes)
     view = segment.data(nbytes)
     try:
@@ -386,11 +392,13 @@ def _ipc(data: Any) -> List[Any]:
     return [segment.name, segment.generation, 0, nbytes]
 
 
-def _read_ipc(where: Any) -> Any:
+def _read_ipc(where: Any, codec: Any = None) -> Any:
     import pyarrow as pa
 
     if isinstance(where, bytes):
         source = pa.py_buffer(where)
+    elif isinstance(where, msgpack.ExtType) and where.code == p.EXT_STORE:
+        source = pa.py_buffer(_decode_store(codec, where.data))  # mapped from Ray's store
     else:
         source = pa.py_buffer(_mapping(where, True))
     return pa.ipc.open_stream(source).read_all()
@@ -401,10 +409,10 @@ def _encode_arrow(obj: Any) -> msgpack.ExtType:
     return msgpack.ExtType(p.EXT_ARROW, msgpack.packb([arrow_kind, _ipc(data)], use_bin_type=True))
 
 
-def decode_arrow(data: bytes) -> Any:
+def decode_arrow(data: bytes, codec: Any = None) -> Any:
     """Extension 31: Arrow data, its buffers mapped from the segment (no copy)."""
     arrow_kind, where = msgpack.unpackb(data, raw=False)
-    table = _read_ipc(where)
+    table = _read_ipc(where, codec)
     if arrow_kind == "table":
         return table
     if arrow_kind == "batch":
@@ -450,7 +458,7 @@ def decode_pandas(codec: Any, data: bytes) -> Any:
     if header == "v":  # by value (one side has no pyarrow)
         return pdvalues.decode(codec, where)
     series, labels, name, dtype, freq = codec.unpack_nested(header)
-    frame = _read_ipc(where).to_pandas()
+    frame = _read_ipc(where, codec).to_pandas()
     if freq is not None:
         frame.index = pdvalues.with_freq(frame.index, freq)
     if series:
@@ -492,7 +500,7 @@ def decoders(codec: Any) -> Any:
     """Extension decoders of the data plane, for a codec's ``decoders`` table."""
     return {
         p.EXT_BUFFER: decode_shm,
-        p.EXT_ARROW: decode_arrow,
+        p.EXT_ARROW: lambda data: decode_arrow(data, codec),
         p.EXT_PANDAS: lambda data: decode_pandas(codec, data),
         p.EXT_SHARED: decode_shared,
         p.EXT_CUDA: decode_cuda,

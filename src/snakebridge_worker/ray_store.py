@@ -1,15 +1,20 @@
 """Large arrays and buffers through Ray's object store (ray #15, docs/ray.md).
 
-In a Ray pool, a numpy array or bytes-like buffer at or above the data-plane threshold does not
-travel in the frame nor through shared memory: the sender puts it in Ray's object store and the
-frame carries extension 35, ``[tag, meta, object id, owner address, status, keeper]``. The
-receiver registers the reference with its Ray core worker and reads the object from the node's
-object store (plasma): zero-copy, read-only. ``tag``/``meta`` are those of extension 30.
+In a Ray pool, a numpy array, bytes-like buffer or Arrow IPC stream (Arrow and pandas data) at
+or above the data-plane threshold does not travel in the frame nor through shared memory: the
+sender puts it in Ray's object store and the frame carries extension 35, ``[tag, meta, object
+id, owner address, status, keeper]``. The receiver registers the reference with its Ray core
+worker and reads the object from the node's object store (plasma): zero-copy, read-only.
+``tag``/``meta`` are those of extension 30.
 
-What may be unpickled decides how each side puts: the worker unpickles what the host made (the
-host sends it code anyway), the host never unpickles what a worker made. So the host puts arrays
-with ``ray.put`` (no extra copy) and the worker puts raw bytes (Ray's ``RAW`` objects, which the
-host reads as a buffer without deserializing anything).
+Nothing is unpickled on either side. Each sender puts a ``pickle.PickleBuffer`` over the
+value's own bytes (``ray.put``: Ray copies them once into the object store, as it does an
+actor's array result); Ray lays such an object out as a tiny pickle stream plus one out-of-band
+buffer. The receiver does not deserialize the object: it reads the object's buffer table with
+Ray's own parser (``split_buffer``/``unpack_pickle5_buffers``) and maps the one buffer, so a
+worker can no more run code in the host this way than through shared memory; the headers and
+the buffer are checked to lie inside the object first (Ray's parser trusts the lengths it
+reads). Ray's ``RAW`` objects (plain bytes) are read as they are.
 
 Lifetime: the sender holds the object (``keeper``) until the receiver has it mapped; a mapped
 object stays in the store as long as a view of it lives. The host holds its objects as host
@@ -23,6 +28,8 @@ Imports Ray only when a value crosses, in a process that is on Ray.
 from __future__ import annotations
 
 import importlib
+import pickle
+import sys
 from typing import Any, List, Optional
 
 import msgpack
@@ -71,22 +78,77 @@ def import_ref(binary: Any, owner: Any, status: Any) -> Any:
 
 
 def raw_view(ref: Any) -> memoryview:
-    """The bytes of a ``RAW`` object, read-only, mapped from the object store (no copy, and
-    nothing deserialized: anything else is refused)."""
+    """The bytes of an object :func:`put_bytes` made, read-only, mapped from the object store
+    (no copy, and nothing deserialized: an object that is not one flat buffer is refused)."""
     [(data, metadata, *_)] = _core_worker().get_objects([ref], GET_TIMEOUT_MS)
-    if metadata != b"RAW" or data is None:
-        raise ValueError(f"an object-store value is not raw bytes (metadata {metadata!r:.40})")
-    return memoryview(data).toreadonly()
+    if data is None:
+        raise ValueError("an object-store value could not be read (lost or not ready)")
+    if metadata == b"RAW":
+        return memoryview(data).toreadonly()
+    if metadata != b"PYTHON":
+        raise ValueError(f"an object-store value is not a buffer (metadata {metadata!r:.40})")
+    return _one_buffer(data)
+
+
+def _one_buffer(data: Any) -> memoryview:
+    """The one out-of-band buffer of a pickle-5 object's bytes ``data``, without unpickling.
+
+    Ray's parser of the buffer table trusts the offsets and lengths it reads, and the sender
+    wrote them: its headers are checked to lie inside ``data`` before it runs, and the buffer
+    it finds after (numpy gives the addresses: Ray depends on numpy).
+    """
+    import numpy as np
+
+    whole = np.frombuffer(data, dtype=np.uint8)
+    raylet = importlib.import_module("ray._raylet")
+    try:
+        _, pickled = raylet.split_buffer(data)  # a slice of ``data`` (clamped to it)
+    except (AssertionError, IndexError, TypeError) as exc:  # Ray asserts on a short object
+        raise ValueError(f"an object-store value is malformed ({type(exc).__name__})") from None
+    table = np.frombuffer(pickled, dtype=np.uint8) if memoryview(pickled).nbytes else whole[:0]
+    inband_size, meta_size = _int64(table, 0), _int64(table, 8)
+    if 16 + inband_size + meta_size > table.nbytes:
+        raise ValueError("an object-store value's headers run past its end")
+    try:
+        _, buffers = raylet.unpack_pickle5_buffers(pickled)  # the table; nothing unpickled
+    except Exception as exc:  # a protobuf that does not parse, and the like
+        raise ValueError(f"an object-store value is malformed ({type(exc).__name__})") from None
+    if len(buffers) != 1:
+        raise ValueError(f"an object-store value holds {len(buffers)} buffers, not one")
+    view = memoryview(buffers[0])
+    if view.ndim != 1 or view.format != "B" or not view.c_contiguous:
+        raise ValueError("an object-store value is not a flat byte buffer")
+    if view.nbytes:
+        part = np.frombuffer(view, dtype=np.uint8)
+        start = part.ctypes.data - whole.ctypes.data
+        if part.nbytes != view.nbytes or start < 0 or start + part.nbytes > whole.nbytes:
+            raise ValueError("an object-store value's buffer lies outside the object")
+    return view.toreadonly()
+
+
+def _int64(whole: Any, at: int) -> int:
+    if at < 0 or at + 8 > whole.nbytes:
+        raise ValueError("an object-store value is too short for its headers")
+    size = int.from_bytes(whole[at : at + 8].tobytes(), "little", signed=True)
+    if size < 0:
+        raise ValueError("an object-store value has a negative size in its headers")
+    return size
+
+
+def put_bytes(data: Any) -> Any:
+    """Put the bytes of array or buffer ``data`` (C order) in the object store: one copy, made
+    by Ray into the object (no copy before it when ``data`` is contiguous); its ObjectRef."""
+    return _ray().put(pickle.PickleBuffer(as_bytes_array(data)))
 
 
 def as_bytes_array(data: Any) -> Any:
-    """Array or buffer ``data`` as a flat uint8 array in C order (no copy when contiguous)."""
-    import numpy as np
-
-    if isinstance(data, np.ndarray):
+    """Array or buffer ``data`` as flat bytes in C order (no copy when contiguous)."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(data, np.ndarray):
         contiguous = data if data.flags.c_contiguous else np.ascontiguousarray(data)
         return contiguous.reshape(-1).view(np.uint8)
-    return np.frombuffer(data, dtype=np.uint8)
+    view = memoryview(data)
+    return view if view.c_contiguous and view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 def rebuild(tag: str, meta: Any, view: memoryview) -> Any:
@@ -109,31 +171,25 @@ def parse(data: bytes) -> List[Any]:
 
 
 class WorkerStore:
-    """The worker's side, in a Ray actor: puts raw bytes, reads what the host put."""
+    """The worker's side, in a Ray actor: puts a value's bytes, reads what the host put."""
 
     def __init__(self, codec: Any, threshold: int) -> None:
         self.codec = codec  # the worker's codec: its registry and the session answered now
         self.threshold = max(1, int(threshold))
 
     def encode(self, tag: str, meta: Any, data: Any) -> msgpack.ExtType:
-        ray = _ray()
-        raw = data.tobytes() if tag == "nd" else bytes(data)  # C order; bytes: Ray's RAW kind
-        ref = ray.put(raw)
+        ref = put_bytes(data)  # the one copy, by Ray, straight from the value's memory
         keeper = msgpack.unpackb(self.codec.as_ref(Held(ref)).data)  # a Ref of this session
         return descriptor(tag, meta, ref, keeper)
 
     def decode(self, codec: Any, data: bytes) -> Any:
-        ray = _ray()
         tag, meta, ref, keeper = parse(data)
         try:
-            value = ray.get(ref, timeout=GET_TIMEOUT_MS / 1000)
+            view = raw_view(ref)
         finally:
             if type(keeper) is int:
                 hostrefs.RELEASED.append(keeper)  # the host may drop its hold: we have it mapped
-        view = memoryview(value)
-        if view.format != "B" or view.ndim != 1:
-            raise ValueError("an object-store value is not a flat byte array")
-        return rebuild(tag, meta, view.toreadonly())
+        return rebuild(tag, meta, view)
 
 
 _INSTALLED: Optional[WorkerStore] = None

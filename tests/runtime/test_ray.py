@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import importlib.util
 import os
+import pickle
 import signal
 import threading
 import time
@@ -21,7 +23,9 @@ import pytest
 
 import snakebridge
 from snakebridge.config import load_settings
+from snakebridge.runtime import dataplane
 from snakebridge.runtime.client import runtime
+from snakebridge_worker import shm
 
 from . import test_pool
 from .conftest import registry_size
@@ -46,12 +50,23 @@ num_cpus = 0.5
 """
 
 
+def _segments() -> set[str]:
+    """This host's data-plane segments in /dev/shm (Ray's own plasma files never match)."""
+    prefix = f"sb-{shm.CONFIG.run}-"
+    return {n for n in os.listdir(shm.SHM_DIR) if shm.NAME_RE.match(n) and n.startswith(prefix)}
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
+    before = _segments()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     snakebridge.shutdown()
     ray.shutdown()
+    gc.collect()
+    dataplane.trim()
+    # the actors (killed ones too) left nothing behind for later modules' leak checks to see
+    assert _segments() <= before
 
 
 @pytest.fixture
@@ -282,3 +297,154 @@ def test_buffers_and_odd_arrays_through_the_object_store(
     small = np.arange(10)
     assert np.array_equal(snakebridge.call("numpy", "copy", [small]), small)
     assert seen["put"] == 5  # under the threshold: in the frame
+
+
+def _held_objects() -> int:
+    """Object-store objects this host still holds references to (Ray's own count)."""
+    gc.collect()
+    core = ray._private.worker.global_worker.core_worker
+    return sum(1 for counts in core.get_all_reference_counts().values() if counts["local"] > 0)
+
+
+def test_results_come_back_without_a_copy_in_the_worker_and_are_released(
+    ray_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from snakebridge.runtime.codec import CALLBACKS
+    from snakebridge_worker import ray_store
+
+    snakebridge.call("operator", "pos", [0])
+    baseline = _held_objects()
+    seen = _counting(monkeypatch)
+    data = np.random.default_rng(1).integers(0, 1 << 60, 1 << 20)  # 8 MiB of int64
+    back = snakebridge.call("numpy", "asarray", [data])  # the argument itself, sent back
+    assert seen == {"put": 1, "read": 1}
+    assert back.dtype == data.dtype and np.array_equal(back, data) and not back.flags.writeable
+    # what a worker puts is a PickleBuffer's bytes; the host reads the buffer table, not a pickle
+    mv = snakebridge.call("operator", "getitem", [[memoryview(bytearray(data.tobytes()))], 0])
+    assert bytes(mv) == data.tobytes()
+    assert ray_store.as_bytes_array(memoryview(b"xy")).tobytes() == b"xy"
+    assert registry_size(runtime().pools["default"]) == 0
+    assert not any(isinstance(held, ray.ObjectRef) for held in CALLBACKS.values())
+    assert _held_objects() == baseline  # neither side keeps a reference; `back` maps the object
+    assert np.array_equal(back, data)
+
+
+def test_host_callback_results_go_through_the_object_store(
+    ray_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from snakebridge.runtime.codec import CALLBACKS
+
+    snakebridge.call("operator", "pos", [0])
+    seen = _counting(monkeypatch)
+    data = np.arange(1 << 18, dtype=np.float32).reshape(512, 512)
+    blob = os.urandom(1 << 20)
+
+    def make() -> Any:
+        return data
+
+    back = snakebridge.call("operator", "call", [make])  # host → worker as a callback result
+    assert seen == {"put": 1, "read": 1}  # and back to the host as the call's result
+    assert back.shape == data.shape and np.array_equal(back, data)
+    assert snakebridge.call("operator", "call", [lambda: blob]) == blob
+    assert seen == {"put": 2, "read": 2}
+    x, y = np.arange(1 << 16, dtype=np.int64), np.ones(1 << 16, dtype=np.int64)
+    total = snakebridge.call("functools", "reduce", [lambda a, b: a + b, [x, y]])
+    assert seen == {"put": 5, "read": 5}  # x, y out; both into the callback; a + b back and out
+    assert np.array_equal(total, x + y)
+    assert registry_size(runtime().pools["default"]) == 0
+    assert not any(isinstance(held, ray.ObjectRef) for held in CALLBACKS.values())
+
+
+def test_executor_calls_go_through_the_object_store(
+    ray_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    seen = _counting(monkeypatch)
+    arrays = [np.full(1 << 17, i, dtype=np.int64) for i in range(3)]
+    with snakebridge.executor("numpy") as ex:
+        assert ex.submit("sum", arrays[0]).result() == 0
+        assert [int(total) for total in ex.map("sum", arrays)] == [0, 1 << 17, 2 << 17]
+        copies = list(ex.map("copy", arrays))
+    assert seen["put"] == 7 and seen["read"] == 3
+    assert all(np.array_equal(a, b) for a, b in zip(copies, arrays, strict=True))
+    assert registry_size(runtime().pools["default"]) == 0
+
+
+def test_only_calls_to_ray_pools_use_the_object_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    from snakebridge.config import PoolSpec
+    from snakebridge.runtime import exchange, ray_transport
+
+    line = type("FakeLine", (), {})()
+    line.transport = ray_transport.RayTransport.__new__(ray_transport.RayTransport)
+    local, remote = PoolSpec(), PoolSpec(backend="ray")
+    assert ray_transport.current_store() is None  # no call being encoded
+    with ray_transport.storing(remote):
+        assert isinstance(ray_transport.current_store(), ray_transport.HostStore)
+    token = exchange._callback_line.set(line)  # answering a Ray worker's host callback
+    try:
+        assert isinstance(ray_transport.current_store(), ray_transport.HostStore)
+        with ray_transport.storing(local):  # a call the callback makes to a local pool
+            assert ray_transport.current_store() is None
+        monkeypatch.setenv("SNAKEBRIDGE_RAY_STORE", "0")
+        assert ray_transport.current_store() is None
+    finally:
+        exchange._callback_line.reset(token)
+
+
+def test_arrow_and_pandas_data_through_the_object_store(
+    ray_pool: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pd = pytest.importorskip("pandas")
+
+    snakebridge.call("operator", "pos", [0])
+    seen = _counting(monkeypatch)
+    table = pa.table({"n": list(range(1 << 16)), "s": [f"row {i}" for i in range(1 << 16)]})
+    back = snakebridge.call("operator", "getitem", [[table], 0])  # both ways, as IPC streams
+    assert seen == {"put": 1, "read": 1}
+    assert type(back) is pa.Table and back.equals(table)
+    frame = pd.DataFrame({"s": [f"x{i}" for i in range(1 << 15)], "f": range(1 << 15)})
+    returned = snakebridge.call("operator", "getitem", [[frame], 0])
+    assert seen == {"put": 2, "read": 2}
+    pd.testing.assert_frame_equal(returned, frame)
+    assert registry_size(runtime().pools["default"]) == 0
+    del back, returned
+    assert snakebridge.call("operator", "getitem", [[pa.table({"a": [1]})], 0]).num_rows == 1
+    assert seen["put"] == 2  # small: in the frame
+
+
+def test_a_malformed_object_is_refused_not_read_past(cluster: Any) -> None:
+    """What a worker puts is checked before it is read: its headers and its one buffer must
+    lie inside the object (Ray's buffer-table parser trusts the lengths it reads)."""
+    from snakebridge_worker import ray_store
+
+    core = ray._private.worker.global_worker.core_worker
+    data = bytes(range(256)) * 4096  # 1 MiB
+    ref = ray_store.put_bytes(data)
+    assert bytes(ray_store.raw_view(ref)) == data
+    [(whole, _, *_)] = core.get_objects([ref], 10_000)
+    raw = bytes(memoryview(whole))
+
+    def stored(content: bytes) -> Any:  # those bytes as a readable object's buffer
+        [(buffer, _, *_)] = core.get_objects([ray.put(content)], 10_000)
+        return buffer
+
+    assert bytes(ray_store._one_buffer(stored(raw))) == data
+    table = raw.index(bytes.fromhex("1a15")) + 2  # the buffer's entry: length 1 MiB first
+    assert raw[table : table + 4] == bytes.fromhex("10808040")
+    longer = raw[: table + 3] + b"\x41" + raw[table + 4 :]  # 1 MiB + 16 KiB: past the end
+    with pytest.raises(ValueError, match="outside the object"):
+        ray_store._one_buffer(stored(longer))
+    for size in (5, 9, 12, 20, 40):
+        with pytest.raises(ValueError):
+            ray_store._one_buffer(stored(raw[:size]))
+    twice = ray.put([pickle.PickleBuffer(data), pickle.PickleBuffer(data)])
+    with pytest.raises(ValueError, match="2 buffers"):
+        ray_store.raw_view(twice)
+    with pytest.raises(ValueError, match="0 buffers"):  # a pickled object: never unpickled
+        ray_store.raw_view(ray.put(ValueError("x")))

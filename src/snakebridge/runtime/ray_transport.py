@@ -8,9 +8,10 @@ task result is watched on a thread: when the actor dies (killed, out of memory, 
 connection is shut, the reader sees EOF, and the pool fails its calls with WorkerCrashed and
 starts a replacement actor. Ray is imported only when a pool has ``backend = "ray"``.
 
-Large arrays and buffers of a Ray pool go through Ray's object store, not the connection
-(:class:`HostStore` here, :mod:`snakebridge_worker.ray_store` in the actor): calls encoded
-inside :func:`storing` put them there, and the frame carries only a reference.
+Large arrays, buffers and Arrow/pandas data of a Ray pool go through Ray's object store, not
+the connection (:class:`HostStore` here, :mod:`snakebridge_worker.ray_store` in the actor):
+calls encoded inside :func:`storing`, and host callbacks answering a Ray worker, put them
+there, and the frame carries only a reference.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import msgpack
 from snakebridge.config import PoolSpec, Settings
 from snakebridge.errors import ConfigError, WorkerCrashed, WorkerStartError
 from snakebridge.runtime import dataplane
+from snakebridge.runtime.exchange import in_callback_of
 from snakebridge.runtime.interpreters import locked_entry
 from snakebridge.runtime.transport import ProcessTransport, crashed, worker_path_dir
 from snakebridge_worker import oob, ray_actor, ray_store, shm
@@ -90,7 +92,7 @@ def store_threshold() -> int:
 
 
 class HostStore:
-    """The host's side: puts arrays for the worker, reads the raw bytes a worker put."""
+    """The host's side: puts values' bytes for the worker (reading is :func:`decode_from_store`)."""
 
     def __init__(self, threshold: int) -> None:
         self.threshold = threshold
@@ -98,14 +100,15 @@ class HostStore:
     def encode(self, tag: str, meta: Any, data: Any) -> Any:
         from snakebridge.runtime.codec import codec_for_thread
 
-        ref = _ray().put(ray_store.as_bytes_array(data))  # one copy, into the object store
+        ref = ray_store.put_bytes(data)  # one copy, by Ray, into the object store
         keeper = codec_for_thread().register(ref)  # held as a host object of this call
         return ray_store.descriptor(tag, meta, ref, keeper)
 
 
 def decode_from_store(codec: Any, data: bytes) -> Any:
-    """Extension 35 from a worker: read the raw bytes (zero-copy), then let the worker drop
-    its hold (the Ref ``keeper`` describes dies here; the mapping keeps the bytes alive)."""
+    """Extension 35 from a worker: map its bytes (zero-copy, nothing unpickled), then let the
+    worker drop its hold (the Ref ``keeper`` describes dies here; the mapping keeps the bytes
+    alive)."""
     tag, meta, ref, keeper = ray_store.parse(data)
     try:
         view = ray_store.raw_view(ref)
@@ -115,20 +118,33 @@ def decode_from_store(codec: Any, data: bytes) -> Any:
     return ray_store.rebuild(tag, meta, view)
 
 
-_STORE: contextvars.ContextVar[HostStore | None] = contextvars.ContextVar(
+_STORE: contextvars.ContextVar[HostStore | bool | None] = contextvars.ContextVar(
     "snakebridge_ray_store", default=None
 )
-oob.STORE = _STORE.get
+"""The store a call being encoded uses: None, not inside :func:`storing`; False, none."""
+
+
+def current_store() -> HostStore | None:
+    """The object store for what the host encodes now: the call's pool's (inside
+    :func:`storing`), else, answering a host callback, that of the worker waiting for it."""
+    chosen = _STORE.get()
+    if chosen is not None:
+        return chosen if isinstance(chosen, HostStore) else None
+    line = in_callback_of()
+    if line is None or not isinstance(line.transport, RayTransport):
+        return None
+    threshold = store_threshold()
+    return HostStore(threshold) if threshold >= 0 else None
+
+
+oob.STORE = current_store
 oob.STORE_DECODE = decode_from_store
 
 
 @contextlib.contextmanager
-def _storing() -> Any:
-    threshold = store_threshold()
-    if threshold < 0:
-        yield
-        return
-    token = _STORE.set(HostStore(threshold))
+def _storing(on: bool) -> Any:
+    threshold = store_threshold() if on else -1
+    token = _STORE.set(HostStore(threshold) if threshold >= 0 else False)
     try:
         yield
     finally:
@@ -137,10 +153,9 @@ def _storing() -> Any:
 
 def storing(spec: PoolSpec) -> contextlib.AbstractContextManager[Any]:
     """Encode a call for a pool of ``spec`` inside this: for a Ray pool, large arrays and
-    buffers go through the object store; for any other pool it does nothing."""
-    if spec.backend != "ray":
-        return contextlib.nullcontext()
-    return _storing()
+    buffers go through the object store; for any other pool they do not (even inside a host
+    callback that answers a Ray worker)."""
+    return _storing(spec.backend == "ray")
 
 
 def _is_local(address: str | None) -> bool:
@@ -263,6 +278,8 @@ class RayTransport(ProcessTransport):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        if self.pid:  # gone for certain now: sweep what it made after an earlier sweep
+            dataplane.peer_gone(self.pid)
 
     def _tail_text(self) -> str:
         self._ended.wait(_DEATH_WAIT_S)
