@@ -32,7 +32,7 @@ from snakebridge.codegen.members import (
 )
 from snakebridge.codegen.source import WIDTH, Call, Seq, quote, statement
 
-__all__ = ["ModuleSpec", "header", "render_module", "sanitize"]
+__all__ = ["ModuleSpec", "base_alias", "header", "render_module", "sanitize"]
 
 CLASS_KINDS = ("class", "exception")
 FUNCTION_KINDS = ("function", "builtin")
@@ -51,6 +51,8 @@ class ModuleSpec:
     ``reexports`` maps a local name to the ``(facade module, name)`` that defines that class.
     ``asynchronous``: the async facade (``package`` is then the ``aio`` package, and the
     caller has moved exceptions to ``reexports``: they are the sync facade's classes).
+    ``foreign_bases`` maps the remote type key of a class defined here to the facade class of
+    another module it subclasses: ``(base type key, facade module, name, base description)``.
     """
 
     version: str
@@ -64,6 +66,13 @@ class ModuleSpec:
     index: dict[str, tuple[str, str]] = field(default_factory=dict)
     by_value: frozenset[str] = frozenset()
     asynchronous: bool = False
+    foreign_bases: dict[str, tuple[str, str, str, dict[str, Any]]] = field(default_factory=dict)
+
+
+def base_alias(module: str, name: str) -> str:
+    """The private name a facade module imports another module's facade class as, to
+    subclass it (deleted once its classes exist)."""
+    return f"_base_{module.rpartition('.')[2]}_{name}"
 
 
 STREAM_KINDS = ("function", "builtin", "class")
@@ -123,7 +132,13 @@ def render_module(spec: ModuleSpec) -> str:
         by_kind.setdefault(str(info.get("kind")), []).append(name)
     values = sorted(n for k in VALUE_KINDS for n in by_kind.get(k, []))
     functions = sorted(n for k in FUNCTION_KINDS for n in by_kind.get(k, []))
-    classes = class_order(symbols, sorted(by_kind.get("class", [])))  # bases first
+    foreign = {
+        key: (base_key, base_alias(module, name), info)
+        for key, (base_key, module, name, info) in spec.foreign_bases.items()
+    }
+    classes = class_order(  # bases first
+        symbols, sorted(by_kind.get("class", [])), HintContext("", {}, foreign_bases=foreign)
+    )
     exceptions = _exception_order(symbols, by_kind.get("exception", []))
     children = sorted(set(spec.children))
     locals_ = {sanitize(n) for n in [*values, *functions, *classes, *exceptions]}
@@ -143,6 +158,7 @@ def render_module(spec: ModuleSpec) -> str:
         shadowed=frozenset(locals_ & BUILTIN_TYPES),
         by_value=spec.by_value,
         classes=local_classes(symbols, classes),
+        foreign_bases=foreign,
     )
     body: list[str] = []
     for name in values:
@@ -158,6 +174,9 @@ def render_module(spec: ModuleSpec) -> str:
     for name in classes:
         render = render_async_class if spec.asynchronous else render_class
         body += ["", "", *render(name, symbols[name], ctx)]
+    if foreign:
+        aliases = tuple(sorted({alias for _, alias, _ in foreign.values()}))
+        body += ["", "", *statement("", "del ", Seq(aliases, bare=True))]
     local_types = {str(symbols[n].get("remote_type")): sanitize(n) for n in exceptions}
     for name in exceptions:
         base = _exception_base(symbols[name], local_types)
@@ -243,7 +262,8 @@ def _head(
     out.append("")
     used = _annotation_names("\n".join(body))
     ctx.imports = {(m, n) for m, n in ctx.imports if n in used}
-    imports = _hint_imports(ctx, spec, set(locals_))
+    taken = set(locals_) | {base_alias(m, n) for _, m, n, _ in spec.foreign_bases.values()}
+    imports = _hint_imports(ctx, spec, taken)
     if imports:
         out += ["if _t.TYPE_CHECKING:", *imports, ""]
     out += ["del annotations", "", f"_LIB = {quote(spec.lib_path)}"]
@@ -253,6 +273,14 @@ def _head(
     else:
         out.append("_CONSTANTS: frozenset[str] = frozenset()")
     out += ["", *statement("", "__all__ = ", Seq(tuple(quote(n) for n in exported), "[", "]"))]
+    bases = sorted(
+        {(module, name) for _, module, name, _ in spec.foreign_bases.values()},
+        key=lambda b: (b[0], isort_key(b[1]), isort_key(base_alias(*b))),
+    )
+    if bases:  # needed before the classes: imported first (see layout.foreign_bases)
+        out.append("")
+        for module, name in bases:
+            out += _late_import(module, f"{name} as {base_alias(module, name)}")
     return out
 
 

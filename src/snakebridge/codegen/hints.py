@@ -93,7 +93,9 @@ class HintContext:
 
     ``index`` maps a remote type key to ``(facade module, class name)``; ``imports`` collects
     the ``(module, name)`` pairs the hints need from other facade modules; ``classes`` maps
-    the remote type key of each class the module defines to its name and description.
+    the remote type key of each class the module defines to its name and description;
+    ``foreign_bases`` maps the remote type key of a class the module defines to the facade
+    base it takes from another module: ``(base type key, local alias, base description)``.
     """
 
     module: str
@@ -103,6 +105,7 @@ class HintContext:
     imports: set[tuple[str, str]] = field(default_factory=set)
     by_value: frozenset[str] = frozenset()
     classes: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    foreign_bases: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def _dotted(node: ast.expr) -> str | None:

@@ -496,24 +496,33 @@ def _special_ok(member: dict[str, Any]) -> bool:
     return all(p["kind"] in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD") for p in params)
 
 
-def _facade_base(info: dict[str, Any], ctx: HintContext) -> tuple[str, dict[str, Any]] | None:
-    """The nearest class of the library's MRO that this module defines too (name, info)."""
+def _facade_base(info: dict[str, Any], ctx: HintContext) -> tuple[str, dict[str, Any], bool] | None:
+    """The nearest class of the library's MRO with a facade class this module may subclass:
+    one it defines, or the one from another module the package layout allows (see
+    :func:`snakebridge.codegen.layout.foreign_bases`); (name, info, from another module)."""
+    own = str(info.get("remote_type"))
+    foreign = ctx.foreign_bases.get(own)
     for key in info.get("bases") or []:
-        if key in ctx.classes and key != info.get("remote_type"):
-            return ctx.classes[key]
+        if key in ctx.classes and key != own:
+            name, base = ctx.classes[key]
+            return name, base, False
+        if foreign is not None and key == foreign[0]:
+            return foreign[1], foreign[2], True
     return None
 
 
-def class_order(symbols: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
+def class_order(
+    symbols: dict[str, dict[str, Any]], names: list[str], ctx: HintContext | None = None
+) -> list[str]:
     """``names`` with every class after the class of this module it subclasses."""
-    ctx = HintContext(module="", index={}, classes=local_classes(symbols, names))
+    ctx = replace(ctx or HintContext(module="", index={}), classes=local_classes(symbols, names))
     out: list[str] = []
 
     def visit(name: str) -> None:
         if name in out:
             return
         base = _facade_base(symbols[name], ctx)
-        if base is not None:
+        if base is not None and not base[2]:
             visit(next(n for n in names if sanitize(n) == base[0]))
         out.append(name)
 
@@ -558,14 +567,16 @@ def _overriding(lines: list[str]) -> list[str]:
 
 def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
     """A proxy class: a Ref subclass whose instances are the remote objects themselves; a
-    subclass of the facade class of its nearest base that the same module defines."""
+    subclass of the facade class of its nearest base that the same module defines or the
+    package layout lets it import (``ctx.foreign_bases``)."""
     local = sanitize(name)
     members, ctx = _rendered({**info, "qualname": name}, ctx)
     ctx = replace(ctx, self_name=local)
     base = _facade_base(info, ctx)
     inherited: dict[str, list[str]] = {}
     if base is not None:
-        base_members, base_ctx = _rendered({**base[1], "qualname": base[0]}, ctx)
+        qualname = base[1]["qualname"] if base[2] else base[0]
+        base_members, base_ctx = _rendered({**base[1], "qualname": qualname}, ctx)
         inherited = {str(m["name"]): _member(base[1], m, base_ctx) for m in base_members}
     lines = [f"class {local}({base[0] if base else '_sb.Ref, metaclass=_sb.ProxyMeta'}):"]
     if local.startswith("_"):  # the type of a result: nothing in its module may name it
