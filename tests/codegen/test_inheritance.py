@@ -90,8 +90,15 @@ def test_classes_subclass_bases_of_other_facade_modules(facades: Path) -> None:
 def test_the_package_imports_in_any_order_and_type_checks(facades: Path) -> None:
     imports_in_any_order(facades)
     mypy = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "snakebridge_generated"]
-        + ["app"],
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "snakebridge_generated",
+            "app",
+        ],
         cwd=facades,
         capture_output=True,
         text=True,
@@ -107,8 +114,16 @@ def test_the_package_imports_in_any_order_and_type_checks(facades: Path) -> None
     errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
     assert errors == [], errors[:5]
     ruff = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "E,F,W,I,B,UP,RUF"]
-        + ["snakebridge_generated"],
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--isolated",
+            "--select",
+            "E,F,W,I,B,UP,RUF",
+            "snakebridge_generated",
+        ],
         cwd=facades,
         capture_output=True,
         text=True,
@@ -153,7 +168,8 @@ def test_a_base_whose_module_would_import_the_subclass_module_first_is_left_out(
 def imports_in_any_order_of(root: Path, package: str) -> None:
     for path in sorted((root / package).rglob("__init__.py")):
         module = ".".join(path.relative_to(root).parent.parts)
-        code = f"import {module}, gen.pkg, gen.pkg.sub\nassert issubclass(gen.pkg.sub.Leaf, gen.pkg.Other)"
+        code = f"import {module}, gen.pkg, gen.pkg.sub\n"
+        code += "assert issubclass(gen.pkg.sub.Leaf, gen.pkg.Other)"
         done = subprocess.run(
             [sys.executable, "-c", code],
             env={"PYTHONPATH": f"{root}:{SRC}", "PATH": "/usr/bin:/bin"},

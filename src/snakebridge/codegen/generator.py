@@ -21,7 +21,7 @@ from snakebridge.codegen.aio import (
     render_async_function,
     stream_twin,
 )
-from snakebridge.codegen.hints import ANY, BUILTIN_TYPES, HintContext, hint
+from snakebridge.codegen.hints import ANY, BUILTIN_TYPES, HintContext, hint, import_alias
 from snakebridge.codegen.members import (
     class_order,
     local_classes,
@@ -159,6 +159,8 @@ def render_module(spec: ModuleSpec) -> str:
         by_value=spec.by_value,
         classes=local_classes(symbols, classes),
         foreign_bases=foreign,
+        taken=frozenset(locals_),
+        reexported=frozenset(spec.reexports.values()),
     )
     body: list[str] = []
     for name in values:
@@ -198,9 +200,30 @@ def render_module(spec: ModuleSpec) -> str:
     text = "\n".join(
         _head(spec, ctx, locals_, body, values, exported) + body + _tail(spec, children)
     )
+    codes = _ambiguous(text)  # the library's names, as it spells them
     if any(_too_long(line) for line in text.splitlines()):  # docstrings keep their lines
-        text = text.replace("\n", "\n# ruff: noqa: E501\n", 1)
+        codes.insert(0, "E501")
+    if codes:
+        text = text.replace("\n", f"\n# ruff: noqa: {', '.join(codes)}\n", 1)
     return text + "\n"
+
+
+_AMBIGUOUS = frozenset({"l", "I", "O"})
+
+
+def _ambiguous(source: str) -> list[str]:
+    """The ruff codes for names it finds ambiguous (``re.I``, colorsys' ``l``) in ``source``:
+    E741 for variables and parameters, E742 for classes, E743 for functions."""
+    codes: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        name = node.arg if isinstance(node, ast.arg) else getattr(node, "id", None)
+        if name in _AMBIGUOUS:
+            codes.add("E741")
+        elif isinstance(node, ast.ClassDef) and node.name in _AMBIGUOUS:
+            codes.add("E742")
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in _AMBIGUOUS:
+            codes.add("E743")
+    return sorted(codes)
 
 
 def _annotation_names(source: str) -> set[str]:
@@ -220,14 +243,13 @@ def _annotation_names(source: str) -> set[str]:
     return set(re.findall(r"[A-Za-z_]\w*", " ".join(texts)))
 
 
-def _hint_imports(ctx: HintContext, spec: ModuleSpec, taken: set[str]) -> list[str]:
+def _hint_imports(ctx: HintContext, spec: ModuleSpec, taken: frozenset[str]) -> list[str]:
     """``from M import A, B`` lines (indented, for a TYPE_CHECKING block), one per module."""
     names: dict[str, list[str]] = {}
     for module, name in sorted(ctx.imports):
         if (module, name) in spec.reexports.values():
             continue
-        alias = name if name not in taken else f"_{module.rpartition('.')[2]}_{name}"
-        taken.add(alias)
+        alias = import_alias(module, name, taken)
         names.setdefault(module, []).append(name if alias == name else f"{name} as {alias}")
     lines = []
     for module, imported in names.items():
@@ -261,9 +283,8 @@ def _head(
         out.append("import snakebridge.runtime.streams as _sb_streams")
     out.append("")
     used = _annotation_names("\n".join(body))
-    ctx.imports = {(m, n) for m, n in ctx.imports if n in used}
-    taken = set(locals_) | {base_alias(m, n) for _, m, n, _ in spec.foreign_bases.values()}
-    imports = _hint_imports(ctx, spec, taken)
+    ctx.imports = {(m, n) for m, n in ctx.imports if import_alias(m, n, ctx.taken) in used}
+    imports = _hint_imports(ctx, spec, ctx.taken)
     if imports:
         out += ["if _t.TYPE_CHECKING:", *imports, ""]
     out += ["del annotations", "", f"_LIB = {quote(spec.lib_path)}"]

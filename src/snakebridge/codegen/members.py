@@ -21,10 +21,12 @@ from snakebridge.codegen.source import (
     Seq,
     def_lines,
     docstring,
+    flat,
     quote,
     statement,
     union_members,
 )
+from snakebridge.codegen.source import literal as default_source
 
 __all__ = [
     "SPECIAL",
@@ -101,9 +103,10 @@ class Params:
             default = ""
             text = param.get("default") if literal else None
             if param.get("has_default") and text is not None:
-                default = f" = {text}"
+                value = default_source(text)
+                default = f" = {flat(value)}"
                 annotation = _widen(annotation, text)
-                entry.append(text)
+                entry.append(value)
                 seen_default = True
             elif param.get("has_default") or (seen_default and kind != "KEYWORD_ONLY"):
                 default = " = _sb.NOT_GIVEN"
@@ -489,10 +492,15 @@ def _plain(params: list[dict[str, Any]]) -> tuple[str, ...]:
 
 
 def _special_ok(member: dict[str, Any]) -> bool:
-    """Dunders forward positionally: only fixed positional signatures qualify."""
+    """Dunders forward positionally: only fixed positional signatures qualify, and of the
+    ones Ref declares only those of its arity (manifests recorded before the introspector
+    left out metaclass methods hold an enum class's ``__getitem__(name)`` as one without)."""
     if member["name"] == "__call__":
         return True
     params = (member.get("signature") or {}).get("params", [])
+    arity = _REF_PARAMS.get(str(member["name"]))
+    if arity is not None and len(params) != len(arity):
+        return False
     return all(p["kind"] in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD") for p in params)
 
 
@@ -605,8 +613,9 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
     if info.get("unhashable"):  # as the library's stubs say (the remote hash raises)
         lines += ["", "    __hash__: _t.ClassVar[None]  # type: ignore[assignment, unused-ignore]"]
     elif "__eq__" in taken:  # a class body that defines __eq__ alone loses __hash__
-        lines += ["", "    def __hash__(self) -> int:"]
-        lines += ['        return _t.cast("int", _sb.special(self, "__hash__"))']
+        integer = "_builtins.int" if "int" in ctx.shadowed else "int"  # uuid.UUID.int
+        lines += ["", f"    def __hash__(self) -> {integer}:"]
+        lines += [f'        return _t.cast("{integer}", _sb.special(self, "__hash__"))']
     return lines
 
 
