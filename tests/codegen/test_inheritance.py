@@ -84,6 +84,8 @@ def test_classes_subclass_bases_of_other_facade_modules(facades: Path) -> None:
     assert message.as_string().endswith("\nhi")
     text = (facades / "snakebridge_generated/email/mime/text/__init__.py").read_text()
     assert "class MIMEText(_base_message_Message):" in text
+    aio = (facades / "snakebridge_generated/aio/email/mime/text/__init__.py").read_text()
+    assert "_base_" not in aio  # async proxy classes do not inherit
     assert "_base_message_Message" not in vars(sys.modules[MIMEText.__module__])  # deleted
 
 

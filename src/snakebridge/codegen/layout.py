@@ -297,6 +297,7 @@ def async_spec(spec: ModuleSpec, types: TypeIndex) -> ModuleSpec:
         reexports=reexports,
         index=types.async_index_for(spec.library),
         asynchronous=True,
+        foreign_bases={},  # async proxy classes derive from AsyncRef alone
     )
 
 
