@@ -5,7 +5,9 @@ its home is the shortest path the manifest records for it among the libraries of
 environment; their other paths re-export it. Libraries in different environments never share a
 class, so ``numpy126 = { module = "numpy", env = "numpy126" }`` beside ``numpy`` gets classes of
 its own whose constructors run in its own environment. The type index built here lets a module's
-hints name classes defined anywhere in the package for its environment.
+hints name classes defined anywhere in the package for its environment, and lets a facade class
+subclass the facade class of a base defined in another module (:func:`foreign_bases`, which
+leaves out a base whose import would close an import cycle).
 
 Every module also gets its async facade under ``<package>.aio`` (the same path below it), whose
 hints name the async proxy classes; ``aio/__init__.py`` tells the runtime where each remote
