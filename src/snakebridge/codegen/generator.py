@@ -197,10 +197,11 @@ def render_module(spec: ModuleSpec) -> str:
     exported = sorted(
         (n for n in locals_ if not n.startswith("_")), key=lambda n: isort_key(n, fold=False)
     )
+    tree = ast.parse("\n".join(body))  # the module's own code, read once
     text = "\n".join(
-        _head(spec, ctx, locals_, body, values, exported) + body + _tail(spec, children)
+        _head(spec, ctx, locals_, body, tree, values, exported) + body + _tail(spec, children)
     )
-    codes = _ambiguous(text)  # the library's names, as it spells them
+    codes = _ambiguous(tree)  # the library's names, as it spells them
     if any(_too_long(line) for line in text.splitlines()):  # docstrings keep their lines
         codes.insert(0, "E501")
     if codes:
@@ -211,11 +212,11 @@ def render_module(spec: ModuleSpec) -> str:
 _AMBIGUOUS = frozenset({"l", "I", "O"})
 
 
-def _ambiguous(source: str) -> list[str]:
-    """The ruff codes for names it finds ambiguous (``re.I``, colorsys' ``l``) in ``source``:
+def _ambiguous(tree: ast.Module) -> list[str]:
+    """The ruff codes for names it finds ambiguous (``re.I``, colorsys' ``l``) in ``tree``:
     E741 for variables and parameters, E742 for classes, E743 for functions."""
     codes: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         name = node.arg if isinstance(node, ast.arg) else getattr(node, "id", None)
         if name in _AMBIGUOUS:
             codes.add("E741")
@@ -226,10 +227,10 @@ def _ambiguous(source: str) -> list[str]:
     return sorted(codes)
 
 
-def _annotation_names(source: str) -> set[str]:
+def _annotation_names(tree: ast.Module) -> set[str]:
     """Names the module's annotations and ``_t.cast`` targets use (what hint imports serve)."""
     texts: list[str] = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
             texts.append(ast.unparse(node.annotation))
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
@@ -263,6 +264,7 @@ def _head(
     ctx: HintContext,
     locals_: set[str],
     body: list[str],
+    tree: ast.Module,
     values: list[str],
     exported: list[str],
 ) -> list[str]:
@@ -282,7 +284,7 @@ def _head(
     if any("_sb_streams." in line for line in body):
         out.append("import snakebridge.runtime.streams as _sb_streams")
     out.append("")
-    used = _annotation_names("\n".join(body))
+    used = _annotation_names(tree)
     ctx.imports = {(m, n) for m, n in ctx.imports if import_alias(m, n, ctx.taken) in used}
     imports = _hint_imports(ctx, spec, ctx.taken)
     if imports:
