@@ -22,6 +22,7 @@ import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Final, Never, ParamSpec, Self, TypeVar
+from typing import cast as _t_cast
 
 from snakebridge import paths
 from snakebridge.errors import RemoteError, register_remote_exception
@@ -198,6 +199,9 @@ def set_attribute(instance: Ref, name: str, value: Any) -> None:
     Ref.__setattr__(instance, name, value)
 
 
+_R = TypeVar("_R")  # unbound: a metaclass method's self type must be erasable to it
+
+
 class ProxyMeta(type):
     """Metaclass of proxy classes: registers them for their remote type; ``isinstance`` asks
     the remote class hierarchy, so by-value results of that type answer too."""
@@ -209,6 +213,8 @@ class ProxyMeta(type):
         remote = namespace.get("__sb_type__")
         if remote and issubclass(cls, Ref):
             register_proxy(str(remote), cls)
+        if issubclass(cls, Ref) and "__del__" not in namespace:
+            type.__setattr__(cls, "__del__", _release_unless_borrowed)  # see `of`
 
     def __instancecheck__(cls, instance: Any) -> bool:
         if type.__instancecheck__(cls, instance):
@@ -219,6 +225,44 @@ class ProxyMeta(type):
         if isinstance(instance, Ref):
             return remote in remote_mro(instance)
         return any(type_key(klass) == remote for klass in type(instance).__mro__)
+
+    def of(cls: type[_R], instance: Ref) -> _R:
+        """This class's handle on the remote object ``instance`` refers to: a sync facade
+        instance as its async proxy (``aio.logging.Logger.of(logger)``) and back
+        (``logging.Logger.of(alogger)``). No round trip: the new handle shares the remote
+        object and keeps ``instance``'s owner alive, which releases it; ``instance`` stays
+        what it was."""
+        return _t_cast(_R, _borrow(_viewable(cls, instance), instance))
+
+
+# id of a Ref made by ``of`` -> the Ref that owns (and will release) the remote object
+_BORROWED: dict[int, Ref] = {}
+_SLOTS = ("_sb_worker", "_sb_session", "_sb_id", "_sb_type")
+
+
+def _borrow(cls: type[Ref], instance: Ref) -> Ref:
+    view = object.__new__(cls)
+    for slot in _SLOTS:
+        object.__setattr__(view, slot, object.__getattribute__(instance, slot))
+    _BORROWED[id(view)] = _BORROWED.get(id(instance), instance)
+    return as_proxy(view, cls)
+
+
+def _release_unless_borrowed(self: Ref) -> None:
+    """``__del__`` of facade classes: a handle made by ``of`` only lets go of its owner."""
+    if _BORROWED.pop(id(self), None) is None:
+        Ref.__del__(self)
+
+
+def _viewable(cls: type[Any], instance: object) -> type[Ref]:
+    """``cls`` when ``instance`` is a Ref to a remote object of its remote type."""
+    if issubclass(cls, Ref) and isinstance(instance, Ref) and isinstance(instance, cls):
+        return cls
+    remote = getattr(cls, "__sb_type__", cls.__qualname__)
+    raise TypeError(
+        f"{cls.__qualname__}.of() takes a Ref to a remote {remote} (or a subclass of it), "
+        f"not {instance!r}"
+    )
 
 
 def register_exception(cls: type[RemoteError]) -> None:
@@ -306,6 +350,8 @@ class AsyncProxyMeta(ProxyMeta):
         remote = namespace.get("__sb_type__")
         if remote and issubclass(cls, Ref):
             _ASYNC_CLASSES[str(remote)] = cls
+        if issubclass(cls, Ref) and "__del__" not in namespace:
+            type.__setattr__(cls, "__del__", _release_unless_borrowed)  # see `of`
 
 
 class AsyncRef(Ref):

@@ -5,6 +5,7 @@ strict over the generated tree."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import json
 import os
@@ -65,6 +66,7 @@ from __future__ import annotations
 
 from typing import reveal_type
 
+from snakebridge_generated import logging as sync_logging
 from snakebridge_generated.aio import configparser, itertools, logging, math, myhelpers
 
 
@@ -83,6 +85,9 @@ async def main() -> None:
     reveal_type(await myhelpers.total(3))  # int
     async for item in myhelpers.countdown_stream(3):
         print(item)
+    alogger = logging.Logger.of(sync_logging.getLogger("z"))
+    reveal_type(alogger)  # Logger (the async proxy class)
+    reveal_type(sync_logging.Logger.of(alogger))  # Logger (the sync facade class)
 """
 MYPY_REVEALED = [
     "float",
@@ -93,6 +98,8 @@ MYPY_REVEALED = [
     "snakebridge_generated.aio.configparser.RawConfigParser",
     "snakebridge.runtime.streams.AsyncStream",
     "int",
+    "snakebridge_generated.aio.logging.Logger",
+    "snakebridge_generated.logging.Logger",
 ]
 PYRIGHT_REVEALED = [
     "float",
@@ -103,6 +110,8 @@ PYRIGHT_REVEALED = [
     "RawConfigParser",
     "AsyncStream",
     "int",
+    "Logger",
+    "Logger",
 ]
 
 
@@ -179,6 +188,41 @@ def test_async_functions_await_the_async_call_path(
 
     asyncio.run(main())
     assert seen[0] == ("math", "sqrt") and len(seen) == 23
+
+
+def test_of_turns_a_sync_instance_into_its_async_proxy_and_back(project: Project) -> None:
+    from snakebridge_generated import logging as sync_logging
+    from snakebridge_generated.aio import logging
+
+    import snakebridge.facade
+
+    logger = sync_logging.getLogger("sb.of")
+    assert type(logger) is sync_logging.Logger
+
+    async def main() -> sync_logging.Logger:
+        alogger = logging.Logger.of(logger)  # no round trip
+        assert type(alogger) is logging.Logger and alogger is not logger
+        assert await alogger.getEffectiveLevel() == logger.getEffectiveLevel()
+        await alogger.setLevel(17)  # one remote object behind both handles
+        assert logger.getEffectiveLevel() == 17
+        assert type(logger) is sync_logging.Logger  # the sync handle stays sync
+        back = sync_logging.Logger.of(alogger)
+        assert type(back) is sync_logging.Logger and back.level == 17
+        del alogger
+        owned = sync_logging.getLogger("sb.of.owned")
+        view = logging.Logger.of(owned)
+        del owned  # the view keeps the owning handle, so the remote object, alive
+        gc.collect()
+        assert await view.getEffectiveLevel() == 17  # its parent sb.of's level, remotely
+        return back
+
+    back = asyncio.run(main())
+    assert back.getEffectiveLevel() == 17 and logger.name == "sb.of"
+    del back
+    gc.collect()
+    assert snakebridge.facade._BORROWED == {}  # views gone: only owners release
+    with pytest.raises(TypeError, match=r"Logger.of\(\) takes a Ref to a remote logging.Logger"):
+        sync_logging.Logger.of(42)  # type: ignore[arg-type]
 
 
 def test_async_proxies_have_awaited_methods_and_properties(project: Project) -> None:

@@ -6,8 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
+import pytest
+
+from snakebridge.codegen.manifest import content_hash
 from snakebridge.codegen.pipeline import Project
+from snakebridge.envs.lock import generator_hash
 
 from .conftest import cli
 
@@ -116,20 +121,40 @@ def test_plan_shows_what_sync_would_do_and_writes_nothing(
     assert "nothing to do" in cli(tmp_path, "plan").stdout
 
 
-def test_check_names_regen_for_facades_of_another_generator(
-    make_project: Make, tmp_path: Path
+def test_sync_rerenders_facades_of_another_generator_without_importing_the_library(
+    make_project: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = make_project(
         {"main.py": "from snakebridge_generated import statistics\nstatistics.median\n"},
         pyproject=STATISTICS.format(spec='"stdlib"'),
     )
     project.sync()
+    facade = tmp_path / "snakebridge_generated" / "statistics" / "__init__.py"
+    current = facade.read_text()
+    # what an older generator wrote: other text, recorded as such in the manifest
+    older = current.replace("def median(", "def median_as_it_was(")
+    facade.write_text(older)
     path = tmp_path / ".snakebridge" / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["libraries"]["statistics"]["generator"] = "an older generator"
+    manifest["files"]["snakebridge_generated/statistics/__init__.py"] = content_hash(older)
     path.write_text(json.dumps(manifest))
     result = cli(tmp_path, "check")
     assert result.returncode == 1
-    assert "problem(s); run `snakebridge regen`\n" in result.stderr  # not sync: it says no-op
-    assert cli(tmp_path, "regen").returncode == 0
+    assert "problem(s); run `snakebridge sync`\n" in result.stderr
+    assert "would re-render statistics" in cli(tmp_path, "plan").stdout
+    assert facade.read_text() == older  # plan writes nothing
+
+    def no_import(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("re-rendering must not introspect")
+
+    monkeypatch.setattr(Project, "introspect", no_import)
+    report = Project(project.settings).sync()
+    assert report.rerendered == ["statistics"] and not report.added
+    assert report.written == ["snakebridge_generated/statistics/__init__.py"]
+    assert facade.read_text() == current
+    assert json.loads(path.read_text())["libraries"]["statistics"]["generator"] == (
+        generator_hash()
+    )
     assert cli(tmp_path, "check").returncode == 0
+    assert "facades are up to date" in cli(tmp_path, "sync").stdout

@@ -40,11 +40,16 @@ def _print_report(report: SyncReport, planned: bool = False) -> None:
         click.echo(f"{add} {name}")
     for name in report.typed:
         click.echo(f"{add} {name} (a type results have)")
+    for library in report.rerendered:
+        click.echo(
+            f"{'would re-render' if planned else 're-rendered'} {library} (its facades "
+            "came from another snakebridge generator)"
+        )
     for path in report.written:
         click.echo(f"{write} {path}")
     for error in report.errors:
         click.echo(f"error: {error}", err=True)
-    if not (report.added or report.typed or report.written or report.errors):
+    if not (report.added or report.typed or report.written or report.errors or report.rerendered):
         click.echo(f"{'nothing to do: ' if planned else ''}facades are up to date")
 
 

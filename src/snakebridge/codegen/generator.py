@@ -21,7 +21,7 @@ from snakebridge.codegen.aio import (
     render_async_function,
     stream_twin,
 )
-from snakebridge.codegen.hints import ANY, BUILTIN_TYPES, HintContext, hint
+from snakebridge.codegen.hints import ANY, BUILTIN_TYPES, HintContext, hint, import_alias
 from snakebridge.codegen.members import (
     class_order,
     local_classes,
@@ -32,7 +32,7 @@ from snakebridge.codegen.members import (
 )
 from snakebridge.codegen.source import WIDTH, Call, Seq, quote, statement
 
-__all__ = ["ModuleSpec", "header", "render_module", "sanitize"]
+__all__ = ["ModuleSpec", "base_alias", "header", "render_module", "sanitize"]
 
 CLASS_KINDS = ("class", "exception")
 FUNCTION_KINDS = ("function", "builtin")
@@ -51,6 +51,8 @@ class ModuleSpec:
     ``reexports`` maps a local name to the ``(facade module, name)`` that defines that class.
     ``asynchronous``: the async facade (``package`` is then the ``aio`` package, and the
     caller has moved exceptions to ``reexports``: they are the sync facade's classes).
+    ``foreign_bases`` maps the remote type key of a class defined here to the facade class of
+    another module it subclasses: ``(base type key, facade module, name, base description)``.
     """
 
     version: str
@@ -64,6 +66,13 @@ class ModuleSpec:
     index: dict[str, tuple[str, str]] = field(default_factory=dict)
     by_value: frozenset[str] = frozenset()
     asynchronous: bool = False
+    foreign_bases: dict[str, tuple[str, str, str, dict[str, Any]]] = field(default_factory=dict)
+
+
+def base_alias(module: str, name: str) -> str:
+    """The private name a facade module imports another module's facade class as, to
+    subclass it (deleted once its classes exist)."""
+    return f"_base_{module.rpartition('.')[2]}_{name}"
 
 
 STREAM_KINDS = ("function", "builtin", "class")
@@ -123,7 +132,13 @@ def render_module(spec: ModuleSpec) -> str:
         by_kind.setdefault(str(info.get("kind")), []).append(name)
     values = sorted(n for k in VALUE_KINDS for n in by_kind.get(k, []))
     functions = sorted(n for k in FUNCTION_KINDS for n in by_kind.get(k, []))
-    classes = class_order(symbols, sorted(by_kind.get("class", [])))  # bases first
+    foreign = {
+        key: (base_key, base_alias(module, name), info)
+        for key, (base_key, module, name, info) in spec.foreign_bases.items()
+    }
+    classes = class_order(  # bases first
+        symbols, sorted(by_kind.get("class", [])), HintContext("", {}, foreign_bases=foreign)
+    )
     exceptions = _exception_order(symbols, by_kind.get("exception", []))
     children = sorted(set(spec.children))
     locals_ = {sanitize(n) for n in [*values, *functions, *classes, *exceptions]}
@@ -143,6 +158,9 @@ def render_module(spec: ModuleSpec) -> str:
         shadowed=frozenset(locals_ & BUILTIN_TYPES),
         by_value=spec.by_value,
         classes=local_classes(symbols, classes),
+        foreign_bases=foreign,
+        taken=frozenset(locals_),
+        reexported=frozenset(spec.reexports.values()),
     )
     body: list[str] = []
     for name in values:
@@ -158,6 +176,9 @@ def render_module(spec: ModuleSpec) -> str:
     for name in classes:
         render = render_async_class if spec.asynchronous else render_class
         body += ["", "", *render(name, symbols[name], ctx)]
+    if foreign:
+        aliases = tuple(sorted({alias for _, alias, _ in foreign.values()}))
+        body += ["", "", *statement("", "del ", Seq(aliases, bare=True))]
     local_types = {str(symbols[n].get("remote_type")): sanitize(n) for n in exceptions}
     for name in exceptions:
         base = _exception_base(symbols[name], local_types)
@@ -176,18 +197,40 @@ def render_module(spec: ModuleSpec) -> str:
     exported = sorted(
         (n for n in locals_ if not n.startswith("_")), key=lambda n: isort_key(n, fold=False)
     )
+    tree = ast.parse("\n".join(body))  # the module's own code, read once
     text = "\n".join(
-        _head(spec, ctx, locals_, body, values, exported) + body + _tail(spec, children)
+        _head(spec, ctx, locals_, body, tree, values, exported) + body + _tail(spec, children)
     )
+    codes = _ambiguous(tree)  # the library's names, as it spells them
     if any(_too_long(line) for line in text.splitlines()):  # docstrings keep their lines
-        text = text.replace("\n", "\n# ruff: noqa: E501\n", 1)
+        codes.insert(0, "E501")
+    if codes:
+        text = text.replace("\n", f"\n# ruff: noqa: {', '.join(codes)}\n", 1)
     return text + "\n"
 
 
-def _annotation_names(source: str) -> set[str]:
+_AMBIGUOUS = frozenset({"l", "I", "O"})
+
+
+def _ambiguous(tree: ast.Module) -> list[str]:
+    """The ruff codes for names it finds ambiguous (``re.I``, colorsys' ``l``) in ``tree``:
+    E741 for variables and parameters, E742 for classes, E743 for functions."""
+    codes: set[str] = set()
+    for node in ast.walk(tree):
+        name = node.arg if isinstance(node, ast.arg) else getattr(node, "id", None)
+        if name in _AMBIGUOUS:
+            codes.add("E741")
+        elif isinstance(node, ast.ClassDef) and node.name in _AMBIGUOUS:
+            codes.add("E742")
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in _AMBIGUOUS:
+            codes.add("E743")
+    return sorted(codes)
+
+
+def _annotation_names(tree: ast.Module) -> set[str]:
     """Names the module's annotations and ``_t.cast`` targets use (what hint imports serve)."""
     texts: list[str] = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
             texts.append(ast.unparse(node.annotation))
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
@@ -201,14 +244,13 @@ def _annotation_names(source: str) -> set[str]:
     return set(re.findall(r"[A-Za-z_]\w*", " ".join(texts)))
 
 
-def _hint_imports(ctx: HintContext, spec: ModuleSpec, taken: set[str]) -> list[str]:
+def _hint_imports(ctx: HintContext, spec: ModuleSpec, taken: frozenset[str]) -> list[str]:
     """``from M import A, B`` lines (indented, for a TYPE_CHECKING block), one per module."""
     names: dict[str, list[str]] = {}
     for module, name in sorted(ctx.imports):
         if (module, name) in spec.reexports.values():
             continue
-        alias = name if name not in taken else f"_{module.rpartition('.')[2]}_{name}"
-        taken.add(alias)
+        alias = import_alias(module, name, taken)
         names.setdefault(module, []).append(name if alias == name else f"{name} as {alias}")
     lines = []
     for module, imported in names.items():
@@ -222,6 +264,7 @@ def _head(
     ctx: HintContext,
     locals_: set[str],
     body: list[str],
+    tree: ast.Module,
     values: list[str],
     exported: list[str],
 ) -> list[str]:
@@ -241,9 +284,9 @@ def _head(
     if any("_sb_streams." in line for line in body):
         out.append("import snakebridge.runtime.streams as _sb_streams")
     out.append("")
-    used = _annotation_names("\n".join(body))
-    ctx.imports = {(m, n) for m, n in ctx.imports if n in used}
-    imports = _hint_imports(ctx, spec, set(locals_))
+    used = _annotation_names(tree)
+    ctx.imports = {(m, n) for m, n in ctx.imports if import_alias(m, n, ctx.taken) in used}
+    imports = _hint_imports(ctx, spec, ctx.taken)
     if imports:
         out += ["if _t.TYPE_CHECKING:", *imports, ""]
     out += ["del annotations", "", f"_LIB = {quote(spec.lib_path)}"]
@@ -253,6 +296,14 @@ def _head(
     else:
         out.append("_CONSTANTS: frozenset[str] = frozenset()")
     out += ["", *statement("", "__all__ = ", Seq(tuple(quote(n) for n in exported), "[", "]"))]
+    bases = sorted(
+        {(module, name) for _, module, name, _ in spec.foreign_bases.values()},
+        key=lambda b: (b[0], isort_key(b[1]), isort_key(base_alias(*b))),
+    )
+    if bases:  # needed before the classes: imported first (see layout.foreign_bases)
+        out.append("")
+        for module, name in bases:
+            out += _late_import(module, f"{name} as {base_alias(module, name)}")
     return out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from snakebridge.codegen.source import quote, union_members
 
-__all__ = ["ANY", "BUILTIN_TYPES", "HintContext", "hint", "narrowed"]
+__all__ = ["ANY", "BUILTIN_TYPES", "HintContext", "hint", "import_alias", "narrowed"]
 
 ANY = "_t.Any"
 PARAM_SPEC = frozenset({"_sb.P", "_sb.P.args", "_sb.P.kwargs"})  # see members.param_spec
@@ -93,7 +93,9 @@ class HintContext:
 
     ``index`` maps a remote type key to ``(facade module, class name)``; ``imports`` collects
     the ``(module, name)`` pairs the hints need from other facade modules; ``classes`` maps
-    the remote type key of each class the module defines to its name and description.
+    the remote type key of each class the module defines to its name and description;
+    ``foreign_bases`` maps the remote type key of a class the module defines to the facade
+    base it takes from another module: ``(base type key, local alias, base description)``.
     """
 
     module: str
@@ -103,6 +105,16 @@ class HintContext:
     imports: set[tuple[str, str]] = field(default_factory=set)
     by_value: frozenset[str] = frozenset()
     classes: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    foreign_bases: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)
+    taken: frozenset[str] = frozenset()  # the module's own names: an import of one is aliased
+    reexported: frozenset[tuple[str, str]] = frozenset()  # (module, name) it re-exports
+
+
+def import_alias(module: str, name: str, taken: frozenset[str] | set[str]) -> str:
+    """The name a facade module imports ``module``'s class ``name`` as for its hints: its
+    own, unless the module has a name of its own so spelled (difflib's ``Match`` beside
+    ``re.Match``)."""
+    return name if name not in taken else f"_{module.rpartition('.')[2]}_{name}"
 
 
 def _dotted(node: ast.expr) -> str | None:
@@ -157,6 +169,8 @@ class _Renderer:
             if local.startswith("_") or local in ctx.shadowed:  # private, or not visible
                 return ANY
             ctx.imports.add((facade_module, local))
+            if (facade_module, local) not in ctx.reexported:
+                return import_alias(facade_module, local, ctx.taken)
         elif local in ctx.shadowed:
             return ANY
         return local

@@ -813,6 +813,8 @@ def _self_fits(overload: Dict[str, Any], bound: "set[str]") -> bool:
 
 def _wanted_member(cls: type, name: str) -> bool:
     if name in SPECIAL:
+        if not any(name in vars(c) for c in cls.__mro__):
+            return False  # the metaclass's (an enum's ``Flag["I"]``), not its instances'
         found = getattr(cls, name, None)
         return found is not None and found is not getattr(object, name, None)
     return not name.startswith("_")

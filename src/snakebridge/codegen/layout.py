@@ -5,7 +5,9 @@ its home is the shortest path the manifest records for it among the libraries of
 environment; their other paths re-export it. Libraries in different environments never share a
 class, so ``numpy126 = { module = "numpy", env = "numpy126" }`` beside ``numpy`` gets classes of
 its own whose constructors run in its own environment. The type index built here lets a module's
-hints name classes defined anywhere in the package for its environment.
+hints name classes defined anywhere in the package for its environment, and lets a facade class
+subclass the facade class of a base defined in another module (:func:`foreign_bases`, which
+leaves out a base whose import would close an import cycle).
 
 Every module also gets its async facade under ``<package>.aio`` (the same path below it), whose
 hints name the async proxy classes; ``aio/__init__.py`` tells the runtime where each remote
@@ -20,10 +22,16 @@ from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import Any
 
-from snakebridge.codegen.generator import ModuleSpec, header, render_module, sanitize
+from snakebridge.codegen.generator import (
+    ModuleSpec,
+    header,
+    isort_key,
+    render_module,
+    sanitize,
+)
 from snakebridge.codegen.source import Call, Seq, quote, statement
 
-__all__ = ["AIO", "TypeIndex", "async_package_init", "render_package"]
+__all__ = ["AIO", "TypeIndex", "async_package_init", "foreign_bases", "render_package"]
 
 CLASS_KINDS = ("class", "exception")
 AIO = "aio"  # the async facades' subpackage (a library may not have this name)
@@ -126,9 +134,9 @@ def render_package(
     ``scopes`` maps each library to its environment: classes are shared within one only.
     """
     types = TypeIndex(package, libraries, scopes)
-    out: dict[PurePosixPath, str] = {}
-    for library in sorted(set(only) if only is not None else libraries):
-        entry = libraries.get(library, {})
+    specs: dict[PurePosixPath, ModuleSpec] = {}
+    for library in sorted(libraries):
+        entry = libraries[library]
         index = types.index_for(library)
         modules = _modules(entry)
         for prefix in sorted(modules):
@@ -147,7 +155,8 @@ def render_package(
                 symbols[name] = info
             children = {m.split(".")[-1] for m in modules if m and m.rpartition(".")[0] == prefix}
             lib_path = f"{library}.{prefix}" if prefix else library
-            spec = ModuleSpec(
+            parts = [sanitize(p) for p in prefix.split(".")] if prefix else []
+            specs[PurePosixPath(library, *parts, "__init__.py")] = ModuleSpec(
                 version=version,
                 library=library,
                 resolved=str(entry.get("resolved", "unknown")),
@@ -159,13 +168,114 @@ def render_package(
                 index=index,
                 by_value=frozenset(types.by_value),
             )
-            parts = [sanitize(p) for p in prefix.split(".")] if prefix else []
-            out[PurePosixPath(library, *parts, "__init__.py")] = render_module(spec)
-            out[PurePosixPath(AIO, library, *parts, "__init__.py")] = render_module(
-                async_spec(spec, types)
-            )
+    foreign_bases(list(specs.values()), types, libraries)
+    wanted = set(only) if only is not None else set(libraries)
+    out: dict[PurePosixPath, str] = {}
+    for where, spec in specs.items():
+        if spec.library in wanted:
+            out[where] = render_module(spec)
+            out[PurePosixPath(AIO, *where.parts)] = render_module(async_spec(spec, types))
     out[PurePosixPath(AIO, "__init__.py")] = async_package_init(types, version)
     return out
+
+
+def _facade_module(spec: ModuleSpec) -> str:
+    return ".".join([spec.package, *map(sanitize, spec.lib_path.split("."))])
+
+
+class _Imports:
+    """What executing each facade module imports, to tell whether a new base-class import
+    can fail: a module first runs its base-class imports (``from M import Base``: M must get
+    past its own class definitions), then defines its names, then imports its re-exported
+    classes and its children. Python runs a package's ``__init__`` before any module in it,
+    so importing any facade module first is importing its library's top module first."""
+
+    def __init__(self, specs: list[ModuleSpec]) -> None:
+        self.first: dict[str, set[str]] = {_facade_module(s): set() for s in specs}
+        self.then: dict[str, list[str]] = {}
+        self.roots = sorted(m for m in self.first if m.count(".") == 1)
+        for spec in specs:
+            here = _facade_module(spec)
+            found = sorted(  # in the order the module's tail imports them
+                spec.reexports.items(),
+                key=lambda r: (r[1][0], isort_key(r[1][1]), isort_key(sanitize(r[0]))),
+            )
+            names = [m for _, (m, _) in found if m != here]
+            children = sorted(spec.children, key=lambda c: isort_key(sanitize(c)))
+            names += [f"{here}.{sanitize(c)}" for c in children]
+            self.then[here] = names
+
+    def clean(self) -> bool:
+        """Whether the package imports without error whichever of its modules comes first."""
+        return all(self._runs(root) for root in self.roots)
+
+    def _runs(self, root: str) -> bool:
+        state: dict[str, bool] = {}  # module -> whether its names are defined yet
+
+        def load(module: str) -> bool:
+            parent = module.rpartition(".")[0]
+            if parent in self.first and parent not in state and not load(parent):
+                return False
+            if module in state or module not in self.first:
+                return True
+            state[module] = False
+            for base_module in sorted(self.first[module]):
+                if not load(base_module) or not state.get(base_module, True):
+                    return False  # its classes are not defined yet: ImportError
+            state[module] = True
+            for other in self.then[module]:
+                if not load(other):
+                    return False
+                if other in self.first and not state[other] and other != module:
+                    is_child = other.rpartition(".")[0] == module
+                    if not is_child:  # `from . import child` takes a partial module
+                        return False
+            return True
+
+        return load(root)
+
+
+def foreign_bases(
+    specs: list[ModuleSpec], types: TypeIndex, libraries: dict[str, dict[str, Any]]
+) -> None:
+    """Let each facade class subclass the facade class of its nearest library base, also where
+    that class lives in another facade module (scipy's ``norm_gen`` in ``_continuous_distns``
+    subclasses ``rv_continuous`` of ``scipy.stats``), unless importing the base's module
+    first would meet a module that is still importing (a cycle, e.g. the base's module
+    re-exporting a class of the subclass's module): that pair keeps today's base, the
+    nearest class of its own module (or none). Fills each spec's ``foreign_bases``."""
+    imports = _Imports(specs)
+    for spec in sorted(specs, key=_facade_module):
+        here = _facade_module(spec)
+        local = {str(info.get("remote_type")) for info in spec.symbols.values()}
+        for name in sorted(spec.symbols):
+            info = spec.symbols[name]
+            key = str(info.get("remote_type"))
+            if info.get("kind") != "class" or not info.get("remote_type"):
+                continue
+            for base in info.get("bases") or []:
+                if base in local:
+                    break  # the base of today: a class of this module
+                home = spec.index.get(base)
+                if home is None or home[0] == here or base in types.exceptions:
+                    continue
+                if home[1].startswith("_"):
+                    continue  # a private name of another module (as hints treat it)
+                if home[0] in imports.first[here] or _try(imports, here, home[0]):
+                    library, path = types.homes[types.scope_of[spec.library], base]
+                    described = libraries[library]["symbols"][path]["info"]
+                    spec.foreign_bases[key] = (base, home[0], home[1], described)
+                    break
+
+
+def _try(imports: _Imports, module: str, base_module: str) -> bool:
+    if base_module not in imports.first:
+        return False
+    imports.first[module].add(base_module)
+    if imports.clean():
+        return True
+    imports.first[module].discard(base_module)
+    return False
 
 
 def async_spec(spec: ModuleSpec, types: TypeIndex) -> ModuleSpec:
@@ -189,6 +299,7 @@ def async_spec(spec: ModuleSpec, types: TypeIndex) -> ModuleSpec:
         reexports=reexports,
         index=types.async_index_for(spec.library),
         asynchronous=True,
+        foreign_bases={},  # async proxy classes derive from AsyncRef alone
     )
 
 

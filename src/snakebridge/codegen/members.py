@@ -21,11 +21,13 @@ from snakebridge.codegen.source import (
     Seq,
     def_lines,
     docstring,
+    flat,
     quote,
     statement,
     union_members,
     writing_async,
 )
+from snakebridge.codegen.source import literal as default_source
 
 __all__ = [
     "SPECIAL",
@@ -102,9 +104,10 @@ class Params:
             default = ""
             text = param.get("default") if literal else None
             if param.get("has_default") and text is not None:
-                default = f" = {text}"
+                value = default_source(text)
+                default = f" = {flat(value)}"
                 annotation = _widen(annotation, text)
-                entry.append(text)
+                entry.append(value)
                 seen_default = True
             elif param.get("has_default") or (seen_default and kind != "KEYWORD_ONLY"):
                 default = " = _sb.NOT_GIVEN"
@@ -492,31 +495,45 @@ def _plain(params: list[dict[str, Any]]) -> tuple[str, ...]:
 
 
 def _special_ok(member: dict[str, Any]) -> bool:
-    """Dunders forward positionally: only fixed positional signatures qualify."""
+    """Dunders forward positionally: only fixed positional signatures qualify, and of the
+    ones Ref declares only those of its arity (manifests recorded before the introspector
+    left out metaclass methods hold an enum class's ``__getitem__(name)`` as one without)."""
     if member["name"] == "__call__":
         return True
     params = (member.get("signature") or {}).get("params", [])
+    arity = _REF_PARAMS.get(str(member["name"]))
+    if arity is not None and len(params) != len(arity):
+        return False
     return all(p["kind"] in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD") for p in params)
 
 
-def _facade_base(info: dict[str, Any], ctx: HintContext) -> tuple[str, dict[str, Any]] | None:
-    """The nearest class of the library's MRO that this module defines too (name, info)."""
+def _facade_base(info: dict[str, Any], ctx: HintContext) -> tuple[str, dict[str, Any], bool] | None:
+    """The nearest class of the library's MRO with a facade class this module may subclass:
+    one it defines, or the one from another module the package layout allows (see
+    :func:`snakebridge.codegen.layout.foreign_bases`); (name, info, from another module)."""
+    own = str(info.get("remote_type"))
+    foreign = ctx.foreign_bases.get(own)
     for key in info.get("bases") or []:
-        if key in ctx.classes and key != info.get("remote_type"):
-            return ctx.classes[key]
+        if key in ctx.classes and key != own:
+            name, base = ctx.classes[key]
+            return name, base, False
+        if foreign is not None and key == foreign[0]:
+            return foreign[1], foreign[2], True
     return None
 
 
-def class_order(symbols: dict[str, dict[str, Any]], names: list[str]) -> list[str]:
+def class_order(
+    symbols: dict[str, dict[str, Any]], names: list[str], ctx: HintContext | None = None
+) -> list[str]:
     """``names`` with every class after the class of this module it subclasses."""
-    ctx = HintContext(module="", index={}, classes=local_classes(symbols, names))
+    ctx = replace(ctx or HintContext(module="", index={}), classes=local_classes(symbols, names))
     out: list[str] = []
 
     def visit(name: str) -> None:
         if name in out:
             return
         base = _facade_base(symbols[name], ctx)
-        if base is not None:
+        if base is not None and not base[2]:
             visit(next(n for n in names if sanitize(n) == base[0]))
         out.append(name)
 
@@ -561,14 +578,16 @@ def _overriding(lines: list[str]) -> list[str]:
 
 def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]:
     """A proxy class: a Ref subclass whose instances are the remote objects themselves; a
-    subclass of the facade class of its nearest base that the same module defines."""
+    subclass of the facade class of its nearest base that the same module defines or the
+    package layout lets it import (``ctx.foreign_bases``)."""
     local = sanitize(name)
     members, ctx = _rendered({**info, "qualname": name}, ctx)
     ctx = replace(ctx, self_name=local)
     base = _facade_base(info, ctx)
     inherited: dict[str, list[str]] = {}
     if base is not None:
-        base_members, base_ctx = _rendered({**base[1], "qualname": base[0]}, ctx)
+        qualname = base[1]["qualname"] if base[2] else base[0]
+        base_members, base_ctx = _rendered({**base[1], "qualname": qualname}, ctx)
         inherited = {str(m["name"]): _member(base[1], m, base_ctx) for m in base_members}
     lines = [f"class {local}({base[0] if base else '_sb.Ref, metaclass=_sb.ProxyMeta'}):"]
     if local.startswith("_"):  # the type of a result: nothing in its module may name it
@@ -597,8 +616,9 @@ def render_class(name: str, info: dict[str, Any], ctx: HintContext) -> list[str]
     if info.get("unhashable"):  # as the library's stubs say (the remote hash raises)
         lines += ["", "    __hash__: _t.ClassVar[None]  # type: ignore[assignment, unused-ignore]"]
     elif "__eq__" in taken:  # a class body that defines __eq__ alone loses __hash__
-        lines += ["", "    def __hash__(self) -> int:"]
-        lines += ['        return _t.cast("int", _sb.special(self, "__hash__"))']
+        integer = "_builtins.int" if "int" in ctx.shadowed else "int"  # uuid.UUID.int
+        lines += ["", f"    def __hash__(self) -> {integer}:"]
+        lines += [f'        return _t.cast("{integer}", _sb.special(self, "__hash__"))']
     return lines
 
 

@@ -79,6 +79,7 @@ class SyncReport:
     typed: list[str] = field(default_factory=list)  # classes added because results have them
     written: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    rerendered: list[str] = field(default_factory=list)  # libraries of an older generator
 
 
 def interpreter_identity(python: dict[str, Any]) -> str:
@@ -373,6 +374,8 @@ class Project:
                 if spec.generate == "all" or library in manifest.libraries:
                     wanted.setdefault(library, {})
             changed = self.add(manifest, wanted, report, progress)
+            report.rerendered = self._rerender(manifest)
+            changed |= set(report.rerendered)
             if dry_run:
                 report.written = self._would_write(manifest)
             elif changed or not (self.generated_dir / "__init__.py").exists():
@@ -380,6 +383,20 @@ class Project:
             if not dry_run:
                 manifest.save()
         return report
+
+    def _rerender(self, manifest: Manifest) -> list[str]:
+        """Libraries whose facades another generator version rendered, now marked as this
+        one's: rendering reads only the manifest, so an upgraded snakebridge rewrites them on
+        the next `sync` without importing any library (`regen` also re-introspects)."""
+        current = generator_hash()
+        stale = [
+            library
+            for library, entry in sorted(manifest.libraries.items())
+            if entry.get("generator", current) != current
+        ]
+        for library in stale:
+            manifest.libraries[library]["generator"] = current
+        return stale
 
     def _would_write(self, manifest: Manifest) -> list[str]:
         out = []
@@ -463,7 +480,7 @@ class Project:
             if entry.get("generator", current) != current:
                 problems.append(
                     f"{library}: facades come from another version of the generator; "
-                    "run `snakebridge regen`"
+                    "run `snakebridge sync` (it re-renders them from the manifest)"
                 )
             spec = (self.settings.libraries or {}).get(library)
             if lock is None or spec is None or spec.is_stdlib:

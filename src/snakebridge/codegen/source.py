@@ -10,6 +10,7 @@ of ``ruff format`` (default settings, 88 columns).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import contextvars
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,7 @@ __all__ = [
     "def_lines",
     "docstring",
     "flat",
+    "literal",
     "quote",
     "statement",
     "union_members",
@@ -76,6 +78,30 @@ def quote(text: str) -> str:
     if literal[0] == '"' or '"' in text:
         return literal
     return '"' + literal[1:-1].replace("\\'", "'") + '"'
+
+
+def literal(text: str) -> Expr:
+    """A default's source text as ruff writes it: strings and bytes in double quotes where
+    that needs no more escapes, tuples and lists as :class:`Seq` (they split item by item)."""
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        return text
+    return _literal(node, text)
+
+
+def _literal(node: ast.expr, text: str) -> Expr:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return quote(node.value)
+    if isinstance(node, ast.Constant) and isinstance(node.value, bytes):
+        literal = repr(node.value)
+        if literal[1] == '"' or b'"' in node.value:
+            return literal
+        return 'b"' + literal[2:-1].replace("\\'", "'") + '"'
+    if isinstance(node, ast.Tuple | ast.List):
+        items = tuple(_literal(e, ast.unparse(e)) for e in node.elts)
+        return Seq(items, *("()" if isinstance(node, ast.Tuple) else "[]"))
+    return text
 
 
 def flat(expr: Expr) -> str:
@@ -147,9 +173,15 @@ def def_lines(
 
 
 def _param_lines(inner: str, text: str) -> list[str]:
-    """One parameter; a union too long for its line continues on ``| ...`` lines."""
+    """One parameter; a union too long for its line continues on ``| ...`` lines, a tuple
+    or list default too long for it goes one item per line."""
     if len(inner + text) <= WIDTH:
         return [inner + text]
+    head, equals, default = text.rstrip(",").partition(" = ")
+    if equals and default[:1] in "([":
+        expr = literal(default)
+        if isinstance(expr, Seq) and flat(expr) == default:
+            return _split(inner, f"{head} = ", expr, text[len(head + equals + default) :])
     parts = _top_level(text, " | ")
     if len(parts) > 1:
         pieces = [parts[0], *(f"| {part}" for part in parts[1:])]
