@@ -5,6 +5,9 @@ closure, a host iterator or generator, ``os.environ``…) arrives as a :class:`H
 class has exactly the special methods the host class has; each operation is one callback to the
 host (callback id :data:`HOST_OP` runs ``[op, host_id, *args]`` there). A proxy the worker drops
 is reported to the host (``CALLBACK_RELEASE``), which then forgets the object.
+
+(Over 350 lines on purpose: a proxy forwards the whole object protocol, one small method per
+special method, and host exception classes get their stand-ins here.)
 """
 
 from __future__ import annotations

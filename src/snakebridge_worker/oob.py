@@ -5,6 +5,9 @@ theirs crosses. Extension codes (docs/protocol.md): 30 buffer (numpy array, byte
 memoryview, PickleBuffer), 31 Arrow IPC stream, 32 pandas via Arrow, 33 resident (shared)
 data, 34 CUDA tensor by IPC handle. A payload's ``where`` is either the bytes themselves (small
 values, or no shared memory) or ``[segment, generation, offset, nbytes]``.
+
+(Over 350 lines on purpose: one module per side of the wire owns every out-of-band kind, so
+their descriptors are checked by the same code in host and worker.)
 """
 
 from __future__ import annotations

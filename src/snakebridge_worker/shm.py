@@ -14,6 +14,9 @@ maps it (one mapping per transfer, whose lifetime is that of the views made from
 it free when the last view dies; the sender then reuses it. Reuse is what makes this fast: the
 pages of a fresh tmpfs file cost far more to fault in than copying into them (see
 docs/dataplane.md).
+
+(Over 350 lines on purpose: naming, mode checks, the header protocol, pooling and the sweep of
+a dead host's segments are one safety story, tested together.)
 """
 
 from __future__ import annotations

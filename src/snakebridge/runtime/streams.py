@@ -5,6 +5,9 @@ A stream leases a worker through the pool's queue (like a call), sends the call 
 each chunk the host takes is credited back, so the worker never runs more than ``window``
 chunks ahead. Closing early sends ``CANCEL`` and waits for the worker's acknowledgement, so
 the generator's ``finally`` has run before the worker takes another call.
+
+(Over 350 lines on purpose: the sync and async streams, their cancellation and the facade twins'
+entry points share the credit bookkeeping kept here.)
 """
 
 from __future__ import annotations
