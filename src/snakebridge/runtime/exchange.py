@@ -322,13 +322,13 @@ class Line:
             data = b"".join(frames for _, frames in batch)
 
     def send(self, data: bytes) -> None:
-        """Frames that need no answer (releases, callback results); a lost worker ignores them."""
-        if not data or self.lost is not None:
+        """Frames that need no answer (releases, callback results, a stream's CREDIT); a lost
+        worker ignores them. They queue behind frames another caller is sending, so they never
+        overtake them (a stream's CREDIT written before its CALL would be dropped)."""
+        if not data:
             return
-        try:
-            self.transport.send(data)
-        except OSError as exc:
-            self.lose(PeerClosed(str(exc)))
+        with contextlib.suppress(Lost):
+            self.submit_many((), data)
 
     # -- one step of waiting, shared by the sync and async loops ---------------------------------
     def _step(self, me: Pending) -> tuple[int, list[Any] | None]:
