@@ -211,7 +211,8 @@ class WorkerCodec(v.ValueCodec):
 
     def pack_reply(self, packer: msgpack.Packer, message: List[Any]) -> bytes:
         """Pack a call's answer; a failed pack leaves no Refs registered for it."""
-        self.added = []
+        if self.added:
+            self.added = []
         try:
             body = packer.pack(v.lift_message(message))
         except BaseException as exc:
@@ -483,7 +484,8 @@ class Worker:
         self.options: Dict[str, Any] = {}
         self.policy = _OPEN
         self.send_lock = threading.Lock()
-        self.cv = threading.Condition()
+        self.cv_lock = threading.RLock()
+        self.cv = threading.Condition(self.cv_lock)  # hot paths enter cv_lock directly
         self.reading = False
         self.waiting = 0  # threads waiting in _lead_or_wait
         self.replies: Dict[int, List[Any]] = {}
@@ -569,7 +571,7 @@ class Worker:
         return True
 
     def _done_reading(self) -> None:
-        with self.cv:
+        with self.cv_lock:
             self.reading = False
             if self.waiting:
                 self.cv.notify_all()
@@ -605,11 +607,15 @@ class Worker:
             self._done_reading()
 
     def run(self) -> None:
+        lock = self.cv_lock
         while not self.stopping:
-            with self.cv:
+            with lock:
                 message = self.deferred.popleft() if self.deferred else None
-                if message is None and not self._lead_or_wait(self._has_deferred):
-                    continue
+                if message is None:
+                    if not self.reading:  # the common case: nobody else reads, lead
+                        self.reading = True
+                    elif not self._lead_or_wait(self._has_deferred):
+                        continue
             if message is None:
                 try:
                     message = self._read()
@@ -619,6 +625,18 @@ class Worker:
                         raise
                     self.send([p.ERROR, 0, error_payload(p.ERR_PROTOCOL, exc, False)])
                     return
+                if (  # the common case, in short (what _act_on and route do)
+                    type(message) is list
+                    and len(message) == 10
+                    and message[0] == p.CALL
+                    and self.threads is None
+                ):
+                    with lock:
+                        self.reading = False
+                        if self.waiting:
+                            self.cv.notify_all()
+                    self.handle_call(message)
+                    continue
                 self._act_on(message, in_callback=False)
                 continue
             self.route(message, in_callback=False)
@@ -669,7 +687,10 @@ class Worker:
         codec.session = session
         codec.path_values = path_values = bool(flags & p.FLAG_PATH_VALUES)
         local.call = (session, path_values)
-        running = self.running
+        try:
+            running = local.running
+        except AttributeError:
+            running = self.running
         running.append(call_id)
         try:
             self._execute(call_id, module, qualname, ref_id, op, args, kwargs, flags)
