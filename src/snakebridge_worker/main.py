@@ -211,7 +211,8 @@ class WorkerCodec(v.ValueCodec):
 
     def pack_reply(self, packer: msgpack.Packer, message: List[Any]) -> bytes:
         """Pack a call's answer; a failed pack leaves no Refs registered for it."""
-        self.added = []
+        if self.added:
+            self.added = []
         try:
             body = packer.pack(v.lift_message(message))
         except BaseException as exc:
@@ -335,7 +336,7 @@ class Connection:
         return got
 
     def send(self, body: bytes) -> None:
-        self.sock.sendall(p.frame(body))
+        self.sock.sendall(_HEADER_PACK(len(body)) + body)  # p.frame, one call less
 
 
 def _close_matches(name: str, candidates: Any) -> str:
@@ -367,6 +368,7 @@ def _import(module_name: str) -> Any:
 
 
 _OPEN = pol.Policy(None)
+_HEADER_PACK = p.HEADER.pack
 _MISSING = object()
 
 
@@ -483,7 +485,8 @@ class Worker:
         self.options: Dict[str, Any] = {}
         self.policy = _OPEN
         self.send_lock = threading.Lock()
-        self.cv = threading.Condition()
+        self.cv_lock = threading.RLock()
+        self.cv = threading.Condition(self.cv_lock)  # hot paths enter cv_lock directly
         self.reading = False
         self.waiting = 0  # threads waiting in _lead_or_wait
         self.replies: Dict[int, List[Any]] = {}
@@ -514,9 +517,10 @@ class Worker:
             self.connection.send(body)
 
     def reply(self, kind: int, call_id: int, payload: Any) -> None:
-        if self.codec.inout_calls:
+        codec = self.codec
+        if codec.inout_calls:
             try:
-                self.codec.copy_back(call_id)  # in-out arrays see the call's writes first
+                codec.copy_back(call_id)  # in-out arrays see the call's writes first
             except Exception as exc:
                 kind, payload = p.ERROR, error_payload(p.ERR_REMOTE, exc)
         if _RELEASED_CALLBACKS:  # tell the host which of its callables we no longer hold
@@ -528,9 +532,9 @@ class Worker:
         with self.send_lock:
             state = getattr(self._local, "call", None)  # this thread's call (thread profile)
             if state is not None:
-                self.codec.session, self.codec.path_values = state
+                codec.session, codec.path_values = state
             try:
-                body = self.codec.pack_reply(self.packer, [kind, call_id, payload])
+                body = codec.pack_reply(self.packer, [kind, call_id, payload])
             except Exception as exc:  # an unencodable result: report it instead of dying
                 error_kind = p.ERR_DECODE if isinstance(exc, v.Unsendable) else p.ERR_REMOTE
                 body = self.packer.pack([p.ERROR, call_id, error_payload(error_kind, exc)])
@@ -569,7 +573,7 @@ class Worker:
         return True
 
     def _done_reading(self) -> None:
-        with self.cv:
+        with self.cv_lock:
             self.reading = False
             if self.waiting:
                 self.cv.notify_all()
@@ -605,11 +609,15 @@ class Worker:
             self._done_reading()
 
     def run(self) -> None:
+        lock = self.cv_lock
         while not self.stopping:
-            with self.cv:
+            with lock:
                 message = self.deferred.popleft() if self.deferred else None
-                if message is None and not self._lead_or_wait(self._has_deferred):
-                    continue
+                if message is None:
+                    if not self.reading:  # the common case: nobody else reads, lead
+                        self.reading = True
+                    elif not self._lead_or_wait(self._has_deferred):
+                        continue
             if message is None:
                 try:
                     message = self._read()
@@ -619,6 +627,18 @@ class Worker:
                         raise
                     self.send([p.ERROR, 0, error_payload(p.ERR_PROTOCOL, exc, False)])
                     return
+                if (  # the common case, in short (what _act_on and route do)
+                    type(message) is list
+                    and len(message) == 10
+                    and message[0] == p.CALL
+                    and self.threads is None
+                ):
+                    with lock:
+                        self.reading = False
+                        if self.waiting:
+                            self.cv.notify_all()
+                    self.handle_call(message)
+                    continue
                 self._act_on(message, in_callback=False)
                 continue
             self.route(message, in_callback=False)
@@ -669,7 +689,10 @@ class Worker:
         codec.session = session
         codec.path_values = path_values = bool(flags & p.FLAG_PATH_VALUES)
         local.call = (session, path_values)
-        running = self.running
+        try:
+            running = local.running
+        except AttributeError:
+            running = self.running
         running.append(call_id)
         try:
             self._execute(call_id, module, qualname, ref_id, op, args, kwargs, flags)
@@ -692,10 +715,13 @@ class Worker:
         flags: int = 0,
     ) -> None:
         try:
-            subject = self.registry.get(ref_id) if ref_id is not None else None
+            subject: Any = self.registry.get(ref_id) if ref_id is not None else None
             if module is not None:
                 subject = resolve(module, qualname, self.policy)
-            result = self.apply(subject, op, qualname, args, kwargs or {})
+            if op == p.OP_CALL and not kwargs:  # the common case, in short (what apply does)
+                result = subject(*args)
+            else:
+                result = self.apply(subject, op, qualname, args, kwargs or {})
         except (SymbolError, pol.NameRefused) as exc:
             self.reply(p.ERROR, call_id, error_payload(p.ERR_SYMBOL, exc, False))
         except pol.NotAllowed as exc:

@@ -169,6 +169,18 @@ def test_map_pipelines_calls_in_order_and_raises_the_first_error() -> None:
     assert snakebridge.map("math", "factorial", [3]) == [6]
 
 
+def test_map_items_with_host_callables_take_the_general_path_in_place() -> None:
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert snakebridge.map("builtins", "callable", [1, double, "a", double]) == [
+        False,
+        True,
+        False,
+        True,
+    ]
+
+
 def test_map_survives_crashes_and_timeouts() -> None:
     with pytest.raises(snakebridge.WorkerCrashed):
         snakebridge.map("os", "_exit", [1, 1, 1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ from snakebridge_worker import protocol as p
 if TYPE_CHECKING:
     from snakebridge.runtime.lease import Worker
 
-__all__ = ["Call", "Options", "next_call_id", "options", "prepare"]
+__all__ = ["Call", "Options", "next_call_id", "options", "prepare", "prepare_many"]
 
 _call_ids = itertools.count(1)
 
@@ -187,3 +187,78 @@ def prepare(
         affinity=affinity or current.affinity or "strict_queue",
         pin=want is None and bool(getattr(owner, "pin", False)),
     )
+
+
+def prepare_many(
+    pool_timeout: float | None,
+    module: str | None,
+    qualname: str,
+    items: Iterable[Any],
+    timeout: float | None,
+    idempotent: bool,
+    session: Session | None,
+    pool: Any,
+) -> list[Call]:
+    """``prepare`` of ``module.qualname(item)`` for every item (a map's calls), in one pass.
+
+    What the calls share is worked out once; an item holding Refs or host callables goes
+    through :func:`prepare` itself (it may have to run on the worker holding them).
+    """
+    current = _options.get(_NO_OPTIONS)
+    owner = session or current_session()
+    if owner.closed:
+        raise RefInvalid(f"{owner!r} is closed; open a new snakebridge.session()")
+    codec = codec_for_thread()
+    line = in_callback_of()
+    avoid = line.holder if line is not None else None
+    flags = p.FLAG_PATH_VALUES if current.path_values else 0
+    if timeout is None:
+        timeout = current.timeout if current.timeout is not None else pool_timeout
+    description = f"{module}.{qualname}" if qualname else str(module)
+    idempotent = idempotent or bool(current.idempotent)
+    affinity = current.affinity or "strict_queue"
+    pin = bool(getattr(owner, "pin", False))
+    owner_id, call, encode, ids = owner.id, p.CALL, codec.encode, _call_ids
+    dataplane.sending_to(pool)
+    calls: list[Call] = []
+    for item in items:
+        call_id = next(ids)
+        frame = encode(
+            [call, call_id, owner_id, flags, module, qualname, None, p.OP_CALL, [item], None]
+        )
+        if codec.callbacks or codec.refs_seen:  # rare: the general path decides where it runs
+            codec._forget_callbacks()
+            calls.append(
+                prepare(
+                    pool_timeout,
+                    module,
+                    qualname,
+                    None,
+                    p.OP_CALL,
+                    [item],
+                    None,
+                    timeout,
+                    idempotent,
+                    session,
+                    pool=pool,
+                )
+            )
+            dataplane.sending_to(pool)
+            continue
+        calls.append(
+            Call(
+                frame,
+                call_id,
+                description,
+                owner,
+                timeout,
+                None,
+                avoid,
+                False,
+                idempotent,
+                (),
+                affinity,
+                pin,
+            )
+        )
+    return calls

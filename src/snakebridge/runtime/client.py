@@ -20,7 +20,7 @@ from typing import Any
 from snakebridge.config import Settings, load_settings
 from snakebridge.errors import ConfigError, EncodeError, LibraryNotAllowed
 from snakebridge.runtime import dataplane, hostobjects, status_files, zygote
-from snakebridge.runtime.calls import Call, Options, current_options, options, prepare
+from snakebridge.runtime.calls import Call, Options, current_options, options, prepare, prepare_many
 from snakebridge.runtime.helpers import init_options
 from snakebridge.runtime.interpreters import interpreter_for
 from snakebridge.runtime.pool import Pool
@@ -377,24 +377,13 @@ def _map_calls(
 ) -> tuple[Pool, list[Call]]:
     pool, module, configured = _routed(lib, None)
     idempotent = configured is True or (isinstance(configured, list) and symbol in configured)
-    calls = []
     with storing(pool.spec):  # ray (#15): a Ray pool's large arrays go by its object store
-        for item in items:
-            prepared = prepare(
-                pool.spec.call_timeout,
-                module,
-                symbol,
-                None,
-                p.OP_CALL,
-                [item],
-                None,
-                timeout,
-                idempotent,
-                session,
-                pool=pool,
-            )
+        calls = prepare_many(
+            pool.spec.call_timeout, module, symbol, items, timeout, idempotent, session, pool
+        )
+    for prepared in calls:
+        if prepared.want is not None:
             _check_pool(prepared, pool, lib)
-            calls.append(prepared)
     return pool, calls
 
 

@@ -50,7 +50,7 @@ def _running_loop() -> Any:
 
 
 TransportFactory = Callable[[dict[str, Any]], WorkerTransport]
-_MAP_WINDOW = 32
+_MAP_WINDOW = 64  # a map's calls in flight per worker (topped up after every read)
 _PING = "a health ping"
 
 
@@ -382,7 +382,7 @@ class Pool:
             self.supervisor.maybe_recycle(worker)
 
     def run_many(self, calls: list[Call]) -> list[Any]:
-        """Answers to ``calls`` in order, pipelined up to 32 deep on every free worker.
+        """Answers to ``calls`` in order, pipelined up to 64 deep on every free worker.
 
         A remote error is returned in place of that call's value. A lost worker fails only the
         call it was running (retried once when idempotent); the calls queued behind it are sent
@@ -401,28 +401,60 @@ class Pool:
             for extra in self.leaser.take_all_idle():
                 flights[extra] = collections.deque()
 
+        def feed(worker: Worker, held: collections.deque[tuple[int, Pending]]) -> None:
+            """Top ``worker``'s window up in one write (at once, so it never runs dry)."""
+            room = _MAP_WINDOW - len(held)
+            if not todo or room <= 0 or not worker.alive:
+                return
+            batch: list[tuple[int, Pending]] = []
+            pendings: list[Pending] = []
+            frames: list[bytes] = []
+            while todo and room:
+                index, call = todo.popleft()
+                pending = Pending(
+                    call.call_id, call.session, call.timeout, call.nested, call.description
+                )
+                pending.batch = True
+                batch.append((index, pending))
+                pendings.append(pending)
+                frames.append(call.frame)
+                room -= 1
+            data = b"".join(frames)
+            if worker.pending_release:
+                data = worker.flush_releases() + data
+            try:
+                worker.line.submit_many(pendings, data)
+            except Lost:
+                todo.extendleft((index, calls[index]) for index, _ in reversed(batch))
+                return
+            worker.calls += len(batch)
+            held.extend(batch)
+
+        def collect(held: collections.deque[tuple[int, Pending]]) -> None:
+            """Take the answers at the front of ``held`` (a lost call goes back to ``todo``)."""
+            while held and held[0][1].done:
+                index, pending = held.popleft()
+                if pending.error is None and not isinstance(pending.value, Exception):
+                    results[index] = pending.value  # the common case, in short
+                    continue
+                call = calls[index]
+                try:
+                    done, value, again = self._after(call, pending, index in retried)
+                except Exception as exc:
+                    results[index] = exc
+                    continue
+                if done:
+                    results[index] = value
+                else:
+                    if again:
+                        retried.add(index)
+                    todo.appendleft((index, call))
+
         try:
             lease_more()
             while todo or any(flights.values()):
-                for worker, held in list(flights.items()):
-                    batch: list[tuple[int, Pending]] = []
-                    while todo and len(held) + len(batch) < _MAP_WINDOW and worker.alive:
-                        index, call = todo.popleft()
-                        pending = self._pending(call)
-                        pending.batch = True
-                        batch.append((index, pending))
-                    if not batch:
-                        continue
-                    frames = b"".join(calls[index].frame for index, _ in batch)
-                    try:
-                        worker.line.submit_many(
-                            [pending for _, pending in batch], worker.flush_releases() + frames
-                        )
-                    except Lost:
-                        todo.extendleft((index, calls[index]) for index, _ in reversed(batch))
-                        continue
-                    worker.calls += len(batch)
-                    held.extend(batch)
+                for worker, held in flights.items():
+                    feed(worker, held)
                 busy = [(w, held) for w, held in flights.items() if held]
                 if not busy:
                     for worker in [w for w in flights if not w.alive]:
@@ -431,24 +463,17 @@ class Pool:
                     if todo:
                         lease_more()
                     continue
-                worker, held = min(busy, key=lambda item: item[1][0][1].call_id)
+                worker, held = (
+                    busy[0] if len(busy) == 1 else min(busy, key=lambda item: item[1][0][1].call_id)
+                )
                 worker.line.wait(held[0][1])
-                for other in flights:  # and every answer that is already there
-                    other.line.pump()
-                while held and held[0][1].done:
-                    index, pending = held.popleft()
-                    call = calls[index]
-                    try:
-                        done, value, again = self._after(call, pending, index in retried)
-                    except Exception as exc:
-                        results[index] = exc
-                        continue
-                    if done:
-                        results[index] = value
-                    else:
-                        if again:
-                            retried.add(index)
-                        todo.appendleft((index, call))
+                collect(held)
+                feed(worker, held)  # before reading the others: it works while we do
+                for other, others in flights.items():  # and every answer already there
+                    if other is not worker and others:
+                        other.line.pump()
+                        collect(others)
+                        feed(other, others)
                 if not worker.alive and not held:  # a lost worker's calls are all marked first
                     del flights[worker]
                     self._finished(worker)
