@@ -181,6 +181,18 @@ def test_map_items_with_host_callables_take_the_general_path_in_place() -> None:
     ]
 
 
+def test_map_over_refs_held_by_different_workers_sends_each_to_its_holder() -> None:
+    snakebridge.call("math", "sqrt", [4])
+    deadline = time.monotonic() + 30  # both workers up and idle
+    while [w["state"] for w in snakebridge.status()[0]["workers"]] != ["idle", "idle"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    texts = [str(i) for i in range(200)]
+    refs = snakebridge.map("io", "StringIO", texts)  # a map fills every idle worker's window
+    assert len({ref._sb_worker for ref in refs}) == 2  # (the precondition)
+    assert snakebridge.map("io", "StringIO.getvalue", refs[::-1]) == texts[::-1]
+
+
 def test_map_survives_crashes_and_timeouts() -> None:
     with pytest.raises(snakebridge.WorkerCrashed):
         snakebridge.map("os", "_exit", [1, 1, 1])

@@ -381,6 +381,16 @@ class Pool:
         if self._recycles and worker.state is State.IDLE:
             self.supervisor.maybe_recycle(worker)
 
+    def _run_each(self, calls: list[Call], results: list[Any]) -> list[Any]:
+        """:meth:`run_many` for calls some of which hold Refs: each goes to the worker its
+        Refs live in (:meth:`run`), one after the other, errors in place as there."""
+        for index, call in enumerate(calls):
+            try:
+                results[index] = self.run(call)
+            except Exception as exc:
+                results[index] = exc
+        return results
+
     def run_many(self, calls: list[Call]) -> list[Any]:
         """Answers to ``calls`` in order, pipelined up to 64 deep on every free worker.
 
@@ -389,6 +399,8 @@ class Pool:
         again elsewhere. Workers go back healthy or are replaced, never returned half-read.
         """
         results: list[Any] = [None] * len(calls)
+        if any(call.want is not None for call in calls):
+            return self._run_each(calls, results)
         todo = collections.deque(enumerate(calls))
         retried: set[int] = set()
         flights: dict[Worker, collections.deque[tuple[int, Pending]]] = {}
