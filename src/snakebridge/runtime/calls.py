@@ -13,6 +13,7 @@ from snakebridge.errors import ConfigError, EncodeError, RefInvalid
 from snakebridge.runtime import dataplane
 from snakebridge.runtime.codec import CALLBACKS, codec_for_thread
 from snakebridge.runtime.exchange import in_callback_of
+from snakebridge.runtime.ray_transport import storing
 from snakebridge.runtime.refs import Ref, Session, current_session
 from snakebridge_worker import protocol as p
 
@@ -144,8 +145,11 @@ def prepare(
     line = in_callback_of()
     flags = p.FLAG_PATH_VALUES if current.path_values else 0
     message = [p.CALL, call_id, owner.id, flags, module, qualname, ref_id, op, list(args), kwargs]
-    dataplane.sending_to(pool if pool is not None or want is None else want.pool)
-    frame = codec.encode(message)
+    if pool is None and want is not None:
+        pool = want.pool  # a call on a Ref goes to the Ref's pool
+    dataplane.sending_to(pool)
+    with _storing(pool):
+        frame = codec.encode(message)
     callbacks: tuple[int, ...] = ()
     if codec.callbacks:
         callbacks = tuple(codec.callbacks)
@@ -164,7 +168,8 @@ def prepare(
         for callback_id in callbacks:
             CALLBACKS.pop(callback_id, None)
         message[3] = flags | p.FLAG_NESTED
-        frame = codec.encode(message)
+        with _storing(pool):
+            frame = codec.encode(message)
         callbacks = tuple(codec.callbacks)
         owner.callback_ids.extend(callbacks)
     if timeout is None:
@@ -189,6 +194,11 @@ def prepare(
     )
 
 
+def _storing(pool: Any) -> contextlib.AbstractContextManager[Any]:
+    """Encode for ``pool`` inside this: a Ray pool's large arrays go by its object store."""
+    return storing(pool.spec) if pool is not None else contextlib.nullcontext()
+
+
 def prepare_many(
     pool_timeout: float | None,
     module: str | None,
@@ -204,6 +214,22 @@ def prepare_many(
     What the calls share is worked out once; an item holding Refs or host callables goes
     through :func:`prepare` itself (it may have to run on the worker holding them).
     """
+    with _storing(pool):
+        return _prepare_many(
+            pool_timeout, module, qualname, items, timeout, idempotent, session, pool
+        )
+
+
+def _prepare_many(
+    pool_timeout: float | None,
+    module: str | None,
+    qualname: str,
+    items: Iterable[Any],
+    timeout: float | None,
+    idempotent: bool,
+    session: Session | None,
+    pool: Any,
+) -> list[Call]:
     current = _options.get(_NO_OPTIONS)
     owner = session or current_session()
     if owner.closed:

@@ -24,7 +24,6 @@ from snakebridge.runtime.calls import Call, Options, current_options, options, p
 from snakebridge.runtime.helpers import init_options
 from snakebridge.runtime.interpreters import interpreter_for
 from snakebridge.runtime.pool import Pool
-from snakebridge.runtime.ray_transport import storing
 from snakebridge.runtime.refs import Ref, Session, reset_default_session
 from snakebridge.runtime.transport import reset_after_fork
 from snakebridge_worker import protocol as p
@@ -270,21 +269,20 @@ def _library_call(
     pool, module, configured = _routed(lib, pool_name)
     if configured is True or (isinstance(configured, list) and symbol in configured):
         idempotent = True
-    with storing(pool.spec):  # ray (#15): a Ray pool's large arrays go by its object store
-        prepared = prepare(
-            pool.spec.call_timeout,
-            module,
-            symbol,
-            None,
-            op,
-            args,
-            kwargs,
-            timeout,
-            idempotent,
-            session,
-            affinity,
-            pool=pool,
-        )
+    prepared = prepare(
+        pool.spec.call_timeout,
+        module,
+        symbol,
+        None,
+        op,
+        args,
+        kwargs,
+        timeout,
+        idempotent,
+        session,
+        affinity,
+        pool=pool,
+    )
     _check_pool(prepared, pool, lib)
     return pool, prepared
 
@@ -377,10 +375,9 @@ def _map_calls(
 ) -> tuple[Pool, list[Call]]:
     pool, module, configured = _routed(lib, None)
     idempotent = configured is True or (isinstance(configured, list) and symbol in configured)
-    with storing(pool.spec):  # ray (#15): a Ray pool's large arrays go by its object store
-        calls = prepare_many(
-            pool.spec.call_timeout, module, symbol, items, timeout, idempotent, session, pool
-        )
+    calls = prepare_many(
+        pool.spec.call_timeout, module, symbol, items, timeout, idempotent, session, pool
+    )
     for prepared in calls:
         if prepared.want is not None:
             _check_pool(prepared, pool, lib)

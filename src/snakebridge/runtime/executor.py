@@ -22,7 +22,6 @@ from snakebridge.errors import SnakeBridgeError
 from snakebridge.runtime.calls import Call, prepare
 from snakebridge.runtime.client import runtime
 from snakebridge.runtime.pool import Pool
-from snakebridge.runtime.ray_transport import storing
 from snakebridge.runtime.refs import current_session
 from snakebridge_worker import protocol as p
 
@@ -108,20 +107,19 @@ class Executor(cf.Executor):
         idempotent = configured is True or (isinstance(configured, list) and symbol in configured)
         if self._pool is not None:
             pool = self._pool
-        with storing(pool.spec):  # ray (#15): a Ray pool's large arrays go by its object store
-            call = prepare(
-                pool.spec.call_timeout,
-                module,
-                symbol,
-                None,
-                p.OP_CALL,
-                list(args),
-                kwargs or None,
-                self._timeout,
-                idempotent,
-                current_session(),
-                pool=pool,
-            )
+        call = prepare(
+            pool.spec.call_timeout,
+            module,
+            symbol,
+            None,
+            p.OP_CALL,
+            list(args),
+            kwargs or None,
+            self._timeout,
+            idempotent,
+            current_session(),
+            pool=pool,
+        )
         return pool, call
 
     def _check_open(self) -> None:

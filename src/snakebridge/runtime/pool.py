@@ -29,7 +29,6 @@ from snakebridge.runtime.calls import Call, next_call_id, prepare
 from snakebridge.runtime.codec import CALLBACKS, HOST_HAS_NUMPY
 from snakebridge.runtime.exchange import Line, Lost, Pending
 from snakebridge.runtime.lease import Leaser, State, Worker
-from snakebridge.runtime.ray_transport import storing
 from snakebridge.runtime.supervisor import Supervisor
 from snakebridge.runtime.telemetry import emit
 from snakebridge.runtime.transport import (
@@ -521,19 +520,13 @@ class Pool:
         self, ref: Any, op: str, name: str, args: list[Any], kwargs: dict[str, Any] | None
     ) -> Any:
         """Run one operation on the object behind ``ref``, in the worker that holds it."""
-        with storing(self.spec):  # ray (#15): large arguments by the object store
-            call = prepare(
-                self.spec.call_timeout, None, name, ref, op, args, kwargs, None, False, None
-            )
+        call = prepare(self.spec.call_timeout, None, name, ref, op, args, kwargs, None, False, None)
         return self.run(call)
 
     async def aref_operation(
         self, ref: Any, op: str, name: str, args: list[Any], kwargs: dict[str, Any] | None
     ) -> Any:
-        with storing(self.spec):  # ray (#15): large arguments by the object store
-            call = prepare(
-                self.spec.call_timeout, None, name, ref, op, args, kwargs, None, False, None
-            )
+        call = prepare(self.spec.call_timeout, None, name, ref, op, args, kwargs, None, False, None)
         return await self.arun(call)
 
     def ping(self, worker: Worker, timeout: float = 5.0) -> dict[str, Any]:

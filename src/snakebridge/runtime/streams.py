@@ -26,7 +26,6 @@ from snakebridge.errors import CallTimeout, ProtocolError, SnakeBridgeError, Wor
 from snakebridge.runtime.calls import Call, prepare
 from snakebridge.runtime.client import runtime
 from snakebridge.runtime.pool import Pool
-from snakebridge.runtime.ray_transport import storing
 from snakebridge.runtime.refs import Session
 from snakebridge_worker import protocol as p
 
@@ -307,20 +306,19 @@ def _prepared(
     session: Session | None,
 ) -> tuple[Pool, Call]:
     pool, module, _ = runtime().route(lib)
-    with storing(pool.spec):  # ray (#15): a Ray pool's large arguments by its object store
-        call = prepare(
-            pool.spec.call_timeout,
-            module,
-            symbol,
-            None,
-            p.OP_CALL,
-            args,
-            kwargs,
-            None,
-            False,
-            session,
-            pool=pool,
-        )
+    call = prepare(
+        pool.spec.call_timeout,
+        module,
+        symbol,
+        None,
+        p.OP_CALL,
+        args,
+        kwargs,
+        None,
+        False,
+        session,
+        pool=pool,
+    )
     call.frame = with_stream_flag(call.frame)
     return pool, call
 
