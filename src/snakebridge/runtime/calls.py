@@ -148,7 +148,10 @@ def prepare(
     if pool is None and want is not None:
         pool = want.pool  # a call on a Ref goes to the Ref's pool
     dataplane.sending_to(pool)
-    with _storing(pool):
+    if _needs_store_context(pool, line):
+        with _storing(pool):
+            frame = codec.encode(message)
+    else:
         frame = codec.encode(message)
     callbacks: tuple[int, ...] = ()
     if codec.callbacks:
@@ -192,6 +195,12 @@ def prepare(
         affinity=affinity or current.affinity or "strict_queue",
         pin=want is None and bool(getattr(owner, "pin", False)),
     )
+
+
+def _needs_store_context(pool: Any, line: Any) -> bool:
+    """Whether encoding for ``pool`` must choose an object store: a Ray pool's, or none while
+    answering a host callback (which would otherwise use the waiting worker's)."""
+    return pool is not None and (line is not None or pool.spec.backend == "ray")
 
 
 def _storing(pool: Any) -> contextlib.AbstractContextManager[Any]:

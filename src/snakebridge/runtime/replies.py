@@ -57,6 +57,13 @@ def _problem(message: Any) -> str | None:
 
 def check_reply(message: Any) -> list[Any]:
     """``message`` when it is a well-formed frame from a worker; ProtocolError otherwise."""
+    if (  # the common case, in short
+        type(message) is list
+        and len(message) == 3
+        and message[0] == p.RESULT
+        and type(message[1]) is int
+    ):
+        return message
     problem = _problem(message)
     if problem is not None:
         raise ProtocolError(f"worker sent a malformed frame ({problem}): {message!r:.80}")

@@ -20,6 +20,7 @@ import queue
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -53,6 +54,7 @@ _POLL_MISSES = 4  # polls in a row that found nothing before polling pauses
 _POLL_SKIP = 64  # reads to skip polling for, then try again
 _PREEMPTED_S = 15e-6  # a gap this long between two polls: this process was not running
 _STDERR_TAIL_LINES = 40
+_SLICE_S = 0.05  # a blocking read wakes this often to see whether the worker process ended
 _SIGNAL_CAUSES: dict[int, str] = {
     signal.SIGSEGV: "segfault",
     signal.SIGBUS: "bus error",
@@ -250,6 +252,7 @@ class ProcessTransport(WorkerTransport):
         self._poller.register(self._fd, select.POLLIN)
         if self._pidfd is not None:
             self._poller.register(self._pidfd, select.POLLIN)
+        self._slice = 0.0  # the receive timeout set on the socket (SO_RCVTIMEO), 0 for none
         with contextlib.suppress(OSError):  # it died already: the handshake reports why
             self.send(p.frame(msgpack.packb([p.INIT, 0, init])))
         self._output = threading.Thread(
@@ -371,18 +374,46 @@ class ProcessTransport(WorkerTransport):
             large = self._frames.large_pending(_LARGE)
             if large is not None:
                 return self._read_large(large, deadline)
-            try:  # pipelined answers are often there already: no poll, no sleep
-                got = self.sock.recv_into(self._frames.received, 0, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                self._wait(deadline)
-                if self._frames.has_frame():
-                    continue
-                got = self.sock.recv_into(self._frames.received)
+            got = self._recv_blocking(deadline)
+            if got < 0:  # the process ended; what it wrote before is buffered
+                continue
             if not got:
                 raise PeerClosed
             whole = self._frames.take(got)
             if whole is not None:
                 return whole
+
+    def _recv_blocking(self, deadline: float | None) -> int:
+        """Read into the scratch buffer, blocking until bytes arrive; -1 once the process
+        ended (a grandchild may hold its socket open: what it wrote is buffered).
+
+        One system call when the bytes come, so one release of the GIL: polling first and
+        then reading would hand the GIL to another thread twice, and with many callers
+        each handoff is a context switch. A receive timeout on the socket wakes it every
+        ``_SLICE_S`` to look at the process, and at ``deadline``.
+        """
+        while True:
+            wait = _SLICE_S
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                wait = min(wait, max(remaining, 1e-6))
+            if wait != self._slice:
+                self._set_slice(wait)
+            try:
+                return self.sock.recv_into(self._frames.received)
+            except (BlockingIOError, TimeoutError):
+                pass
+            if self.exited():
+                self._drain_after_exit()
+                return -1
+
+    def _set_slice(self, seconds: float) -> None:
+        whole = int(seconds)
+        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        self._slice = seconds
 
     def _read_large(self, body: bytearray, deadline: float | None) -> bytearray:
         have, size = self._frames.large_filled, len(body)
