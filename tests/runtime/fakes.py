@@ -125,6 +125,7 @@ class FakeTransport(WorkerTransport):
         body = self._frames.next_body()
         if body is not None:
             return body
+        self._host.settimeout(None)  # with a timeout set, Python polls before any recv
         try:
             chunk = self._host.recv(1 << 16, socket.MSG_DONTWAIT)
         except BlockingIOError:

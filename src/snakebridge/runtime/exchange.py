@@ -272,6 +272,8 @@ class Line:
             if self.lost is not None:
                 raise Lost
             order = self._order
+            if loop is not None and not order and not self._outbox:
+                loop = None  # a lone call: nothing to combine with, so it leaves now
             for pending in pendings:
                 self._pending[pending.call_id] = pending
                 if pending.nested or not order or self.concurrent:
@@ -643,6 +645,8 @@ class Line:
         loop = asyncio.get_running_loop()
         codec = codec_for_thread()
         me.loop = loop
+        if self._poll_s(me):  # a lone call: a fast answer skips the event loop's trip
+            self._read_soon(me, codec)
         try:
             while True:
                 action, message = self._advance(me, stream, codec)
@@ -665,6 +669,23 @@ class Line:
             self._interrupted(me)
             self._step_down(self._loop_reader(me))
             raise
+
+    def _read_soon(self, me: Pending, codec: HostCodec) -> None:
+        """Dispatch what arrives within the poll time, if nobody is reading (never sleeps)."""
+        with self._lock:
+            if self._reader is not None or self.lost is not None or me.done:
+                return
+            self._reader = me
+        try:
+            body = self.transport.recv_soon(_POLL_S)
+            while body is not None:
+                self._dispatch(body, codec)
+                body = self.transport.recv_buffered()
+        except Exception as exc:
+            self._give_up_reading(me)
+            self._lead_failed(exc)
+            return
+        self._give_up_reading(me)
 
     def _overran(self, me: Pending) -> None:
         deadline = me.deadline()

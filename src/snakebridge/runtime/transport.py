@@ -107,6 +107,10 @@ class WorkerTransport(abc.ABC):
         """A whole frame already read ahead (no system call), else None."""
         return None
 
+    def recv_soon(self, seconds: float) -> bytes | bytearray | None:
+        """A frame body if one comes within ``seconds`` (polled, never sleeping), else None."""
+        return self.recv_now()
+
     @abc.abstractmethod
     def wait_handles(self) -> tuple[int, ...]:
         """File descriptors that become readable when :meth:`recv_now` may return a frame."""
@@ -428,6 +432,11 @@ class ProcessTransport(WorkerTransport):
 
     def recv_buffered(self) -> bytes | bytearray | None:
         return self._next()
+
+    def recv_soon(self, seconds: float) -> bytes | bytearray | None:
+        if self._frames.empty() and not self._early:
+            self._poll(seconds)
+        return self.recv_now()
 
     def recv_now(self) -> bytes | bytearray | None:
         while True:
