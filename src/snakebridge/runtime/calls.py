@@ -90,7 +90,7 @@ def current_options() -> Options:
     return _options.get(_NO_OPTIONS)
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One encoded request and what is needed to route and answer it."""
 

@@ -266,7 +266,11 @@ def _library_call(
     pool_name: str | None = None,
     affinity: str | None = None,
 ) -> tuple[Pool, Call]:
-    pool, module, configured = _routed(lib, pool_name)
+    current = runtime()
+    routed = current._routes.get(lib)
+    if routed is None or pool_name is not None or current_options().pool is not None:
+        routed = _routed(lib, pool_name)
+    pool, module, configured = routed
     if configured is True or (isinstance(configured, list) and symbol in configured):
         idempotent = True
     prepared = prepare(
