@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["Leaser", "State", "Worker"]
 
 _DEPTH = 4  # calls in flight per worker at most, from separate callers
-_DEPTH_QUICK = 16  # the same while its calls are tiny (the last one took under 0.5 ms)
+_DEPTH_QUICK = 32  # the same while its calls are tiny (the last one took under 0.5 ms)
 _YOUNG_S = 0.002  # pipeline behind a call only while it has run for less than this
 
 
