@@ -199,9 +199,11 @@ class ProcessTransport(WorkerTransport):
     """A worker process started with ``interpreter -I -u -c BOOT``, over a socketpair.
 
     The worker leads its own process group, so a kill ends what the library forked too; its
-    exit is watched through a pidfd as well as socket EOF, so a grandchild that inherited the
-    socket cannot hide a crash.
+    exit is watched (a pidfd; a blocking read looks every ``_SLICE_S``) as well as socket EOF,
+    so a grandchild that inherited the socket cannot hide a crash.
     """
+
+    _slice = 0.0  # the receive timeout set on the socket (SO_RCVTIMEO), 0 for none yet
 
     def __init__(
         self,
@@ -256,7 +258,6 @@ class ProcessTransport(WorkerTransport):
         self._poller.register(self._fd, select.POLLIN)
         if self._pidfd is not None:
             self._poller.register(self._pidfd, select.POLLIN)
-        self._slice = 0.0  # the receive timeout set on the socket (SO_RCVTIMEO), 0 for none
         with contextlib.suppress(OSError):  # it died already: the handshake reports why
             self.send(p.frame(msgpack.packb([p.INIT, 0, init])))
         self._output = threading.Thread(
@@ -415,7 +416,10 @@ class ProcessTransport(WorkerTransport):
 
     def _set_slice(self, seconds: float) -> None:
         whole = int(seconds)
-        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+        micros = int((seconds - whole) * 1e6)
+        if not whole and not micros:
+            micros = 1  # a zero timeout would mean none at all
+        timeval = struct.pack("ll", whole, micros)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
         self._slice = seconds
 
