@@ -148,10 +148,7 @@ def prepare(
     if pool is None and want is not None:
         pool = want.pool  # a call on a Ref goes to the Ref's pool
     dataplane.sending_to(pool)
-    if _needs_store_context(pool, line):
-        with _storing(pool):
-            frame = codec.encode(message)
-    else:
+    with _storing(pool):
         frame = codec.encode(message)
     callbacks: tuple[int, ...] = ()
     if codec.callbacks:
@@ -197,15 +194,17 @@ def prepare(
     )
 
 
-def _needs_store_context(pool: Any, line: Any) -> bool:
-    """Whether encoding for ``pool`` must choose an object store: a Ray pool's, or none while
-    answering a host callback (which would otherwise use the waiting worker's)."""
-    return pool is not None and (line is not None or pool.spec.backend == "ray")
-
-
 def _storing(pool: Any) -> contextlib.AbstractContextManager[Any]:
-    """Encode for ``pool`` inside this: a Ray pool's large arrays go by its object store."""
-    return storing(pool.spec) if pool is not None else contextlib.nullcontext()
+    """Encode for ``pool`` inside this: a Ray pool's large arrays go by its object store.
+
+    Only a Ray pool, or a call made inside a host callback (which would otherwise use the
+    waiting worker's store), needs to choose; any other encoding enters nothing."""
+    if pool is None or (pool.spec.backend != "ray" and in_callback_of() is None):
+        return _NO_CONTEXT
+    return storing(pool.spec)
+
+
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 def prepare_many(

@@ -266,11 +266,7 @@ def _library_call(
     pool_name: str | None = None,
     affinity: str | None = None,
 ) -> tuple[Pool, Call]:
-    current = runtime()
-    routed = current._routes.get(lib)
-    if routed is None or pool_name is not None or current_options().pool is not None:
-        routed = _routed(lib, pool_name)
-    pool, module, configured = routed
+    pool, module, configured = _routed(lib, pool_name)
     if configured is True or (isinstance(configured, list) and symbol in configured):
         idempotent = True
     prepared = prepare(

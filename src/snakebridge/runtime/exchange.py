@@ -620,17 +620,21 @@ class Line:
                 if not me.event.wait(timeout) and me.deadline() is not None:
                     self._overran(me)
 
-    def pump(self) -> None:
-        """Dispatch every frame that can be read without blocking (if nobody is reading)."""
+    def pump(self, me: Pending | None = None, poll_s: float = 0.0) -> None:
+        """Dispatch every frame that can be read without sleeping, if nobody is reading (as
+        ``me``, unless it is done); with ``poll_s``, poll that long for the first one."""
         with self._lock:
-            if self._reader is not None or self.lost is not None:
+            if self._reader is not None or self.lost is not None or (me is not None and me.done):
                 return
-            holder = Pending(-1, None, None)
+            holder = me if me is not None else Pending(-1, None, None)
             self._reader = holder
         codec = codec_for_thread()
+        transport = self.transport
         try:
-            while (body := self.transport.recv_now()) is not None:
+            body = transport.recv_soon(poll_s) if poll_s else transport.recv_now()
+            while body is not None:
                 self._dispatch(body, codec)
+                body = transport.recv_now()
         except Exception as exc:
             self._give_up_reading(holder)
             self._lead_failed(exc)
@@ -646,7 +650,7 @@ class Line:
         codec = codec_for_thread()
         me.loop = loop
         if self._poll_s(me):  # a lone call: a fast answer skips the event loop's trip
-            self._read_soon(me, codec)
+            self.pump(me, _POLL_S)
         try:
             while True:
                 action, message = self._advance(me, stream, codec)
@@ -669,23 +673,6 @@ class Line:
             self._interrupted(me)
             self._step_down(self._loop_reader(me))
             raise
-
-    def _read_soon(self, me: Pending, codec: HostCodec) -> None:
-        """Dispatch what arrives within the poll time, if nobody is reading (never sleeps)."""
-        with self._lock:
-            if self._reader is not None or self.lost is not None or me.done:
-                return
-            self._reader = me
-        try:
-            body = self.transport.recv_soon(_POLL_S)
-            while body is not None:
-                self._dispatch(body, codec)
-                body = self.transport.recv_buffered()
-        except Exception as exc:
-            self._give_up_reading(me)
-            self._lead_failed(exc)
-            return
-        self._give_up_reading(me)
 
     def _overran(self, me: Pending) -> None:
         deadline = me.deadline()

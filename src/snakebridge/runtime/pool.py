@@ -312,7 +312,7 @@ class Pool:
         was lost before the call left. ``loop``: an asyncio caller's (its sends combine)."""
         worker = leased or call.want
         assert worker is not None
-        pending = Pending(call.call_id, call.session, call.timeout, call.nested, call.description)
+        pending = self._pending(call)
         data = worker.flush_releases() + call.frame if worker.pending_release else call.frame
         try:
             worker.line.submit_many((pending,), data, loop)
@@ -346,20 +346,14 @@ class Pool:
     def run(self, call: Call) -> Any:
         """Send ``call`` to a worker and return its result (or raise its error)."""
         retried = False
-        plain = call.want is None and not call.pin and not call.nested  # any worker will do
         while True:
-            if plain and self._started:  # the common case of _lease, in short
-                leased: Worker | None = self.leaser.acquire(None, call.avoid)
-            else:
-                leased = self._lease(call)
+            leased = self._lease(call)
             try:
                 worker, pending = self._send(call, leased)
                 if not pending.done:
                     worker.line.wait(pending)
             finally:
                 self._finished(leased)
-            if pending.error is None and not isinstance(pending.value, Exception):
-                return pending.value  # the common case of _after, in short
             done, value, retried = self._after(call, pending, retried)
             if done:
                 return value
