@@ -26,7 +26,7 @@ from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Union
 
 import msgpack
 
-from snakebridge_worker import hostrefs, kinds, oob, shm, startup, streams
+from snakebridge_worker import hostrefs, kinds, lanes, oob, shm, startup, streams
 from snakebridge_worker import policy as pol
 from snakebridge_worker import protocol as p
 from snakebridge_worker import values as v
@@ -476,8 +476,13 @@ class Worker:
     wait until the running call has finished (``deferred``), so calls never interleave.
     """
 
-    def __init__(self, connection: Connection, host_numpy: bool) -> None:
+    def __init__(
+        self, connection: Connection, host_numpy: bool, channel_fd: Optional[int] = None
+    ) -> None:
         self.connection = connection
+        self.lanes = lanes.Lanes(channel_fd)
+        self.call_lanes: Dict[int, socket.socket] = {}  # lane calls running -> their lane
+        self.top: Tuple[int, Optional[socket.socket]] = (0, None)  # top-level call, its lane
         self.registry = Registry()
         self.codec = WorkerCodec(self.registry, host_numpy, connection)
         self.packer = self.codec.packer()
@@ -511,13 +516,17 @@ class Worker:
 
         self.threads = concurrent.futures.ThreadPoolExecutor(count, "snakebridge-call")
 
-    def send(self, message: List[Any]) -> None:
+    def send(self, message: List[Any], lane: Optional[socket.socket] = None) -> None:
         with self.send_lock:
             body = self.packer.pack(message)
-            self.connection.send(body)
+            if lane is None:
+                self.connection.send(body)
+            else:
+                lanes.write(lane, body)
 
     def reply(self, kind: int, call_id: int, payload: Any) -> None:
         codec = self.codec
+        lane = self.call_lanes.get(call_id) if self.call_lanes else None
         if codec.inout_calls:
             try:
                 codec.copy_back(call_id)  # in-out arrays see the call's writes first
@@ -528,7 +537,7 @@ class Worker:
                 released = _RELEASED_CALLBACKS[:]
                 del _RELEASED_CALLBACKS[: len(released)]
             if released:
-                self.send([p.CALLBACK_RELEASE, 0, released])
+                self.send([p.CALLBACK_RELEASE, 0, released], lane)
         with self.send_lock:
             state = getattr(self._local, "call", None)  # this thread's call (thread profile)
             if state is not None:
@@ -538,7 +547,10 @@ class Worker:
             except Exception as exc:  # an unencodable result: report it instead of dying
                 error_kind = p.ERR_DECODE if isinstance(exc, v.Unsendable) else p.ERR_REMOTE
                 body = self.packer.pack([p.ERROR, call_id, error_payload(error_kind, exc)])
-            self.connection.send(body)
+            if lane is None:
+                self.connection.send(body)
+            else:
+                lanes.write(lane, body)
 
     # -- the reader role ------------------------------------------------------------------------
     def _read(self) -> List[Any]:
@@ -555,7 +567,8 @@ class Worker:
                     return [p.CALLBACK_ERROR, exc.call_id, failure, exc.request]
                 if exc.kind != p.CALL:
                     raise
-                self.send([p.ERROR, exc.call_id, error_payload(p.ERR_DECODE, exc, False)])
+                lane = self.lanes.by_number.get(exc.request) if exc.request else None
+                self.send([p.ERROR, exc.call_id, error_payload(p.ERR_DECODE, exc, False)], lane)
                 continue
             return message
 
@@ -629,7 +642,7 @@ class Worker:
                     return
                 if (  # the common case, in short (what _act_on and route do)
                     type(message) is list
-                    and len(message) == 10
+                    and len(message) >= 10
                     and message[0] == p.CALL
                     and self.threads is None
                 ):
@@ -674,6 +687,8 @@ class Worker:
             self.send([p.PONG, message[1], stats])
         elif kind == p.SHUTDOWN:
             self.stopping = True
+        elif kind == p.LANE:
+            self.lanes.open(message[1], self.top[0])
         elif kind in (p.CREDIT, p.CANCEL):  # streams (#14); late ones are dropped
             streams.control(message)
         else:
@@ -681,6 +696,10 @@ class Worker:
             self.send([p.ERROR, message[1], error_payload(p.ERR_PROTOCOL, problem, False)])
 
     def handle_call(self, message: List[Any]) -> None:
+        lane = None
+        if len(message) > 10:  # sent with a lane: its answer and callbacks go there
+            lane = self.lanes.by_number.get(message[10])
+            message = message[:10]
         _, call_id, session, flags, module, qualname, ref_id, op, args, kwargs = message
         self.calls += 1
         codec, local = self.codec, self._local
@@ -694,11 +713,22 @@ class Worker:
         except AttributeError:
             running = self.running
         running.append(call_id)
+        top = not flags & p.FLAG_NESTED and self.threads is None
+        if lane is not None:
+            self.call_lanes[call_id] = lane
+        if top:
+            self.top = (call_id, lane)
+            began = self.lanes.started(call_id)
         try:
             self._execute(call_id, module, qualname, ref_id, op, args, kwargs, flags)
         finally:
             if flags & p.FLAG_STREAM:
                 streams.forget(call_id)
+            if lane is not None:
+                del self.call_lanes[call_id]
+            if top:
+                self.top = (0, None)
+                self.lanes.finished(began)
             running.pop()
             local.call = outer_call
             codec.session, codec.path_values = outer
@@ -790,7 +820,8 @@ class Worker:
         """Ask the host to run callback ``callback_id`` and wait for its answer (any thread)."""
         request = next(self._requests)
         call_id = self.running[-1] if self.running else 0
-        self.send([p.CALLBACK, callback_id, args, kwargs, call_id, request])
+        lane = self.call_lanes.get(call_id) if call_id else self.top[1]
+        self.send([p.CALLBACK, callback_id, args, kwargs, call_id, request], lane)
         while True:
             with self.cv:
                 if not self._lead_or_wait(lambda: request in self.replies):
@@ -855,7 +886,8 @@ def _policy_from(options: Dict[str, Any]) -> pol.Policy:
 
 def main() -> None:
     global _CURRENT
-    fd, host_pid = int(sys.argv[2]), int(sys.argv[3])
+    fds = [int(fd) for fd in sys.argv[2].split(",")]  # the connection, the lane channel
+    fd, host_pid = fds[0], int(sys.argv[3])
     if len(sys.argv) > 4:  # scale (#15): forked by the zygote, whose own death ends us too
         from snakebridge_worker import zygote
 
@@ -883,7 +915,7 @@ def main() -> None:
         os._exit(3)
     connection.send(msgpack.packb([p.HELLO, 0, hello]))
     connection.max_frame = int(options.get("max_frame", p.DEFAULT_MAX_FRAME))
-    worker = Worker(connection, bool(options.get("host_numpy")))
+    worker = Worker(connection, bool(options.get("host_numpy")), fds[1] if len(fds) > 1 else None)
     worker.options = options
     worker.policy = _policy_from(options)
     if int(options.get("threads") or 1) > 1:  # scale (#15): the thread profile

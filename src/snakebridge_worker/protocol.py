@@ -13,7 +13,7 @@ DEFAULT_MAX_FRAME = 256 * 1024 * 1024
 HEADER = struct.Struct(">I")
 
 # Frame kinds. Host → worker: INIT, CALL, RELEASE, RELEASE_SESSION, CANCEL, PING, SHUTDOWN,
-# CALLBACK_RESULT, CALLBACK_ERROR, CREDIT. Worker → host: HELLO, RESULT, ERROR, CHUNK,
+# CALLBACK_RESULT, CALLBACK_ERROR, CREDIT, LANE. Worker → host: HELLO, RESULT, ERROR, CHUNK,
 # STREAM_END, CALLBACK, PONG, CALLBACK_RELEASE.
 HELLO = 0
 INIT = 1
@@ -33,6 +33,9 @@ PING = 14
 PONG = 15
 SHUTDOWN = 16
 CALLBACK_RELEASE = 17
+LANE = 18  # [LANE, number]: take the next descriptor(s) on the lane channel as answer lane
+# ``number`` (and, with the first lane, the running-call slot); a CALL may then carry an 11th
+# item, a lane number: its answer and host callbacks go on that lane (docs/protocol.md)
 
 
 # CALL operations.
@@ -98,6 +101,13 @@ ERR_REF = "ref"
 ERR_DECODE = "decode"
 ERR_PROTOCOL = "protocol"
 ERR_NOT_ALLOWED = "not_allowed"  # security: the allowlist refused a library, module or name
+
+
+# The running-call slot (answer lanes, see snakebridge_worker.lanes): shared bytes the worker
+# writes and the host reads: the top-level call running (0: none; -1: not yet taken by the
+# worker), when it started (time.monotonic_ns), how many calls ran, how many of them were short.
+SLOT = struct.Struct("<qqqq")
+SHORT_NS = 25_000  # a call that took the worker less than this is short
 
 
 def frame(body: bytes) -> bytes:

@@ -305,7 +305,8 @@ def as_depth_error(exc: BaseException) -> BaseException:
 def frame_head(body: Union[bytes, bytearray]) -> Optional[Tuple[int, int, Any]]:
     """``(kind, id, request)`` of a frame whose values did not decode, None if unreadable.
 
-    ``request`` is the fourth item of a callback answer (after its value), else None.
+    ``request`` is the fourth item of a callback answer (after its value), the lane number of
+    a call sent with one, else None.
     """
     try:
         unpacker = msgpack.Unpacker(raw=False)
@@ -315,6 +316,10 @@ def frame_head(body: Union[bytes, bytearray]) -> Optional[Tuple[int, int, Any]]:
         request = None
         if kind in (p.CALLBACK_RESULT, p.CALLBACK_ERROR) and size > 3:
             unpacker.skip()
+            request = unpacker.unpack()
+        elif kind == p.CALL and size > 10:  # a lane's call: the lane its answer goes on
+            for _ in range(8):
+                unpacker.skip()
             request = unpacker.unpack()
     except Exception:
         return None

@@ -22,7 +22,7 @@ import struct
 import sys
 import threading
 import time
-from typing import List
+from typing import List, Optional
 
 RECORD = struct.Struct("!cii")  # b"P" pid 0 (a fork's answer) or b"X" pid wait-status (it ended)
 
@@ -57,16 +57,17 @@ def watch_host(host_pid: int) -> None:
     threading.Thread(target=poll, name="snakebridge-host-watch", daemon=True).start()
 
 
-def _receive(control: socket.socket) -> int:
-    """One worker socket fd from the host; -1 at EOF (the host is gone)."""
+def _receive(control: socket.socket) -> Optional[List[int]]:
+    """A worker's socket fds from the host (its connection, its lane channel); None at EOF
+    (the host is gone)."""
     fds = array.array("i")
-    data, ancillary, _, _ = control.recvmsg(1, socket.CMSG_SPACE(fds.itemsize))
+    data, ancillary, _, _ = control.recvmsg(1, socket.CMSG_SPACE(2 * fds.itemsize))
     if not data:
-        return -1
+        return None
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    return fds[0] if fds else -2
+    return list(fds)
 
 
 def main() -> None:
@@ -105,20 +106,22 @@ def main() -> None:
     control.sendall(b"R")
     reaper_started = False
     while True:
-        fd = _receive(control)
-        if fd == -1:
+        fds = _receive(control)
+        if fds is None:
             os._exit(0)
-        if fd < 0:
+        if not fds:
             continue
         pid = os.fork()
         if pid == 0:  # the worker
             os.setsid()  # its own process group: the host's kill ends what it forks too
             control.close()
-            sys.argv = ["snakebridge-worker", worker_dir, str(fd), str(host_pid), "zygote"]
+            named = ",".join(map(str, fds))
+            sys.argv = ["snakebridge-worker", worker_dir, named, str(host_pid), "zygote"]
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             worker_main.main()
             os._exit(0)
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
         children.append(pid)
         with send_lock:
             control.sendall(RECORD.pack(b"P", pid, 0))

@@ -340,7 +340,7 @@ class _Reader:
 
 
 def main() -> None:
-    sock = socket.socket(fileno=int(sys.argv[-2]))
+    sock = socket.socket(fileno=int(sys.argv[-2].split(",")[0]))
     log = os.open(os.environ["FUZZ_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     pings = random.Random(int(os.environ.get("FUZZ_SEED", "0")) ^ os.getpid())
     hello = {"protocol": p.PROTOCOL_VERSION, "python": "3.11.0", "pid": os.getpid()}

@@ -92,7 +92,7 @@ def default_pool_named(name: str) -> Pool:
 HELLO_GARBAGE = textwrap.dedent(
     """
     import socket, struct, sys, time, msgpack
-    sock = socket.socket(fileno=int(sys.argv[1]))
+    sock = socket.socket(fileno=int(sys.argv[1].split(",")[0]))
     body = msgpack.packb([0, 0, "not a map"])
     sock.sendall(struct.pack(">I", len(body)) + body)
     time.sleep(60)

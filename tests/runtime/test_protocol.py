@@ -43,7 +43,7 @@ def test_frames_split_and_joined_arbitrarily() -> None:
 FAKE_WORKER = textwrap.dedent(
     """
     import socket, struct, sys, msgpack
-    sock = socket.socket(fileno=int(sys.argv[-2]))
+    sock = socket.socket(fileno=int(sys.argv[-2].split(",")[0]))
     def send(body): sock.sendall(struct.pack(">I", len(body)) + body)
     send(msgpack.packb([0, 0, {"protocol": 1, "python": "3", "pid": 0}]))
     mode = open(sys.argv[-1] + ".mode").read().strip()

@@ -38,12 +38,18 @@ if TYPE_CHECKING:
     import asyncio
 
     from snakebridge.runtime.refs import Session
+    from snakebridge.runtime.socketreader import Lane
 
 __all__ = ["Line", "Lost", "Pending", "in_callback_of"]
 
 _POLL_S = 40e-6  # how long a lone caller polls for a fast answer before sleeping
 _QUICK_S = 0.0005  # a call that finished faster than this marks its worker's calls as tiny
 _LOOP_CHECK_S = 0.1  # a thread waiting while an event loop reads checks that loop this often
+_TINY_SHARE = 0.75  # calls are tiny while this share took the worker under 25 µs each
+_JUDGE_CALLS = 16  # calls between two judgements of whether they are tiny
+_LANE_CHECK_S = 0.05  # a thread waiting on its lane looks at the line this often
+_LANE_MAX_FRAME = 1 << 16  # larger calls are not re-framed for a lane (a copy)
+_LANE_TAG = 0x9B  # msgpack fixarray of 11: a CALL (a fixarray of 10) with a lane number
 
 
 class Lost(Exception):
@@ -96,6 +102,7 @@ class Pending:
         "event",
         "future",
         "inbox",
+        "lane",
         "loop",
         "nested",
         "session",
@@ -125,6 +132,7 @@ class Pending:
         self.event: Signal | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.future: asyncio.Future[None] | None = None
+        self.lane: Lane | None = None  # the answer lane its answer comes on (a thread's call)
 
     def deadline(self) -> float | None:
         if self.timeout is None or self.clock is None:
@@ -231,9 +239,16 @@ class Line:
         self.callbacks_running = 0
         self.kill_reason = ""
         self.quick = False  # the last call to finish took under _QUICK_S (leasing reads it)
+        self.tiny = False  # its recent calls took the worker under 25 µs (leasing packs them)
+        self._costs_seen = (0, 0)  # (calls, short calls) of the worker when last judged
+        self._finishes = 0
         # thread profile (#15): the worker runs every call it was sent at once, so each one
         # has started (its clock runs from sending) and a lost worker fails them all
         self.concurrent = concurrent
+        self._lanes: list[Lane] = []  # answer lanes not in use (see lane_for)
+        self._started: Pending | None = None  # once lost: the call that had started
+        self._lost_error: BaseException | None = None  # the error the started call raises
+        self._decided = threading.Event()  # set once a loss has been classified
 
     # -- state read by leasing (benign races: hints only) ---------------------------------------
     @property
@@ -241,12 +256,114 @@ class Line:
         return len(self._order)
 
     def head_age(self) -> float:
-        """Seconds the call at the head has been running (0 when none)."""
+        """Seconds the call at the head has been running (0 when none): as the worker reports
+        it where it can (the host may not have read earlier answers yet)."""
+        slot = self.transport.slot()
+        if slot is not None:
+            return 0.0 if not slot[0] else time.monotonic() - slot[1] * 1e-9
         order = self._order
         if not order:
             return 0.0
         clock = order[0].clock
         return 0.0 if clock is None else time.monotonic() - clock
+
+    # -- answer lanes (see socketreader) ----------------------------------------------------------
+    def lane_for(self, pending: Pending, frame: bytes) -> bytes:
+        """``frame``, tagged with an answer lane for ``pending`` when that helps: another call
+        is in flight here, so a thread waiting on the main connection would be woken by
+        whoever reads it (a GIL handoff and a context switch) instead of by the kernel."""
+        if not self._order or self.concurrent or len(frame) > _LANE_MAX_FRAME or frame[4] != 0x9A:
+            return frame
+        with self._lock:
+            lane = self._lanes.pop() if self._lanes else None
+        if lane is None:
+            lane = self.transport.open_lane()
+            if lane is None:
+                return frame
+        pending.lane = lane
+        return (
+            p.HEADER.pack(len(frame) - 3) + bytes((_LANE_TAG,)) + frame[5:] + bytes((lane.number,))
+        )
+
+    def drop_lane(self, me: Pending, clean: bool = False) -> None:
+        """``me``'s lane is free again (closed if it may still get ``me``'s frames)."""
+        lane, me.lane = me.lane, None
+        assert lane is not None
+        with self._lock:
+            if clean and self.lost is None:
+                self._lanes.append(lane)
+                return
+        lane.close()
+
+    def _wait_lane(self, me: Pending) -> None:
+        """:meth:`wait` for a call with a lane: read the lane alone, serve callbacks there."""
+        lane = me.lane
+        assert lane is not None
+        codec = codec_for_thread()
+        clean = False
+        try:
+            while True:
+                with self._lock:
+                    message = me.inbox.popleft() if me.inbox and me.error is None else None
+                    if message is None and me.done:
+                        break
+                if message is not None:
+                    self._serve(me, message, codec)
+                    continue
+                try:
+                    self._dispatch_lane(me, lane.recv(time.monotonic() + _LANE_CHECK_S), codec)
+                    while (body := lane.recv_buffered()) is not None:
+                        self._dispatch_lane(me, body, codec)
+                except TimeoutError:  # nothing on the lane: its answer may have come on the
+                    if self.lost is None:  # main connection (rare); once lost, the lane is
+                        self.pump()  # read to its end (the worker is being killed)
+                except Exception as exc:  # the worker is gone (or broke the protocol)
+                    self._lead_failed(exc)
+                    self._lane_lost(me)
+            clean = me.error is None
+        except BaseException:  # interrupted (the worker may be mid-call)
+            self._interrupted(me)
+            raise
+        finally:
+            self.drop_lane(me, clean)
+
+    def _dispatch_lane(self, me: Pending, body: bytes | bytearray, codec: HostCodec) -> None:
+        """Decode one frame from ``me``'s lane: its answer, a callback, or a release."""
+        kind, call_id = _peek(body)
+        if (kind in _FINISHING and call_id != me.call_id) or kind not in _ON_LANES:
+            raise ProtocolError(
+                f"worker {self.transport.pid} sent frame kind {kind} for call {call_id} on the "
+                f"lane of call {me.call_id}"
+            )
+        try:
+            message = codec.decode(body, self.holder, me.session)
+        except DecodeError as exc:  # whole but undecodable: only that call fails
+            self._undecodable(kind, call_id, me, exc)
+            return
+        if kind in _FINISHING:
+            value = _answer_value(kind, message[2])
+            with self._lock:
+                if not me.done:
+                    self._finish(me, value)
+        elif kind == p.CALLBACK_RELEASE:
+            for callback_id in message[2]:
+                CALLBACKS.pop(callback_id, None)
+        else:
+            with self._lock:
+                me._post(message)
+
+    def _lane_lost(self, me: Pending) -> None:
+        """The worker is gone and ``me``'s lane read to its end without its answer: it fails
+        if it was the call running, else it is sent again (Lost)."""
+        self._decided.wait(_DECIDE_WAIT_S)
+        with self._lock:
+            if me.done:
+                return
+            me.done = True
+            if me is self._started:
+                me.error = self._lost_error or PeerClosed("the worker was lost")
+            else:
+                me.error = Lost()
 
     # -- sending --------------------------------------------------------------------------------
     def submit(
@@ -387,7 +504,11 @@ class Line:
         if type(reader) is _LoopReader:
             reader.detach()
         for pending in self._order:  # the next call, unless nobody waits for it (a map's)
-            if (not pending.batch or pending.event is not None) and not pending.done:
+            if (
+                (not pending.batch or pending.event is not None)
+                and pending.lane is None
+                and not pending.done
+            ):
                 pending._wake()  # one still on its way to waiting takes the role itself
                 return
         if len(self._pending) > len(self._order):  # nested calls (never in the order)
@@ -526,6 +647,9 @@ class Line:
                 now = time.monotonic()
                 if target.clock is not None:
                     self.quick = now - target.clock < _QUICK_S
+                self._finishes += 1
+                if not self._finishes & 31:
+                    self._judge_costs()
                 if order:
                     nxt = order[0]
                     nxt.clock = now
@@ -534,6 +658,18 @@ class Line:
             else:
                 with contextlib.suppress(ValueError):
                     order.remove(target)
+
+    def _judge_costs(self) -> None:
+        """Whether the worker's recent calls were tiny, from what it reports: most were short
+        (a few preempted ones do not count against them)."""
+        slot = self.transport.slot()
+        if slot is None:
+            return
+        _, _, calls, short = slot
+        seen_calls, seen_short = self._costs_seen
+        if calls - seen_calls >= _JUDGE_CALLS:
+            self.tiny = short - seen_short >= _TINY_SHARE * (calls - seen_calls)
+            self._costs_seen = (calls, short)
 
     def lose(self, cause: BaseException, unsent: tuple[Pending, ...] = ()) -> None:
         """The worker is gone: the head call (and nested ones) fail, the others are requeued.
@@ -548,16 +684,27 @@ class Line:
                 unsent += tuple(queued)
             self._outbox = []
             head = self._order[0] if self._order else None
+            slot = self.transport.slot()
+            if slot is not None:  # the worker said which call it runs (lanes: see lane_for)
+                head = self._pending.get(slot[0])
             everyone = list(self._pending.values())
             self._pending.clear()
             self._order.clear()
             reader, self._reader = self._reader, None
             if type(reader) is _LoopReader:
                 reader.detach()
+            idle_lanes, self._lanes = self._lanes, []
+        for lane in idle_lanes:
+            lane.close()
         started_head = head if head is not None and head not in unsent else None
+        self._started = started_head
         error = self._on_lost(cause, started_head)
+        self._lost_error = error
+        self._decided.set()
         with self._lock:  # a waiter steps under this lock: it sees done, or gets woken
             for pending in everyone:
+                if pending.lane is not None and pending not in unsent:
+                    continue  # its waiter reads its lane to the end, then decides (_lane_lost)
                 pending.done = True
                 started = (
                     pending is started_head or pending.nested or self.concurrent
@@ -594,6 +741,9 @@ class Line:
 
         With ``stream``, a stream frame for ``me`` (CHUNK) is returned as soon as it arrives.
         """
+        if me.lane is not None:
+            self._wait_lane(me)
+            return None
         codec = codec_for_thread()
         while True:
             action, message = self._advance(me, stream, codec)
@@ -684,15 +834,19 @@ class Line:
 
     def _interrupted(self, me: Pending) -> None:
         """The caller stopped waiting (Ctrl-C, cancel) while its call may be running."""
+        slot = self.transport.slot()
         with self._lock:
-            started = me is (self._order[0] if self._order else None) or me.nested
+            if slot is not None:
+                started = me.call_id == slot[0] or me.nested
+            else:
+                started = me is (self._order[0] if self._order else None) or me.nested
             started = started or self.concurrent
             unsent = [item for item in self._outbox if me in item[0]]
             if unsent and len(unsent[0][0]) == 1:  # still in the outbox: it never left
                 self._outbox.remove(unsent[0])
                 started = False
-            elif not started:  # sent, queued behind the running call: its answer is dropped
-                self._dropped.add(me.call_id)
+            elif not started and me.lane is None:  # queued behind the running call: its answer
+                self._dropped.add(me.call_id)  # is dropped (a lane's is: the lane is closed)
             if not started and not me.done:  # never started: just forget it
                 self._pending.pop(me.call_id, None)
                 with contextlib.suppress(ValueError):
@@ -708,6 +862,8 @@ class Line:
 
 
 _FINISHING = frozenset((p.RESULT, p.ERROR, p.PONG, p.STREAM_END))
+_ON_LANES = frozenset((p.RESULT, p.ERROR, p.CALLBACK, p.CALLBACK_RELEASE))
+_DECIDE_WAIT_S = 30.0  # a lane's waiter waits this long at most for lose() to classify
 _FOR_CALLS = frozenset((p.RESULT, p.ERROR, p.PONG, p.CHUNK, p.STREAM_END, p.CALLBACK))
 
 

@@ -156,6 +156,7 @@ class Leaser:
         self._lock = threading.Lock()
         self.workers: list[Worker] = []
         self._idle: list[Worker] = []
+        self._packed: Worker | None = None  # where the last tiny call went (see _pick)
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self.counts: collections.Counter[State] = collections.Counter()
         self.closed = False
@@ -253,11 +254,25 @@ class Leaser:
         return (
             worker.state is State.BUSY
             and worker is not avoid
-            and worker.leases < (_DEPTH_QUICK if worker.line.quick else _DEPTH)
+            and worker.leases < (_DEPTH_QUICK if worker.line.quick or worker.line.tiny else _DEPTH)
             and worker.line.callbacks_running == 0
             and worker.line.head_age() < _YOUNG_S
             and not worker.streaming  # streams (#14): held by an open stream
         )
+
+    def _packs(self, worker: Worker, avoid: Worker | None) -> bool:
+        """Whether a call goes to ``worker``, which took the last one, although another worker
+        may be idle: its calls are tiny (they cost it less than a host spends sending one), so
+        it alone keeps up with every caller here, and waking a second worker per call would
+        only add context switches and, where CPUs are few, take one from the callers."""
+        return worker.line.tiny and worker.capacity == 1 and self._pipelinable(worker, avoid)
+
+    def _take_idle(self, avoid: Worker | None) -> Worker | None:
+        """An idle worker (the one that went idle last), unless it is ``avoid`` (lock held)."""
+        for index in range(len(self._idle) - 1, -1, -1):
+            if self._idle[index] is not avoid:
+                return self._idle.pop(index)
+        return None
 
     def _pick(self, want: Worker | None, avoid: Worker | None, hold: bool = False) -> Worker | None:
         """A worker for one call (lock held), or None when it must wait.
@@ -279,11 +294,11 @@ class Leaser:
             else:
                 return None
         else:
-            chosen = None
-            for index in range(len(self._idle) - 1, -1, -1):
-                if self._idle[index] is not avoid:
-                    chosen = self._idle.pop(index)
-                    break
+            packed = self._packed
+            if packed is not None and not hold and self._packs(packed, avoid):
+                chosen = packed  # tiny calls go where tiny calls went (see _packs)
+            else:
+                chosen = self._take_idle(avoid)
             if chosen is None:
                 candidates = [
                     w
@@ -294,12 +309,17 @@ class Leaser:
                     return None
                 chosen = min(candidates, key=lambda w: w.leases / w.capacity)
         assert chosen is not None
-        if chosen.state is not State.BUSY:
-            self._set(chosen, State.BUSY)
-        chosen.leases += 1
+        return self._leased(chosen, hold)
+
+    def _leased(self, worker: Worker, hold: bool = False) -> Worker:
+        """``worker`` takes one more call (lock held)."""
+        self._packed = worker if worker.line.tiny else None
+        if worker.state is not State.BUSY:
+            self._set(worker, State.BUSY)
+        worker.leases += 1
         if hold:
-            chosen.streaming += 1
-        return chosen
+            worker.streaming += 1
+        return worker
 
     def _serve(self) -> list[_Waiter]:
         """Hand free capacity to waiters in order (lock held); the waiters to wake."""
@@ -408,11 +428,8 @@ class Leaser:
         """Lease every idle worker (for a pipelined map)."""
         with self._lock:
             taken: list[Worker] = []
-            while self._idle and not self.closed:
-                worker = self._pick(None, None)
-                if worker is None:
-                    break
-                taken.append(worker)
+            while not self.closed and (worker := self._take_idle(None)) is not None:
+                taken.append(self._leased(worker))
             return taken
 
     def release(self, worker: Worker, streamed: bool = False) -> None:

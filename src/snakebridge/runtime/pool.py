@@ -313,11 +313,16 @@ class Pool:
         worker = leased or call.want
         assert worker is not None
         pending = self._pending(call)
-        data = worker.flush_releases() + call.frame if worker.pending_release else call.frame
+        frame = call.frame
+        if loop is None and call.timeout is None and not call.nested:
+            frame = worker.line.lane_for(pending, frame)  # a thread's call: maybe on a lane
+        data = worker.flush_releases() + frame if worker.pending_release else frame
         try:
             worker.line.submit_many((pending,), data, loop)
         except Lost:
             pending.done, pending.error = True, Lost()
+            if pending.lane is not None:
+                worker.line.drop_lane(pending)
         else:
             worker.calls += 1
         return worker, pending

@@ -12,19 +12,19 @@ profile and Ray actors are others.
 from __future__ import annotations
 
 import abc
+import array
 import collections
 import concurrent.futures
 import contextlib
+import mmap
 import os
 import queue
 import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,9 @@ import msgpack
 from snakebridge import paths
 from snakebridge.errors import ProtocolError, WorkerCrashed, WorkerStartError
 from snakebridge.runtime import dataplane
+from snakebridge.runtime.socketreader import Lane, PeerClosed, SocketReader
 from snakebridge_worker import protocol as p
-from snakebridge_worker.framing import FrameBuffer, FrameTooLarge
+from snakebridge_worker.framing import FrameBuffer
 
 __all__ = [
     "PeerClosed",
@@ -49,12 +50,8 @@ __all__ = [
 _BOOT = (
     "import sys; sys.path.insert(0, sys.argv[1]); from snakebridge_worker.main import main; main()"
 )
-_LARGE = 1 << 16
-_POLL_MISSES = 4  # polls in a row that found nothing before polling pauses
-_POLL_SKIP = 64  # reads to skip polling for, then try again
-_PREEMPTED_S = 15e-6  # a gap this long between two polls: this process was not running
 _STDERR_TAIL_LINES = 40
-_SLICE_S = 0.05  # a blocking read wakes this often to see whether the worker process ended
+_MAX_LANES = 64  # answer lanes per worker at most (threads beyond wait as before)
 _SIGNAL_CAUSES: dict[int, str] = {
     signal.SIGSEGV: "segfault",
     signal.SIGBUS: "bus error",
@@ -64,10 +61,6 @@ _SIGNAL_CAUSES: dict[int, str] = {
     signal.SIGFPE: "floating-point exception",
     signal.SIGILL: "illegal instruction",
 }
-
-
-class PeerClosed(Exception):
-    """The worker's end is gone (it exited, crashed or was killed)."""
 
 
 def describe_exit(returncode: int | None) -> tuple[int | None, int | None, str]:
@@ -110,6 +103,16 @@ class WorkerTransport(abc.ABC):
     def recv_soon(self, seconds: float) -> bytes | bytearray | None:
         """A frame body if one comes within ``seconds`` (polled, never sleeping), else None."""
         return self.recv_now()
+
+    def open_lane(self) -> Lane | None:
+        """A new answer lane to the worker (:mod:`socketreader`), or None where this transport
+        has none (then calls are answered on the main connection)."""
+        return None
+
+    def slot(self) -> tuple[int, int, int, int] | None:
+        """What the worker reports in its running-call slot (``protocol.SLOT``: the call
+        running, since when, calls run, short calls), once a lane was opened; else None."""
+        return None
 
     @abc.abstractmethod
     def wait_handles(self) -> tuple[int, ...]:
@@ -195,7 +198,7 @@ def _pidfd(pid: int) -> int | None:
     return fd
 
 
-class ProcessTransport(WorkerTransport):
+class ProcessTransport(SocketReader, WorkerTransport):
     """A worker process started with ``interpreter -I -u -c BOOT``, over a socketpair.
 
     The worker leads its own process group, so a kill ends what the library forked too; its
@@ -203,7 +206,9 @@ class ProcessTransport(WorkerTransport):
     so a grandchild that inherited the socket cannot hide a crash.
     """
 
-    _slice = 0.0  # the receive timeout set on the socket (SO_RCVTIMEO), 0 for none yet
+    _channel: socket.socket | None = None  # passes answer lanes to the worker (open_lane)
+    _lanes = 0  # lanes opened so far (numbered from 1)
+    _slot: mmap.mmap | None = None  # the running-call slot, once a lane exists
 
     def __init__(
         self,
@@ -213,10 +218,10 @@ class ProcessTransport(WorkerTransport):
         env: dict[str, str],
         worker_path: str,
         init: dict[str, Any],
-        start: Callable[[socket.socket], Any] | None = None,
+        start: Callable[..., Any] | None = None,
     ) -> None:
-        """``start`` (#15, zygote): gets the worker's socket and returns a Popen-like process
-        instead of starting a fresh interpreter."""
+        """``start`` (#15, zygote): gets the worker's sockets (its connection, its lane
+        channel) and returns a Popen-like process instead of starting a fresh interpreter."""
         self.pool_name = pool_name
         self.max_frame = int(init.get("max_frame", p.DEFAULT_MAX_FRAME))
         self._send_lock = threading.Lock()
@@ -227,8 +232,11 @@ class ProcessTransport(WorkerTransport):
         self._poll_misses = 0
         self._poll_skip = 0
         host_sock, worker_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel, worker_channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._channel = channel
+        self._lane_lock = threading.Lock()
         argv = [interpreter, "-I", "-u", "-c", _BOOT, worker_path]
-        argv += [str(worker_sock.fileno()), str(os.getpid())]
+        argv += [f"{worker_sock.fileno()},{worker_channel.fileno()}", str(os.getpid())]
 
         def popen() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
@@ -236,7 +244,7 @@ class ProcessTransport(WorkerTransport):
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=(worker_sock.fileno(),),
+                pass_fds=(worker_sock.fileno(), worker_channel.fileno()),
                 env=env,
                 close_fds=True,
                 cwd="/",
@@ -244,12 +252,17 @@ class ProcessTransport(WorkerTransport):
             )
 
         try:
-            self.proc = _SPAWNER.submit(popen).result() if start is None else start(worker_sock)
+            if start is None:
+                self.proc = _SPAWNER.submit(popen).result()
+            else:
+                self.proc = start(worker_sock, worker_channel)
         except OSError as exc:
             host_sock.close()
+            channel.close()
             raise WorkerStartError(f"cannot start a worker with {interpreter}: {exc}") from None
         finally:
             worker_sock.close()
+            worker_channel.close()
         self.pid = self.proc.pid
         self.sock = host_sock
         self._fd = host_sock.fileno()
@@ -320,173 +333,49 @@ class ProcessTransport(WorkerTransport):
         with self._send_lock:
             self.sock.sendall(data)
 
-    def _recv_now(self) -> bool:
-        """Read what is there without blocking (into the scratch buffer: no allocation).
-
-        True if bytes arrived; PeerClosed at EOF."""
+    # -- answer lanes ---------------------------------------------------------------------------
+    def open_lane(self) -> Lane | None:
+        if self._channel is None or not hasattr(os, "memfd_create"):
+            return None
+        lane_sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            got = self.sock.recv_into(self._frames.received, 0, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        if not got:
-            raise PeerClosed
-        whole = self._frames.take(got)
-        if whole is not None:
-            self._early.append(whole)
-        return True
-
-    def _next(self) -> bytes | None:
-        if self._early:
-            return self._early.pop(0)
-        try:
-            return self._frames.next_body()
-        except FrameTooLarge as exc:
-            raise ProtocolError(f"worker {self.pid}: {exc}; the connection was closed") from None
-
-    def _wait(self, deadline: float | None) -> None:
-        """Until the socket is readable (or the process ended); TimeoutError past deadline."""
-        while True:
-            timeout = -1.0 if deadline is None else (deadline - time.monotonic()) * 1000.0
-            if deadline is not None and timeout <= 0:
-                raise TimeoutError
-            ready = self._poller.poll(timeout)
-            if not ready:
-                continue
-            if any(fd == self._fd for fd, _ in ready):
-                return
-            if self._pidfd is not None:  # exited, but a grandchild may still hold the socket
-                self._drain_after_exit()
-                return
-
-    def _drain_after_exit(self) -> None:
-        """Buffer what the dead worker wrote before it ended; PeerClosed if nothing is left."""
-        while True:
-            try:
-                if not self._recv_now():
-                    break
-            except (PeerClosed, OSError):
-                break
-        if not self._early and not self._frames.has_frame():
-            raise PeerClosed
-
-    def recv(self, deadline: float | None, poll_s: float = 0.0) -> bytes | bytearray:
-        if poll_s and self._frames.empty() and not self._early:
-            self._poll(poll_s)
-        while True:
-            body = self._next()
-            if body is not None:
-                return body
-            large = self._frames.large_pending(_LARGE)
-            if large is not None:
-                return self._read_large(large, deadline)
-            got = self._recv_blocking(deadline)
-            if got < 0:  # the process ended; what it wrote before is buffered
-                continue
-            if not got:
-                raise PeerClosed
-            whole = self._frames.take(got)
-            if whole is not None:
-                return whole
-
-    def _recv_blocking(self, deadline: float | None) -> int:
-        """Read into the scratch buffer, blocking until bytes arrive; -1 once the process
-        ended (a grandchild may hold its socket open: what it wrote is buffered).
-
-        One system call when the bytes come, so one release of the GIL: polling first and
-        then reading would hand the GIL to another thread twice, and with many callers
-        each handoff is a context switch. A receive timeout on the socket wakes it every
-        ``_SLICE_S`` to look at the process, and at ``deadline``.
-        """
-        while True:
-            wait = _SLICE_S
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                wait = min(wait, max(remaining, 1e-6))
-            if wait != self._slice:
-                self._set_slice(wait)
-            try:
-                return self.sock.recv_into(self._frames.received)
-            except (BlockingIOError, TimeoutError):
-                pass
-            if self.exited():
-                self._drain_after_exit()
-                return -1
-
-    def _set_slice(self, seconds: float) -> None:
-        whole = int(seconds)
-        micros = int((seconds - whole) * 1e6)
-        if not whole and not micros:
-            micros = 1  # a zero timeout would mean none at all
-        timeval = struct.pack("ll", whole, micros)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        self._slice = seconds
-
-    def _read_large(self, body: bytearray, deadline: float | None) -> bytearray:
-        have, size = self._frames.large_filled, len(body)
-        view = memoryview(body)
-        while have < size:
-            self._wait(deadline)
-            got = self.sock.recv_into(view[have:], min(size - have, 1 << 22))
-            if not got:
-                raise PeerClosed
-            have += got
-        return body
-
-    def recv_buffered(self) -> bytes | bytearray | None:
-        return self._next()
-
-    def recv_soon(self, seconds: float) -> bytes | bytearray | None:
-        if self._frames.empty() and not self._early:
-            self._poll(seconds)
-        return self.recv_now()
-
-    def recv_now(self) -> bytes | bytearray | None:
-        while True:
-            body = self._next()
-            if body is not None:
-                return body
-            if not self._recv_now():
-                if self._pidfd is not None and self.exited():
-                    self._drain_after_exit()
-                    return self._next()
-                return None
-
-    def _poll(self, seconds: float) -> None:
-        """Read without blocking for up to ``seconds`` or until a whole frame is buffered.
-
-        Adaptive: after a few polls in a row that found nothing (the worker shares this CPU,
-        or its calls are slow) polling is skipped for a while, so it never costs a lone CPU.
-        A poll that was preempted counts as a miss even when the answer is there afterwards:
-        the worker ran on this CPU, and polling only delayed it.
-        """
-        if self._poll_skip:
-            self._poll_skip -= 1
-            return
-        clock = time.perf_counter
-        last = clock()
-        deadline = last + seconds
-        poller = self._poller
-        while True:
-            now = clock()
-            if now >= deadline or now - last > _PREEMPTED_S:
-                break
-            last = now
-            if poller.poll(0):
+            with self._lane_lock:
+                if self._closed or self._lanes >= _MAX_LANES:
+                    lane_sock.close()
+                    return None
+                fds = [theirs.fileno()]
+                slot_fd = None
+                if self._slot is None:  # the first lane brings the running-call slot
+                    slot_fd = os.memfd_create("snakebridge-running", os.MFD_CLOEXEC)
+                    os.ftruncate(slot_fd, p.SLOT.size)
+                    slot = mmap.mmap(slot_fd, p.SLOT.size)
+                    p.SLOT.pack_into(slot, 0, -1, 0, 0, 0)  # unknown until the worker takes it
+                    fds.append(slot_fd)
                 try:
-                    if not self._recv_now():
-                        continue
-                except PeerClosed:
-                    return  # the blocking read reports it
-                if self._early or self._frames.has_frame():
-                    if clock() - last <= _PREEMPTED_S:
-                        self._poll_misses = 0
-                        return
-                    break
-        self._poll_misses += 1
-        if self._poll_misses >= _POLL_MISSES:
-            self._poll_misses, self._poll_skip = 0, _POLL_SKIP
+                    self._channel.sendmsg(
+                        [b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    )
+                    number = self._lanes + 1
+                    self.send(p.frame(msgpack.packb([p.LANE, number])))
+                except OSError:
+                    lane_sock.close()
+                    return None
+                finally:
+                    if slot_fd is not None:
+                        os.close(slot_fd)
+                if slot_fd is not None:
+                    self._slot = slot
+                self._lanes = number
+        finally:
+            theirs.close()
+        return Lane(number, lane_sock, self.pid, self.max_frame, self._pidfd, self.exited)
+
+    def slot(self) -> tuple[int, int, int, int] | None:
+        slot = self._slot
+        if slot is None:
+            return None
+        fields: tuple[int, int, int, int] = p.SLOT.unpack_from(slot, 0)
+        return None if fields[0] < 0 else fields
 
     def wait_handles(self) -> tuple[int, ...]:
         return (self._fd,) if self._pidfd is None else (self._fd, self._pidfd)
@@ -526,6 +415,9 @@ class ProcessTransport(WorkerTransport):
         self._closed = True
         with contextlib.suppress(OSError):
             self.sock.close()
+        if self._channel is not None:
+            with contextlib.suppress(OSError):
+                self._channel.close()
         if self._pidfd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._pidfd)

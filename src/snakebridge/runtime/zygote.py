@@ -101,11 +101,12 @@ class Zygote:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def fork(self, worker_sock: socket.socket) -> ForkedProcess:
-        """A worker forked on ``worker_sock`` (WorkerStartError if the zygote is gone)."""
+    def fork(self, *socks: socket.socket) -> ForkedProcess:
+        """A worker forked on ``socks`` (its connection, its lane channel); WorkerStartError
+        if the zygote is gone."""
         with self._lock:
             try:
-                fds = array.array("i", [worker_sock.fileno()])
+                fds = array.array("i", [sock.fileno() for sock in socks])
                 self._control.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
                 pid = self._pids.get(timeout=20.0)
             except (OSError, queue.Empty):
