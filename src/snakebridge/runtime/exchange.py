@@ -659,6 +659,22 @@ class Line:
                 with contextlib.suppress(ValueError):
                     order.remove(target)
 
+    def _drain_main(self) -> None:
+        """Before a loss is judged: dispatch the answers already on the main connection, if
+        nobody is reading it (they finished: they must not count as started or unsent)."""
+        with self._lock:
+            if self._reader is not None or self.lost is not None:
+                return
+            holder = self._reader = Pending(-1, None, None)
+        codec = codec_for_thread()
+        try:
+            while (body := self.transport.recv_now()) is not None:
+                self._dispatch(body, codec)
+        except Exception:  # the end of what it wrote, or garbage: lose() decides from here
+            pass
+        finally:
+            self._give_up_reading(holder)
+
     def _judge_costs(self) -> None:
         """Whether the worker's recent calls were tiny, from what it reports: most were short
         (a few preempted ones do not count against them)."""
@@ -676,6 +692,7 @@ class Line:
 
         ``unsent`` calls never reached the worker (their write failed): requeued even at the head.
         """
+        self._drain_main()
         with self._lock:
             if self.lost is not None:
                 return
