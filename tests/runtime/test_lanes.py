@@ -21,8 +21,8 @@ import snakebridge
 from snakebridge import WorkerCrashed
 from snakebridge.config import PoolSpec
 from snakebridge.runtime.calls import Call, prepare
-from snakebridge.runtime.exchange import Lost, Pending
 from snakebridge.runtime.lease import State, Worker
+from snakebridge.runtime.pending import Lost, Pending
 from snakebridge.runtime.pool import Pool
 from snakebridge_worker import protocol as p
 

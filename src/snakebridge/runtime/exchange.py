@@ -1,7 +1,7 @@
 """The call exchange on one worker's connection: calls in flight, matched by id.
 
-(Over 350 lines on purpose: the sync and async waiting loops share every step and stay side
-by side here so they cannot drift.)
+(Over 350 lines on purpose: the sync, async and lane waiting loops share every step and the
+one rule for a lost worker, and stay side by side here so they cannot drift.)
 
 Several calls may be in flight on one worker (pipelined). Exactly one reader at a time holds
 the *reader role*: it reads frames from the transport (every frame already buffered, per wake-up)
@@ -10,11 +10,14 @@ thread, a future for an asyncio task, resolved in place on its own loop — no t
 thread reads itself and passes the role on when its own answer arrives; for asyncio tasks their
 event loop reads, through one reader callback kept while any of its tasks waits. Frames that
 callers submit meanwhile leave together in one write. Sync and async callers are two thin loops
-over the same steps (:meth:`Line._step`, :meth:`Line._dispatch`), so they cannot drift.
+over the same steps (:meth:`Line._step`, :meth:`Line._dispatch`), so they cannot drift. A
+thread's call that finds others in flight may take an *answer lane* (:meth:`Line.lane_for`):
+its answer comes on a socket of its own, read by that thread alone.
 
 A worker in the process profile runs non-nested calls one at a time in the order sent, so when
 it is lost only the call at the head of the line (and nested calls) had started: the others are
-*requeued*, never failed. A call's timeout runs from when it reaches the head.
+*requeued*, never failed (with lanes, the worker's running-call slot says which call that
+is). A call's timeout runs from when it reaches the head.
 """
 
 from __future__ import annotations
@@ -29,18 +32,28 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from snakebridge.errors import DecodeError, ProtocolError
-from snakebridge.runtime.answers import callback_reply, error_from_payload
+from snakebridge.runtime.answers import callback_reply
 from snakebridge.runtime.codec import CALLBACKS, HostCodec, codec_for_thread
+from snakebridge.runtime.pending import (
+    FINISHING,
+    FOR_CALLS,
+    ON_LANES,
+    Lost,
+    Pending,
+    Signal,
+    answer_value,
+    peek,
+    resolve,
+)
 from snakebridge.runtime.transport import PeerClosed, WorkerTransport
 from snakebridge_worker import protocol as p
 
 if TYPE_CHECKING:
     import asyncio
 
-    from snakebridge.runtime.refs import Session
     from snakebridge.runtime.socketreader import Lane
 
-__all__ = ["Line", "Lost", "Pending", "in_callback_of"]
+__all__ = ["Line", "in_callback_of"]
 
 _POLL_S = 40e-6  # how long a lone caller polls for a fast answer before sleeping
 _QUICK_S = 0.0005  # a call that finished faster than this marks its worker's calls as tiny
@@ -50,112 +63,7 @@ _JUDGE_CALLS = 16  # calls between two judgements of whether they are tiny
 _LANE_CHECK_S = 0.05  # a thread waiting on its lane looks at the line this often
 _LANE_MAX_FRAME = 1 << 16  # larger calls are not re-framed for a lane (a copy)
 _LANE_TAG = 0x9B  # msgpack fixarray of 11: a CALL (a fixarray of 10) with a lane number
-
-
-class Lost(Exception):
-    """The worker was lost before this call started: send it again elsewhere."""
-
-
-class Signal:
-    """A one-waiter wake-up: ``set`` from any thread, ``wait`` consumes it (a binary semaphore).
-
-    Cheaper than ``threading.Event`` (one lock, no condition variable): a set that comes before
-    the wait is kept, a second set is absorbed, and a stale one only makes the waiter look again.
-    """
-
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-
-    def set(self) -> None:
-        if self._lock.locked():  # a second set is absorbed (a racing one too, below)
-            with contextlib.suppress(RuntimeError):
-                self._lock.release()
-
-    def wait(self, timeout: float | None) -> bool:
-        return self._lock.acquire(True, -1 if timeout is None else timeout)
-
-
-def wake_future(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
-    """Resolve ``future`` of ``loop``: at once on the loop's own thread, else through the loop."""
-    from asyncio import _get_running_loop
-
-    if _get_running_loop() is loop:
-        if not future.done():
-            future.set_result(None)
-        return
-    loop.call_soon_threadsafe(_resolve, future)  # RuntimeError when the loop is closed
-
-
-class Pending:
-    """One message in flight: its id, who waits for it, and (once done) its outcome."""
-
-    __slots__ = (
-        "batch",
-        "call_id",
-        "clock",
-        "description",
-        "done",
-        "error",
-        "event",
-        "future",
-        "inbox",
-        "lane",
-        "loop",
-        "nested",
-        "session",
-        "timeout",
-        "value",
-    )
-
-    def __init__(
-        self,
-        call_id: int,
-        session: Session | None,
-        timeout: float | None,
-        nested: bool = False,
-        description: str = "a call",
-    ) -> None:
-        self.call_id = call_id
-        self.batch = False  # one of a map's calls: waited for only when it is that map's next
-        self.description = description
-        self.session = session
-        self.timeout = timeout
-        self.nested = nested
-        self.clock: float | None = None  # when its timeout started (it reached the head)
-        self.done = False
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.inbox: collections.deque[list[Any]] | None = None  # callbacks and stream frames
-        self.event: Signal | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.future: asyncio.Future[None] | None = None
-        self.lane: Lane | None = None  # the answer lane its answer comes on (a thread's call)
-
-    def deadline(self) -> float | None:
-        if self.timeout is None or self.clock is None:
-            return None
-        return self.clock + self.timeout
-
-    def _wake(self) -> None:
-        if self.event is not None:
-            self.event.set()
-        elif self.loop is not None and self.future is not None:
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                wake_future(self.loop, self.future)
-
-    def _post(self, message: list[Any]) -> None:
-        if self.inbox is None:
-            self.inbox = collections.deque()
-        self.inbox.append(message)
-        self._wake()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+_DECIDE_WAIT_S = 30.0  # a lane's waiter waits this long at most for lose() to classify
 
 
 _callback_line: contextvars.ContextVar[Line | None] = contextvars.ContextVar(
@@ -329,8 +237,8 @@ class Line:
 
     def _dispatch_lane(self, me: Pending, body: bytes | bytearray, codec: HostCodec) -> None:
         """Decode one frame from ``me``'s lane: its answer, a callback, or a release."""
-        kind, call_id = _peek(body)
-        if (kind in _FINISHING and call_id != me.call_id) or kind not in _ON_LANES:
+        kind, call_id = peek(body)
+        if (kind in FINISHING and call_id != me.call_id) or kind not in ON_LANES:
             raise ProtocolError(
                 f"worker {self.transport.pid} sent frame kind {kind} for call {call_id} on the "
                 f"lane of call {me.call_id}"
@@ -340,8 +248,8 @@ class Line:
         except DecodeError as exc:  # whole but undecodable: only that call fails
             self._undecodable(kind, call_id, me, exc)
             return
-        if kind in _FINISHING:
-            value = _answer_value(kind, message[2])
+        if kind in FINISHING:
+            value = answer_value(kind, message[2])
             with self._lock:
                 if not me.done:
                     self._finish(me, value)
@@ -545,7 +453,7 @@ class Line:
 
     def _dispatch(self, body: bytes | bytearray, codec: HostCodec) -> None:
         """Decode one frame and hand it to the call it belongs to (reader role held)."""
-        kind, call_id = _peek(body)
+        kind, call_id = peek(body)
         if kind == p.CALLBACK:  # its id slot holds the callback id; it belongs to the head
             target = self._order[0] if self._order else None
         else:
@@ -556,8 +464,8 @@ class Line:
             self._undecodable(kind, call_id, target, exc)
             return
         kind = message[0]
-        if kind in _FINISHING and target is not None:
-            value = _answer_value(kind, message[2])
+        if kind in FINISHING and target is not None:
+            value = answer_value(kind, message[2])
             with self._lock:
                 self._finish(target, value)
                 target._wake()
@@ -566,12 +474,12 @@ class Line:
             for callback_id in message[2]:
                 CALLBACKS.pop(callback_id, None)
             return
-        if target is None and kind in _FINISHING and call_id in self._dropped:
+        if target is None and kind in FINISHING and call_id in self._dropped:
             self._dropped.discard(call_id)  # the answer to a call its caller gave up on
             return
         if kind == p.CALLBACK and len(message) > 4 and message[4] in self._pending:
             target = self._pending[message[4]]  # a callback of a nested call
-        if target is None or kind not in _FOR_CALLS:
+        if target is None or kind not in FOR_CALLS:
             raise ProtocolError(
                 f"worker {self.transport.pid} sent frame kind {kind!r} for call "
                 f"{message[1]!r}, which is not in flight"
@@ -629,7 +537,7 @@ class Line:
             }
             self.send(p.frame(msgpack.packb([p.CALLBACK_ERROR, call_id, payload])))
             return
-        if target is None or kind not in _FINISHING:
+        if target is None or kind not in FINISHING:
             raise ProtocolError(f"worker {self.transport.pid} sent an undecodable frame: {exc}")
         with self._lock:
             self._finish(target, exc)
@@ -829,7 +737,7 @@ class Line:
                 if deadline is None:
                     await future
                     continue
-                timer = loop.call_at(deadline, _resolve, future)
+                timer = loop.call_at(deadline, resolve, future)
                 try:
                     await future
                 finally:
@@ -876,41 +784,3 @@ class Line:
             self.kill_reason = "interrupted"
             self.transport.kill()
             self.lose(PeerClosed("interrupted"))
-
-
-_FINISHING = frozenset((p.RESULT, p.ERROR, p.PONG, p.STREAM_END))
-_ON_LANES = frozenset((p.RESULT, p.ERROR, p.CALLBACK, p.CALLBACK_RELEASE))
-_DECIDE_WAIT_S = 30.0  # a lane's waiter waits this long at most for lose() to classify
-_FOR_CALLS = frozenset((p.RESULT, p.ERROR, p.PONG, p.CHUNK, p.STREAM_END, p.CALLBACK))
-
-
-def _answer_value(kind: int, payload: Any) -> Any:
-    """The value an answer carries (an exception instance for ERROR)."""
-    if kind == p.ERROR:
-        if not isinstance(payload, dict):
-            raise ProtocolError(f"an ERROR frame's payload is not a map: {payload!r:.60}")
-        return error_from_payload(payload)
-    return payload
-
-
-_UINT_WIDTH = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}  # msgpack uint8..uint64 markers
-
-
-def _peek(body: bytes | bytearray) -> tuple[int, int]:
-    """(kind, id) of a frame without decoding it (msgpack: fixarray, then two small ints)."""
-    try:
-        first = body[0]
-        offset = 1 if 0x90 <= first <= 0x9F else 3 if first == 0xDC else 5
-        kind = body[offset]
-        if kind > 0x7F:
-            return -1, -1
-        marker = body[offset + 1]
-        if marker <= 0x7F:
-            return kind, marker
-        width = _UINT_WIDTH.get(marker)
-        if width is None:
-            return kind, -1
-        start = offset + 2
-        return kind, int.from_bytes(body[start : start + width], "big")
-    except IndexError:
-        return -1, -1

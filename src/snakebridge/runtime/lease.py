@@ -7,9 +7,10 @@ under one lock.)
 kept as states change, so status and the polling decision cost O(1). A call takes an idle
 worker if there is one; when every worker is busy it is *pipelined* onto the busy worker with
 the fewest calls whose current call is young (so a short call never queues behind a long one
-it could have avoided), 4 in flight at most, 16 while its calls are tiny; otherwise it waits in
-one FIFO queue, served as workers free up. Threads wait on a Signal, asyncio tasks on a future:
-one waiter type, one queue.
+it could have avoided), 4 in flight at most, 32 while its calls are tiny; otherwise it waits in
+one FIFO queue, served as workers free up. Calls the worker reports as tiny are packed onto the
+worker that took the last one, even when another is idle (:meth:`Leaser._packs`). Threads wait
+on a Signal, asyncio tasks on a future: one waiter type, one queue.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from snakebridge.errors import PoolClosed, PoolSaturated, QueueTimeout, RefInvalid
-from snakebridge.runtime.exchange import Signal, wake_future
+from snakebridge.runtime.pending import Signal, wake_future
 
 if TYPE_CHECKING:
     import asyncio

@@ -27,8 +27,9 @@ from snakebridge.errors import (
 from snakebridge.runtime import dataplane
 from snakebridge.runtime.calls import Call, next_call_id, prepare
 from snakebridge.runtime.codec import CALLBACKS, HOST_HAS_NUMPY
-from snakebridge.runtime.exchange import Line, Lost, Pending
+from snakebridge.runtime.exchange import Line
 from snakebridge.runtime.lease import Leaser, State, Worker
+from snakebridge.runtime.pending import Lost, Pending
 from snakebridge.runtime.supervisor import Supervisor
 from snakebridge.runtime.telemetry import emit
 from snakebridge.runtime.transport import (

@@ -1,5 +1,8 @@
 """Workers as Ray actors (ray #15): a WorkerTransport over a TCP connection from the actor.
 
+(Over 350 lines on purpose: the actor's start, its connect-back handshake, its death watch and
+the object store its calls use make one transport.)
+
 The host listens on a fresh port, creates one actor per worker (with the pool's ``num_cpus``,
 ``num_gpus``, ``resources`` and runtime_env), and the actor connects back, proves a one-time
 token and runs the ordinary worker loop (:mod:`snakebridge_worker.ray_actor`). Frames are read
