@@ -178,10 +178,11 @@ _runtime_lock = threading.Lock()
 
 
 def runtime() -> _Runtime:
-    """This process's runtime (a fresh one after fork)."""
+    """This process's runtime (a fresh one after fork: the fork hook below drops it, so the
+    common case needs no getpid, a system call on every call)."""
     global _runtime
     current = _runtime
-    if current is not None and current.pid == os.getpid():
+    if current is not None:
         return current
     with _runtime_lock:
         if _runtime is None or _runtime.pid != os.getpid():

@@ -60,7 +60,8 @@ _QUICK_S = 0.0005  # a call that finished faster than this marks its worker's ca
 _LOOP_CHECK_S = 0.1  # a thread waiting while an event loop reads checks that loop this often
 _TINY_SHARE = 0.75  # calls are tiny while this share took the worker under 25 µs each
 _JUDGE_CALLS = 16  # calls between two judgements of whether they are tiny
-_LANE_CHECK_S = 0.05  # a thread waiting on its lane looks at the line this often
+_LANE_CHECK_S = 0.2  # a thread waiting on its lane looks at the line this often (more than
+# the socket's receive timeout, which then stays as it is: no setsockopt per call)
 _LANE_MAX_FRAME = 1 << 16  # larger calls are not re-framed for a lane (a copy)
 _LANE_TAG = 0x9B  # msgpack fixarray of 11: a CALL (a fixarray of 10) with a lane number
 _DECIDE_WAIT_S = 30.0  # a lane's waiter waits this long at most for lose() to classify
