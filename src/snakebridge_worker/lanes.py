@@ -57,19 +57,22 @@ class Lanes:
             self.started(running)
 
     def started(self, call_id: int) -> int:
-        """Record that top-level call ``call_id`` runs (0: none) from now; now (ns)."""
+        """Record that top-level call ``call_id`` runs (0: none) from now; now (ns), or 0
+        while there is no slot (nothing is timed then)."""
+        if self.slot is None:
+            return 0
         now = time.monotonic_ns()
-        if self.slot is not None:
-            _RUNNING.pack_into(self.slot, 0, call_id, now)
+        _RUNNING.pack_into(self.slot, 0, call_id, now)
         return now
 
     def finished(self, began_ns: int) -> None:
         """The top-level call that began at ``began_ns`` has ended: none runs now."""
+        if self.slot is None:
+            return
         self.calls += 1
         if time.monotonic_ns() - began_ns < p.SHORT_NS:
             self.short += 1
-        if self.slot is not None:
-            p.SLOT.pack_into(self.slot, 0, 0, 0, self.calls, self.short)
+        p.SLOT.pack_into(self.slot, 0, 0, 0, self.calls, self.short)
 
 
 def write(lane: socket.socket, body: bytes) -> None:
