@@ -60,6 +60,72 @@ def test_many_threads_get_their_answers_on_lanes_and_every_answer_matches() -> N
     assert snakebridge.call("operator", "neg", [5]) == -5  # a lone call after them: as before
 
 
+def _threads(count: int, body: Any) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def run(offset: int) -> None:
+        try:
+            body(offset)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_host_callbacks_and_calls_nested_in_them_work_for_lane_calls() -> None:
+    pool = default_pool()
+
+    def body(offset: int) -> None:
+        for i in range(10):
+            items = [offset, i, offset + i + 1]
+            expected = sorted(items, reverse=True)
+            # a host callback the worker asks for mid-call (it comes on the call's lane)
+            assert snakebridge.call("builtins", "sorted", [items], {"key": lambda v: -v}) == (
+                expected
+            )
+            # a callback that calls back into the same worker: a nested call, on the main
+            # connection, while the outer call waits on its lane
+            part = snakebridge.call("functools", "partial", [sorted, items])
+            seen: list[Any] = []
+
+            def key(value: int, part: Any = part, seen: list[Any] = seen) -> int:
+                seen.append(part.args)
+                return -value
+
+            assert part(key=key) == expected
+            assert len(seen) == 3
+
+    assert _threads(6, body) == []
+    assert all(w.leases == 0 for w in pool.workers)
+
+
+def test_zygote_workers_take_lanes_too(configured: Any) -> None:
+    configured(
+        """
+[tool.snakebridge.libraries]
+operator = "stdlib"
+
+[tool.snakebridge.pools.default]
+size = 1
+start = "zygote"
+"""
+    )
+
+    def body(offset: int) -> None:
+        for i in range(100):
+            assert snakebridge.call("operator", "add", [offset, i]) == offset + i
+
+    assert _threads(6, body) == []
+    (worker,) = default_pool().workers
+    assert worker.transport._lanes >= 1  # type: ignore[attr-defined]
+    assert worker.transport.slot() is not None
+
+
 def _pool_with_a_slot() -> tuple[Pool, Worker]:
     """One real worker whose running-call slot is in use (a lane was opened and taken)."""
     pool = Pool("lanes", PoolSpec(size=1), sys.executable, dict(os.environ))

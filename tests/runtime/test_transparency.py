@@ -188,6 +188,17 @@ def test_functions_the_worker_cannot_import_are_called_back(host_trips: list[int
     assert len(host_trips) == 3
 
 
+def test_a_callback_whose_default_is_a_ref_is_described_without_calling_the_worker() -> None:
+    part = snakebridge.call("functools", "partial", [sorted, [3, 1, 2]])
+
+    def key(value: int, part: Any = part) -> int:
+        return -value
+
+    assert part(key=key) == [3, 2, 1]
+    # a Ref's repr is a call to its worker; made while encoding, it broke the call (#9)
+    assert "part=<" in str(snakebridge.call("inspect", "signature", [key]))
+
+
 def test_callbacks_keep_their_name_doc_and_signature() -> None:
     def fit(x: float, a: float, b: float = 2.0) -> float:
         """A model to fit."""

@@ -154,10 +154,23 @@ def _signature(function: Any) -> list[list[Any]] | None:
         [
             param.name,
             param.kind.name,
-            None if param.default is inspect.Parameter.empty else repr(param.default),
+            None if param.default is inspect.Parameter.empty else _default_text(param.default),
         ]
         for param in signature.parameters.values()
     ]
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _default_text(value: Any) -> str:
+    """How a signature shows a default: the repr of a plain value, else only its type. Any
+    other repr may run code, and a Ref's is a call to its worker, made here in the middle of
+    encoding the call that sends this callable."""
+    if type(value) in _PLAIN:
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return f"<{type(value).__qualname__} object>"
 
 
 def describe(obj: Any) -> dict[str, Any]:
