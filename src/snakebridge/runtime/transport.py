@@ -209,6 +209,7 @@ class ProcessTransport(SocketReader, WorkerTransport):
     _channel: socket.socket | None = None  # passes answer lanes to the worker (open_lane)
     _lanes = 0  # lanes opened so far (numbered from 1)
     _slot: mmap.mmap | None = None  # the running-call slot, once a lane exists
+    _lane_socks: tuple[socket.socket, ...] = ()  # every lane opened (closed by stop)
 
     def __init__(
         self,
@@ -366,6 +367,7 @@ class ProcessTransport(SocketReader, WorkerTransport):
                 if slot_fd is not None:
                     self._slot = slot
                 self._lanes = number
+                self._lane_socks += (lane_sock,)
         finally:
             theirs.close()
         return Lane(number, lane_sock, self.pid, self.max_frame, self._pidfd, self.exited)
@@ -406,6 +408,9 @@ class ProcessTransport(SocketReader, WorkerTransport):
         with contextlib.suppress(OSError):  # anything the library left in its group goes too
             os.killpg(self.pid, signal.SIGKILL)
         dataplane.peer_gone(self.pid)  # the host owns the cleanup of the worker's segments
+        for lane in self._lane_socks:  # a lost worker's lanes are read to their end instead
+            with contextlib.suppress(OSError):
+                lane.close()
         self.close()
 
     def close(self) -> None:
