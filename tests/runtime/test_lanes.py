@@ -234,3 +234,39 @@ def test_a_pipelined_map_takes_only_idle_workers_while_one_is_packed(fake: Pool)
     for worker in (*taken, first):
         fake.leaser.release(worker)
     assert all(w.leases == 0 for w in fake.workers)
+
+
+# -- a hostile worker writing on its lanes ----------------------------------------------------
+_WRITE_ON_MY_LANE = (
+    "import snakebridge_worker.main as m\n"
+    "w = m._CURRENT\n"
+    "w.call_lanes[w.running[-1]].sendall({frame!r})\n"
+)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        p.HEADER.pack(3) + b"\xc1\xc1\xc1",  # not msgpack at all
+        p.frame(__import__("msgpack").packb([p.RESULT, 999_999_999, 1])),  # another call's answer
+        p.frame(__import__("msgpack").packb([p.PONG, 0, {}])),  # a kind lanes never carry
+        p.HEADER.pack(0x7FFFFFFF),  # a length over the frame limit
+    ],
+    ids=["garbage", "foreign-answer", "wrong-kind", "huge"],
+)
+def test_garbage_on_a_lane_is_a_protocol_error_and_the_pool_goes_on(frame: bytes) -> None:
+    from snakebridge import ProtocolError
+
+    pool, worker = _pool_with_a_slot()
+    try:
+        lead = _send(pool, worker, _call("time", "sleep", 0.05))
+        hostile = _send(
+            pool, worker, _call("builtins", "exec", _WRITE_ON_MY_LANE.format(frame=frame))
+        )
+        assert hostile.lane is not None
+        worker.line.wait(hostile)
+        worker.line.wait(lead)
+        assert isinstance(hostile.error, ProtocolError)
+        assert pool.run(_call("operator", "pos", 5)) == 5  # a replacement serves
+    finally:
+        pool.close(0.5)

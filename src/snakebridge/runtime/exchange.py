@@ -226,7 +226,10 @@ class Line:
                 except TimeoutError:  # nothing on the lane: its answer may have come on the
                     if self.lost is None:  # main connection (rare); once lost, the lane is
                         self.pump()  # read to its end (the worker is being killed)
-                except Exception as exc:  # the worker is gone (or broke the protocol)
+                except ProtocolError as exc:  # on this call's lane: this call is to blame
+                    self.lose(exc, culprit=me)
+                    self._lane_lost(me)
+                except Exception as exc:  # the worker is gone
                     self._lead_failed(exc)
                     self._lane_lost(me)
             clean = me.error is None
@@ -596,10 +599,17 @@ class Line:
             self.tiny = short - seen_short >= _TINY_SHARE * (calls - seen_calls)
             self._costs_seen = (calls, short)
 
-    def lose(self, cause: BaseException, unsent: tuple[Pending, ...] = ()) -> None:
+    def lose(
+        self,
+        cause: BaseException,
+        unsent: tuple[Pending, ...] = (),
+        culprit: Pending | None = None,
+    ) -> None:
         """The worker is gone: the head call (and nested ones) fail, the others are requeued.
 
-        ``unsent`` calls never reached the worker (their write failed): requeued even at the head.
+        ``unsent`` calls never reached the worker (their write failed): requeued even at the
+        head. ``culprit``: the call whose lane brought the frame that broke the protocol; it
+        fails, whatever the worker runs now (sent again, it would break the next worker too).
         """
         self._drain_main()
         with self._lock:
@@ -613,6 +623,8 @@ class Line:
             slot = self.transport.slot()
             if slot is not None:  # the worker said which call it runs (lanes: see lane_for)
                 head = self._pending.get(slot[0])
+            if culprit is not None:
+                head = culprit
             everyone = list(self._pending.values())
             self._pending.clear()
             self._order.clear()
