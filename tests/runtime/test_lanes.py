@@ -270,3 +270,29 @@ def test_garbage_on_a_lane_is_a_protocol_error_and_the_pool_goes_on(frame: bytes
         assert pool.run(_call("operator", "pos", 5)) == 5  # a replacement serves
     finally:
         pool.close(0.5)
+
+
+def test_without_descriptors_for_a_lane_calls_are_answered_on_the_main_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+    import socket
+
+    pool = Pool("nolanes", PoolSpec(size=1), sys.executable, dict(os.environ))
+    pool.start()
+    try:
+
+        def out_of_descriptors(*args: Any, **kwargs: Any) -> Any:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        monkeypatch.setattr(socket, "socketpair", out_of_descriptors)
+
+        def body(offset: int) -> None:
+            for i in range(50):
+                assert pool.run(_call("operator", "add", offset, i)) == offset + i
+
+        assert _threads(6, body) == []
+        assert pool.workers[0].transport._lanes == 0  # type: ignore[attr-defined]
+    finally:
+        monkeypatch.undo()
+        pool.close(0.5)

@@ -51,7 +51,7 @@ _BOOT = (
     "import sys; sys.path.insert(0, sys.argv[1]); from snakebridge_worker.main import main; main()"
 )
 _STDERR_TAIL_LINES = 40
-_MAX_LANES = 64  # answer lanes per worker at most (threads beyond wait as before)
+_MAX_LANES = 32  # answer lanes per worker at most (as many as calls pipelined onto it)
 _SIGNAL_CAUSES: dict[int, str] = {
     signal.SIGSEGV: "segfault",
     signal.SIGBUS: "bus error",
@@ -338,38 +338,39 @@ class ProcessTransport(SocketReader, WorkerTransport):
     def open_lane(self) -> Lane | None:
         if self._channel is None or not hasattr(os, "memfd_create"):
             return None
-        lane_sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with self._lane_lock:
-                if self._closed or self._lanes >= _MAX_LANES:
-                    lane_sock.close()
-                    return None
+        with self._lane_lock:
+            if self._closed or self._lanes >= _MAX_LANES:
+                return None
+            try:
+                lane_sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            except OSError:  # out of descriptors: its calls are answered on the main connection
+                return None
+            slot: mmap.mmap | None = None
+            slot_fd = -1
+            try:
                 fds = [theirs.fileno()]
-                slot_fd = None
                 if self._slot is None:  # the first lane brings the running-call slot
                     slot_fd = os.memfd_create("snakebridge-running", os.MFD_CLOEXEC)
                     os.ftruncate(slot_fd, p.SLOT.size)
                     slot = mmap.mmap(slot_fd, p.SLOT.size)
                     p.SLOT.pack_into(slot, 0, -1, 0, 0, 0)  # unknown until the worker takes it
                     fds.append(slot_fd)
-                try:
-                    self._channel.sendmsg(
-                        [b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                    )
-                    number = self._lanes + 1
-                    self.send(p.frame(msgpack.packb([p.LANE, number])))
-                except OSError:
-                    lane_sock.close()
-                    return None
-                finally:
-                    if slot_fd is not None:
-                        os.close(slot_fd)
-                if slot_fd is not None:
-                    self._slot = slot
-                self._lanes = number
-                self._lane_socks += (lane_sock,)
-        finally:
-            theirs.close()
+                self._channel.sendmsg(
+                    [b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                )
+                number = self._lanes + 1
+                self.send(p.frame(msgpack.packb([p.LANE, number])))
+            except OSError:
+                lane_sock.close()
+                return None
+            finally:
+                theirs.close()
+                if slot_fd >= 0:
+                    os.close(slot_fd)
+            if slot is not None:
+                self._slot = slot
+            self._lanes = number
+            self._lane_socks += (lane_sock,)
         return Lane(number, lane_sock, self.pid, self.max_frame, self._pidfd, self.exited)
 
     def slot(self) -> tuple[int, int, int, int] | None:
