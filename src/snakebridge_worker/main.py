@@ -518,11 +518,14 @@ class Worker:
 
     def send(self, message: List[Any], lane: Optional[socket.socket] = None) -> None:
         with self.send_lock:
-            body = self.packer.pack(message)
-            if lane is None:
-                self.connection.send(body)
-            else:
-                lanes.write(lane, body)
+            self._write(self.packer.pack(message), lane)
+
+    def _write(self, body: bytes, lane: Optional[socket.socket]) -> None:
+        """One frame to the host: on ``lane`` (that call's answer lane), else the connection."""
+        if lane is None:
+            self.connection.send(body)
+        else:
+            lanes.write(lane, body)
 
     def reply(self, kind: int, call_id: int, payload: Any) -> None:
         codec = self.codec
@@ -547,10 +550,7 @@ class Worker:
             except Exception as exc:  # an unencodable result: report it instead of dying
                 error_kind = p.ERR_DECODE if isinstance(exc, v.Unsendable) else p.ERR_REMOTE
                 body = self.packer.pack([p.ERROR, call_id, error_payload(error_kind, exc)])
-            if lane is None:
-                self.connection.send(body)
-            else:
-                lanes.write(lane, body)
+            self._write(body, lane)
 
     # -- the reader role ------------------------------------------------------------------------
     def _read(self) -> List[Any]:

@@ -34,32 +34,6 @@ def _call(module: str, name: str, *args: Any) -> Call:
     return prepare(None, module, name, None, p.OP_CALL, list(args), None, None, False, None)
 
 
-def test_many_threads_get_their_answers_on_lanes_and_every_answer_matches() -> None:
-    pool = default_pool()
-    errors: list[BaseException] = []
-
-    def caller(offset: int) -> None:
-        try:
-            for i in range(150):
-                n = offset * 1000 + i
-                assert snakebridge.call("operator", "neg", [n]) == -n
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=caller, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
-    lanes = sum(w.transport._lanes for w in pool.workers)  # type: ignore[attr-defined]
-    assert lanes >= 1  # 8 threads on 2 workers: calls overlapped, so lanes were opened
-    slots = [w.transport.slot() for w in pool.workers]
-    assert any(slot is not None and slot[2] > 0 for slot in slots)  # the worker counts calls
-    assert all(w.state is State.IDLE and w.leases == 0 for w in pool.workers)
-    assert snakebridge.call("operator", "neg", [5]) == -5  # a lone call after them: as before
-
-
 def _threads(count: int, body: Any) -> list[BaseException]:
     errors: list[BaseException] = []
 
@@ -75,6 +49,23 @@ def _threads(count: int, body: Any) -> list[BaseException]:
     for thread in threads:
         thread.join()
     return errors
+
+
+def test_many_threads_get_their_answers_on_lanes_and_every_answer_matches() -> None:
+    pool = default_pool()
+
+    def body(offset: int) -> None:
+        for i in range(150):
+            n = offset * 1000 + i
+            assert snakebridge.call("operator", "neg", [n]) == -n
+
+    assert _threads(8, body) == []
+    lanes = sum(w.transport._lanes for w in pool.workers)  # type: ignore[attr-defined]
+    assert lanes >= 1  # 8 threads on 2 workers: calls overlapped, so lanes were opened
+    slots = [w.transport.slot() for w in pool.workers]
+    assert any(slot is not None and slot[2] > 0 for slot in slots)  # the worker counts calls
+    assert all(w.state is State.IDLE and w.leases == 0 for w in pool.workers)
+    assert snakebridge.call("operator", "neg", [5]) == -5  # a lone call after them: as before
 
 
 def test_host_callbacks_and_calls_nested_in_them_work_for_lane_calls() -> None:

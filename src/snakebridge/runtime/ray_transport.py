@@ -299,10 +299,7 @@ class RayTransport(ProcessTransport):
         finally:
             self._listener.close()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = conn
-        self._fd = conn.fileno()
-        self._poller = select.poll()
-        self._poller.register(self._fd, select.POLLIN)
+        self._read_from(conn, None)
         if self._ended.is_set():  # it ended between connecting and now
             self._watch_ended_socket()
         with contextlib.suppress(OSError):

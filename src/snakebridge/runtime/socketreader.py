@@ -13,6 +13,7 @@ a context switch per call. Requests still go on the main connection, in order.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import select
 import socket
@@ -39,7 +40,7 @@ class PeerClosed(Exception):
     """The worker's end is gone (it exited, crashed or was killed)."""
 
 
-class SocketReader:
+class SocketReader(abc.ABC):
     """Whole frames from ``sock`` (one reader at a time); ``exited`` says whether the worker
     process ended, so that a grandchild holding the socket open cannot hide its end."""
 
@@ -54,8 +55,20 @@ class SocketReader:
     _poll_skip: int
     _slice = 0.0  # the receive timeout set on the socket (SO_RCVTIMEO), 0 for none yet
 
+    @abc.abstractmethod
     def exited(self) -> bool:
-        raise NotImplementedError
+        """Whether the worker has ended (never blocks)."""
+
+    def _read_from(self, sock: socket.socket, pidfd: int | None) -> None:
+        """Read frames from ``sock``; ``pidfd`` (if any) also wakes a wait when the worker
+        process ends."""
+        self.sock = sock
+        self._fd = sock.fileno()
+        self._pidfd = pidfd
+        self._poller = select.poll()
+        self._poller.register(self._fd, select.POLLIN)
+        if pidfd is not None:
+            self._poller.register(pidfd, select.POLLIN)
 
     def _recv_now(self) -> bool:
         """Read what is there without blocking (into the scratch buffer: no allocation).
@@ -241,17 +254,11 @@ class Lane(SocketReader):
     ) -> None:
         self.number = number
         self.pid = pid
-        self.sock = sock
-        self._fd = sock.fileno()
-        self._pidfd = pidfd
+        self._read_from(sock, pidfd)
         self._exited = exited
         self._frames = FrameBuffer(max_frame)
         self._early = []
         self._poll_misses = self._poll_skip = 0
-        self._poller = select.poll()
-        self._poller.register(self._fd, select.POLLIN)
-        if pidfd is not None:
-            self._poller.register(pidfd, select.POLLIN)
 
     def exited(self) -> bool:
         return self._exited()

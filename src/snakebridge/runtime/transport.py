@@ -19,7 +19,6 @@ import contextlib
 import mmap
 import os
 import queue
-import select
 import signal
 import socket
 import subprocess
@@ -265,13 +264,7 @@ class ProcessTransport(SocketReader, WorkerTransport):
             worker_sock.close()
             worker_channel.close()
         self.pid = self.proc.pid
-        self.sock = host_sock
-        self._fd = host_sock.fileno()
-        self._pidfd = _pidfd(self.pid)
-        self._poller = select.poll()
-        self._poller.register(self._fd, select.POLLIN)
-        if self._pidfd is not None:
-            self._poller.register(self._pidfd, select.POLLIN)
+        self._read_from(host_sock, _pidfd(self.pid))
         with contextlib.suppress(OSError):  # it died already: the handshake reports why
             self.send(p.frame(msgpack.packb([p.INIT, 0, init])))
         self._output = threading.Thread(
